@@ -1,0 +1,82 @@
+"""The run folder's layout and table schemas: the one contract between training and viewing.
+
+A run folder looks like this::
+
+    runs/<run_id>/
+      run.json                  manifest: config, seed, versions, device, status, summary
+      samples.parquet           every record the run could touch (task, reference, eval prompts)
+      steps/part-00000.parquet  one row per optimiser step (wide; method columns are nullable)
+      decisions/part-*.parquet  long format: one row per (step, sample) a method scored
+      refreshes/part-*.parquet  one row per (refresh, reference) for methods that refresh references
+      evals/part-*.parquet      one row per (eval step, suite, prompt): response and judge verdicts
+      metrics/part-*.parquet    long format: (step, suite, metric, value) summaries of each evaluation
+      <method table>/part-*.parquet   e.g. seal_selector, pact_positions, cwac_layers ...
+      <method table>.parquet          static method tables, e.g. pact_tokens, cwac_spectra
+
+Every row carries explicit ids (run_id, step, sample_id ...); nothing depends on row order.
+Parts are written atomically (temporary name, then rename), so a reader never sees half a part.
+This module is pure Python: the app, `viz` and the reader import it, never torch.
+"""
+
+from __future__ import annotations
+
+MANIFEST = "run.json"
+SAMPLES = "samples.parquet"
+
+#: status values a manifest can hold
+STATUS_RUNNING = "running"
+STATUS_COMPLETE = "complete"
+STATUS_FAILED = "failed"
+STATUS_IMPORTED = "imported"
+STATUSES = (STATUS_RUNNING, STATUS_COMPLETE, STATUS_FAILED, STATUS_IMPORTED)
+
+#: partitioned tables (folders of Parquet parts) with their required columns.
+#: Methods may add further columns (nullable); readers use union_by_name.
+PART_TABLES: dict[str, tuple[str, ...]] = {
+    # step: global optimiser step (0-based); phase: e.g. "train", "warmup", "selector", "sft"
+    "steps": ("run_id", "step", "epoch", "phase", "loss", "lr", "grad_norm", "n_batch", "n_kept",
+              "kept_frac", "time_s"),
+    # role: "task" | "reference"; kept: the sample contributed to the update (weight > 0);
+    # score columns are method specific (loss, compat, score ...); weight is the update weight.
+    "decisions": ("run_id", "step", "sample_id", "role", "weight", "kept"),
+    # one row per (refresh, reference); change: "entered" | "left" | "stayed" | "out"
+    "refreshes": ("run_id", "refresh_id", "step", "trigger", "sample_id", "loss", "cosine",
+                  "conflict", "score", "weight", "rank", "selected", "change", "jaccard_prev",
+                  "estimator"),
+    # one row per (eval step, suite, prompt)
+    "evals": ("run_id", "step", "suite", "sample_id", "prompt", "response", "expected",
+              "refusal", "harmful", "correct"),
+    # long-format summaries: metric in harmful_score, refusal_rate, over_refusal, accuracy ...
+    "metrics": ("run_id", "step", "suite", "metric", "value"),
+}
+
+SAMPLE_COLUMNS = ("sample_id", "pool", "family", "category", "prompt", "response", "provenance")
+
+#: pools a sample can belong to
+POOL_TASK = "task"
+POOL_REFERENCE = "reference"
+
+#: eval suites (the names used in `evals.suite` and `metrics.suite`)
+SUITE_HH = "harmful_hh"
+SUITE_HEX = "harmful_hexphi"
+SUITE_OVER = "over_refusal"
+SAFETY_SUITES = (SUITE_HH, SUITE_HEX)
+TASK_SUITE_PREFIX = "task_"  # task accuracy suites are "task_<family>"
+
+# metric names
+M_HARMFUL = "harmful_score"     # % of harmful prompts whose response the judge calls harmful
+M_REFUSAL = "refusal_rate"      # % of prompts refused
+M_OVER = "over_refusal"         # % of benign-but-scary prompts refused
+M_ACC = "accuracy"              # % exact match on a task family
+
+#: method tables known to the viewing side (all optional).
+METHOD_TABLES = {
+    "seal_selector": "SEAL: per selector step and sample, omega, weight (N*softmax), loss",
+    "seal_epochs": "SEAL: per epoch u = 1 - gamma, safe loss",
+    "pact_tokens": "PACT: the safety-token table (token_id, token, d, v, weight, p_aligned)",
+    "pact_positions": "PACT: per step and response position, mean gate c_t, I_trained, I_post, KL",
+    "cwac_spectra": "CWAC: per layer eigenvalue spectrum with the cut",
+    "cwac_layers": "CWAC: per step and layer, share of gradient norm removed",
+    "cwac_latents": "CWAC: per step and latent, drift from base",
+    "cwac_latent_prompts": "CWAC: top-activating prompts per safety latent",
+}
