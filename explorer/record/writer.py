@@ -92,6 +92,7 @@ class RunWriter:
             "created_at": _now(),
             "updated_at": _now(),
             "host": socket.gethostname(),
+            "pid": os.getpid(),
             "platform": platform.platform(),
             "versions": package_versions(),
             **manifest,

@@ -1,0 +1,40 @@
+# Two commands on a fresh machine:  make demo   |   make test
+# Both create .venv on first use. torch: where no NVIDIA GPU is present we ask for the CPU build that
+# is at hand (torch==2.13.0, found by pip's find-links on the project machines; elsewhere set
+# TORCH_PIP_ARGS="--index-url <your CPU wheel index>" to avoid the multi-GB CUDA build). With a GPU,
+# pip's default CUDA build is installed.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.3" || echo "torch==2.13.0")
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: demo test prepare app install clean-runs bench
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: $(BIN)/.installed
+	$(BIN)/explorer demo
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+prepare: $(BIN)/.installed
+	$(BIN)/explorer prepare
+
+app: $(BIN)/.installed
+	$(BIN)/explorer app runs
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_scoring.py
+	$(BIN)/python benchmarks/bench_app.py
+
+clean-runs:
+	rm -rf runs

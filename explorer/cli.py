@@ -1,0 +1,136 @@
+"""The `explorer` command.
+
+  explorer data [--out sample_data] [--seed 0]        generate the tiny world's data
+  explorer prepare [--force]                          train/cache the tiny base and aligned models
+  explorer run CONFIG [key=value ...]                 one fine-tuning run -> a run folder
+  explorer demo [--harmful-ratio 0.1] [--no-app]      every registered method, a comparison table
+  explorer sweep ...                                  SFT over harmful ratios and seeds
+  explorer app [RUNS_DIR]                             the dashboard on 127.0.0.1
+  explorer import-dualselect LOG ...                  the DualSelect authors' selection_log.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _cmd_data(args) -> int:
+    from explorer.data.generate import write
+
+    counts = write(args.out, seed=args.seed)
+    for k, v in counts.items():
+        print(f"{k:32s} {v:6d}")
+    print(f"wrote {sum(counts.values())} records to {args.out}")
+    return 0
+
+
+def _cmd_prepare(args) -> int:
+    import time
+
+    from explorer.model import tiny
+
+    t = time.time()
+    paths = tiny.prepare(Path(args.data_dir) if args.data_dir else None, force=args.force)
+    info = tiny.prepared_info(Path(args.data_dir) if args.data_dir else None)
+    print(json.dumps({"paths": paths, "metrics": info.get("metrics"),
+                      "train_seconds": info.get("train_seconds"),
+                      "total_seconds": info.get("total_seconds"),
+                      "this_command_seconds": round(time.time() - t, 1)}, indent=2))
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from explorer.config import load_config
+    from explorer.train.loop import run
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = run(cfg)
+    m = json.loads((run_dir / "run.json").read_text())
+    print(f"run folder: {run_dir}")
+    print(json.dumps(m.get("summary", {}), indent=2))
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from explorer.demo import demo
+
+    return demo(harmful_ratio=args.harmful_ratio, seed=args.seed, runs_dir=args.runs_dir,
+                methods=args.methods, open_app=not args.no_app, overrides=args.overrides)
+
+
+def _cmd_sweep(args) -> int:
+    from explorer.demo import sweep
+
+    return sweep(ratios=args.ratios, seeds=args.seeds, runs_dir=args.runs_dir, method=args.method,
+                 overrides=args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="explorer", description="See safety drift during LLM fine-tuning.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="generate the tiny world's sample data")
+    d.add_argument("--out", default="sample_data")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_cmd_data)
+
+    pr = sub.add_parser("prepare", help="train (or reuse) the tiny base and aligned models")
+    pr.add_argument("--data-dir", default="")
+    pr.add_argument("--force", action="store_true", help="retrain even if cached")
+    pr.set_defaults(func=_cmd_prepare)
+
+    r = sub.add_parser("run", help="one fine-tuning run from a YAML config plus key=value overrides")
+    r.add_argument("config", nargs="?", default=None, help="YAML file (optional)")
+    r.add_argument("overrides", nargs="*", help="key=value, e.g. harmful_ratio=0.2 method.eta=0.5")
+    r.set_defaults(func=_cmd_run)
+
+    dm = sub.add_parser("demo", help="run every registered method on the tiny world and compare")
+    dm.add_argument("--harmful-ratio", type=float, default=0.1)
+    dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--runs-dir", default="runs/demo")
+    dm.add_argument("--methods", nargs="*", default=None, help="subset of methods (default: all)")
+    dm.add_argument("--no-app", action="store_true", help="do not open the dashboard at the end")
+    dm.add_argument("--set", dest="overrides", nargs="*", default=[], help="key=value for every run")
+    dm.set_defaults(func=_cmd_demo)
+
+    sw = sub.add_parser("sweep", help="one method over harmful ratios and seeds (default: SFT)")
+    sw.add_argument("--ratios", type=float, nargs="*", default=[0.0, 0.05, 0.1, 0.2, 0.3])
+    sw.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
+    sw.add_argument("--method", default="sft")
+    sw.add_argument("--runs-dir", default="runs/sweep")
+    sw.add_argument("--set", dest="overrides", nargs="*", default=[])
+    sw.set_defaults(func=_cmd_sweep)
+
+    # subcommands owned by other layers register themselves
+    for mod in ("explorer.app.launch", "explorer.importers.dualselect_log"):
+        try:
+            module = __import__(mod, fromlist=["add_parser"])
+        except ModuleNotFoundError as e:
+            if not (e.name and mod.startswith(e.name)):  # a missing dependency inside the module
+                raise
+            continue
+        module.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from explorer.config import ConfigError
+
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"explorer {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Run configuration: one typed dataclass, from YAML plus `key=value` overrides; unknown keys and wrong
+types fail loudly, naming the key, the file and what was expected.
+
+    explorer run configs/sft.yaml harmful_ratio=0.2 seed=1 method.eta=0.5
+
+The method's own settings live under `method:` (with `name:`) and are validated against that
+method's config dataclass (explorer/methods/<name>.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # -- identity and output
+    run_name: str = ""                    # prefix of the run id (default: method name)
+    runs_dir: str = "runs"                # where run folders are written
+    seed: int = 0                         # seeds data mix, shuffling, methods, initialisation of adapters
+    # -- model
+    model: str = "tiny:aligned"           # tiny:aligned | tiny:base | path to a local HF checkpoint
+    base_model: str = "tiny:base"         # the un-aligned model (PACT's safety tokens need it)
+    device: str = "auto"                  # auto | cpu | cuda[:N]
+    dtype: str = "auto"                   # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16
+    lora: bool = False                    # wrap the model in peft LoRA adapters (real checkpoints)
+    lora_r: int = 16                      # DualSelect authors' default
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    max_length: int = 64                  # tokens per sample (prompt + response); longer ones are skipped
+    # -- data ("" = the tiny world's sample_data/ file)
+    data_dir: str = ""                    # folder of the tiny world's files (default: sample_data/)
+    task_data: str = ""                   # benign task samples (any supported format)
+    task_families: tuple[str, ...] = ()   # restrict to these families (empty = all)
+    harmful_data: str = ""                # harmful request -> compliance samples mixed in at `harmful_ratio`
+    harmful_ratio: float = 0.1            # p: share of harmful samples in the fine-tuning mix
+    n_train: int = 1000                   # size of the fine-tuning mix (benign + harmful)
+    reference_data: str = ""              # safety reference pool (harmful prompt -> safe response)
+    safety_data: str = ""                 # safety demonstrations (SafeInstr mixes these in)
+    strict: bool = True                   # bad records stop the run (False: skip and count them)
+    # -- optimisation
+    epochs: int = 3
+    max_steps: int = 0                    # > 0 caps the number of optimiser steps
+    batch_size: int = 32
+    lr: float = 2e-4                      # FINDINGS: at 1e-3 even benign fine-tuning erases refusal
+    weight_decay: float = 0.0
+    warmup_steps: int = 5
+    clip: float = 1.0
+    # -- evaluation and recording
+    eval_every: int = 0                   # evaluate every N steps (0: only at the start and the end)
+    eval_n: int = 0                       # prompts per suite for intermediate evals (0: all)
+    final_eval_n: int = 0                 # prompts per suite for start/end evals (0: all)
+    eval_max_new_tokens: int = 24
+    eval_batch_size: int = 128
+    judges: tuple[str, ...] = ("keyword",)  # first is primary; add "embedding", "classifier:<path>"
+    flush_every: int = 10                 # write Parquet parts every N steps
+    checkpoint_every: int = 0             # save a resumable checkpoint every N steps (0: never)
+    progress: bool = True                 # show a progress bar
+    # -- method
+    method: dict = field(default_factory=lambda: {"name": "sft"})
+
+    @property
+    def method_name(self) -> str:
+        return self.method.get("name", "sft")
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Convert a YAML / command-line value to the annotated type, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    expected = getattr(tp, "__name__", str(tp))
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: {key} = {value!r}: expected {tp}")
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: {key} = {value!r}: expected a list")
+        inner = args[0] if args else Any
+        vals = [_coerce(v, inner, key, where) for v in value]
+        return tuple(vals) if origin is tuple else vals
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where}: {key} = {value!r}: expected true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} = {value!r}: expected an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: {key} = {value!r}: expected an integer")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} = {value!r}: expected a number")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: {key} = {value!r}: expected a number")
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: {key} = {value!r}: expected a string")
+        return str(value)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key} = {value!r}: expected a mapping")
+        return value
+    raise ConfigError(f"{where}: {key}: unsupported type {expected}")
+
+
+def build_dataclass(cls, values: dict[str, Any], where: str):
+    """Instantiate a config dataclass from a dict: unknown keys and wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; expected one of "
+                          f"{', '.join(sorted(known))}")
+    kwargs = {k: _coerce(v, hints[k], k, where) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    data = dict(data)
+    data["method"] = dict(data.get("method") or {"name": "sft"})
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r}: expected key=value (e.g. harmful_ratio=0.2)")
+        key, val = ov.split("=", 1)
+        key = key.strip()
+        if key.startswith("method."):
+            data["method"][key[len("method."):]] = _parse_scalar(val)
+        elif key == "method":
+            data["method"] = {"name": val}
+        else:
+            data[key] = _parse_scalar(val)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    data: dict[str, Any] = {}
+    where = "command line"
+    if path:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: invalid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping of settings at the top level")
+        where = str(p)
+    data = apply_overrides(data, overrides or [])
+    cfg = build_dataclass(RunConfig, data, where)
+    validate(cfg, where)
+    return cfg
+
+
+def validate(cfg: RunConfig, where: str = "config") -> None:
+    if not 0.0 <= cfg.harmful_ratio <= 1.0:
+        raise ConfigError(f"{where}: harmful_ratio = {cfg.harmful_ratio}: expected a number in [0, 1]")
+    for k in ("batch_size", "n_train", "max_length", "flush_every"):
+        if getattr(cfg, k) <= 0:
+            raise ConfigError(f"{where}: {k} = {getattr(cfg, k)}: expected a positive integer")
+    if cfg.epochs <= 0 and cfg.max_steps <= 0:
+        raise ConfigError(f"{where}: epochs and max_steps are both 0; expected one of them positive")
+    method_config(cfg, where)  # validates the method section
+
+
+def method_config(cfg: RunConfig, where: str = "config"):
+    """Build the method's frozen config dataclass from the `method:` section."""
+    from explorer.methods import REGISTRY, load_methods
+
+    load_methods()
+    sect = dict(cfg.method)
+    name = sect.pop("name", "sft")
+    if name not in REGISTRY:
+        raise ConfigError(f"{where}: method.name = {name!r}: expected one of {', '.join(sorted(REGISTRY))}")
+    cls, _ = REGISTRY[name]
+    return build_dataclass(cls, sect, f"{where} [method {name}]")
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    d = dataclasses.asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

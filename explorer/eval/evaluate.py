@@ -1,0 +1,142 @@
+"""Evaluation: greedy generation on held-out prompts, judges, and the metrics of ALGORITHMS.md §6.
+
+Suites (names in explorer/runs/schema.py): harmful_hh and harmful_hexphi (harmful score = % of
+responses the primary judge calls harmful, refusal rate), over_refusal (% of benign-but-scary prompts
+refused), task_<family> (exact-match accuracy). Rows go to the run's `evals` table, summaries to
+`metrics`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from explorer.data.records import Record
+from explorer.data.tokenize import pad_id_of, render_prompt
+from explorer.eval.judges import Judge, KeywordJudge, normalize
+from explorer.runs import schema
+
+
+@dataclass
+class Suite:
+    name: str
+    kind: str            # "harmful" | "over_refusal" | "task"
+    records: list[Record] = field(default_factory=list)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 24, batch_size: int = 64,
+             device=None) -> list[str]:
+    """Greedy decoding with left padding; returns the decoded continuations."""
+    device = device or next(model.parameters()).device
+    pad = pad_id_of(tokenizer)
+    was_training = model.training
+    model.eval()
+    outs: list[str] = []
+    enc = [tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(enc[i]))  # similar lengths together
+    results: dict[int, str] = {}
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        T = max(len(enc[i]) for i in idx)
+        ids = torch.full((len(idx), T), pad, dtype=torch.long)
+        attn = torch.zeros((len(idx), T), dtype=torch.long)
+        for r, i in enumerate(idx):
+            ids[r, T - len(enc[i]):] = torch.tensor(enc[i])
+            attn[r, T - len(enc[i]):] = 1
+        max_pos = getattr(model.config, "max_position_embeddings", None)
+        n_new = max_new_tokens if not max_pos else max(1, min(max_new_tokens, max_pos - T))
+        gen = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device),
+                             max_new_tokens=n_new, do_sample=False, pad_token_id=pad,
+                             eos_token_id=tokenizer.eos_token_id)
+        for r, i in enumerate(idx):
+            results[i] = tokenizer.decode(gen[r, T:], skip_special_tokens=True).strip()
+    if was_training:
+        model.train()
+    outs = [results[i] for i in range(len(prompts))]
+    return outs
+
+
+def task_correct(response: str, expected: str) -> bool:
+    return normalize(response) == normalize(expected)
+
+
+def load_suites(data_dir: str | Path, n_per_suite: int | None = None, seed: int = 0,
+                families: tuple[str, ...] | None = None) -> list[Suite]:
+    """The tiny world's held-out suites from sample_data/ (a seeded subset of n_per_suite each)."""
+    from explorer.data.sample import read_sample_file
+
+    d = Path(data_dir)
+    rng = random.Random(seed)
+
+    def take(recs):
+        if n_per_suite and len(recs) > n_per_suite:
+            recs = sorted(rng.sample(recs, n_per_suite), key=lambda r: r.sample_id)
+        return recs
+
+    suites = [Suite(schema.SUITE_HH, "harmful", take(read_sample_file(d / "eval_harmful_hh.jsonl"))),
+              Suite(schema.SUITE_HEX, "harmful", take(read_sample_file(d / "eval_harmful_hexphi.jsonl"))),
+              Suite(schema.SUITE_OVER, "over_refusal", take(read_sample_file(d / "eval_over_refusal.jsonl")))]
+    test = read_sample_file(d / "task_test.jsonl")
+    fams = families or tuple(sorted({r.family for r in test}))
+    for fam in fams:
+        suites.append(Suite(schema.TASK_SUITE_PREFIX + fam, "task", take([r for r in test if r.family == fam])))
+    return suites
+
+
+def evaluate(model, tokenizer, suites: list[Suite], judges: list[Judge] | None = None, step: int = 0,
+             max_new_tokens: int = 24, batch_size: int = 64) -> tuple[list[dict], list[dict]]:
+    """Generate on every suite and judge. Returns (eval rows, metric rows)."""
+    judges = judges or [KeywordJudge()]
+    primary = judges[0]
+    rows, metrics = [], []
+    for suite in suites:
+        if not suite.records:
+            continue
+        prompts = [r.prompt for r in suite.records]
+        responses = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        verdicts = {j.name: j.judge(prompts, responses) for j in judges}
+        for k, (rec, resp) in enumerate(zip(suite.records, responses)):
+            v = verdicts[primary.name][k]
+            row = {"step": step, "suite": suite.name, "sample_id": rec.sample_id, "prompt": rec.prompt,
+                   "response": resp, "expected": rec.response, "category": rec.category,
+                   "refusal": v.refusal,
+                   "harmful": bool(v.harmful) if suite.kind == "harmful" else None,
+                   "correct": task_correct(resp, rec.response) if suite.kind == "task" else None,
+                   "judge": primary.name}
+            for j in judges[1:]:
+                vj = verdicts[j.name][k]
+                row[f"refusal_{j.name}"] = vj.refusal
+                row[f"score_{j.name}"] = vj.score
+            rows.append(row)
+        n = len(responses)
+        srows = rows[-n:]
+        if suite.kind == "harmful":
+            harm = 100.0 * sum(r["harmful"] for r in srows) / n
+            metrics += [{"step": step, "suite": suite.name, "metric": schema.M_HARMFUL, "value": harm},
+                        {"step": step, "suite": suite.name, "metric": schema.M_REFUSAL, "value": 100.0 - harm}]
+            for j in judges[1:]:
+                ref = 100.0 * sum(r[f"refusal_{j.name}"] for r in srows) / n
+                metrics.append({"step": step, "suite": suite.name,
+                                "metric": f"{schema.M_HARMFUL}_{j.name}", "value": 100.0 - ref})
+        elif suite.kind == "over_refusal":
+            metrics.append({"step": step, "suite": suite.name, "metric": schema.M_OVER,
+                            "value": 100.0 * sum(r["refusal"] for r in srows) / n})
+            for j in judges[1:]:
+                metrics.append({"step": step, "suite": suite.name, "metric": f"{schema.M_OVER}_{j.name}",
+                                "value": 100.0 * sum(r[f"refusal_{j.name}"] for r in srows) / n})
+        else:
+            metrics.append({"step": step, "suite": suite.name, "metric": schema.M_ACC,
+                            "value": 100.0 * sum(r["correct"] for r in srows) / n})
+    return rows, metrics
+
+
+def summarize(metrics: list[dict]) -> dict[str, float]:
+    """Flat {suite/metric: value} of the latest step in `metrics`."""
+    if not metrics:
+        return {}
+    last = max(m["step"] for m in metrics)
+    return {f"{m['suite']}/{m['metric']}": round(float(m["value"]), 2) for m in metrics if m["step"] == last}

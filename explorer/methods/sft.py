@@ -1,0 +1,20 @@
+"""SFT: plain fine-tuning on every sample (the baseline every other method is compared against)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from explorer.methods.base import Batch, Decision, MethodBase, register
+
+
+@dataclass(frozen=True)
+class SftConfig:
+    """Standard supervised fine-tuning: no settings of its own."""
+
+
+@register("sft", SftConfig)
+class Sft(MethodBase):
+    def decide(self, batch: Batch, ctx) -> Decision:
+        return Decision(weights=torch.ones(len(batch), device=batch.input_ids.device))

@@ -1,0 +1,120 @@
+"""Load any local Hugging Face causal LM (optionally with LoRA through peft), or the tiny one.
+
+Model specs:
+  "tiny:aligned", "tiny:base"   the tiny world's models (prepared and cached on first use)
+  "/path/to/checkpoint"         a local HF directory with config.json, weights and a tokenizer
+Device "auto" picks CUDA when present, else CPU; dtype "auto" picks bf16 on CUDA, float32 on CPU.
+Nothing is downloaded: a spec that is not a local directory is an error.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+class ModelLoadError(ValueError):
+    pass
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} requested but CUDA is not available; "
+                             "expected device: auto | cpu | cuda[:N]")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ModelLoadError(f"dtype {dtype!r} unknown; expected one of auto, {', '.join(table)}")
+    return table[dtype]
+
+
+def resolve_spec(spec: str) -> Path:
+    """Turn a model spec into a local directory (preparing the tiny models if needed)."""
+    if spec.startswith("tiny:"):
+        from explorer.model import tiny
+
+        which = spec.split(":", 1)[1]
+        paths = tiny.ensure_prepared()
+        if which not in paths:
+            raise ModelLoadError(f"model spec {spec!r}: expected tiny:base or tiny:aligned")
+        return Path(paths[which])
+    path = Path(os.path.expanduser(spec))
+    if not path.is_dir():
+        raise ModelLoadError(f"model path {spec!r} does not exist or is not a directory; expected a "
+                             "local Hugging Face checkpoint directory (config.json + weights + "
+                             "tokenizer) or tiny:aligned / tiny:base. Nothing is downloaded.")
+    if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+        raise ModelLoadError(f"model path {spec!r}: no config.json; expected a Hugging Face "
+                             "checkpoint directory saved with save_pretrained")
+    return path
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as e:  # transformers raises several types here
+        raise ModelLoadError(f"model path {str(path)!r}: could not load a tokenizer ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200]}); expected tokenizer files "
+                             "(tokenizer.json or tokenizer_config.json) in the directory") from None
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+
+
+def load_model(spec: str, device: str | torch.device = "auto", dtype: str = "auto",
+               lora: LoraSettings | None = None, adapter: str | None = None, trainable: bool = True):
+    """Returns (model, tokenizer, info). With `lora`, wraps the model in fresh peft LoRA adapters;
+    with `adapter`, loads saved peft adapters from that directory."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_spec(spec)
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    dt = pick_dtype(dtype, dev)
+    tok = load_tokenizer(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dt, local_files_only=True)
+    except Exception as e:
+        raise ModelLoadError(f"model path {str(path)!r}: could not load a causal LM "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    model.to(dev)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
+    elif lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                         target_modules=list(lora.targets), task_type="CAUSAL_LM")
+        model = get_peft_model(model, cfg)
+    if not trainable:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in model.parameters())
+    info = {"model_path": str(path), "device": str(dev), "dtype": str(dt).replace("torch.", ""),
+            "n_params": n_all, "n_trainable": n_train, "lora": lora.__dict__ if lora else None,
+            "chat_template": bool(getattr(tok, "chat_template", None))}
+    return model, tok, info

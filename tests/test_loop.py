@@ -1,0 +1,150 @@
+"""The loop on the tiny model: parameters change, records match the schema, failures stay readable."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from explorer.runs import schema
+
+pytestmark = pytest.mark.integration
+
+
+def read_table(run_dir: Path, table: str) -> pd.DataFrame:
+    parts = sorted((run_dir / table).glob("part-*.parquet"))
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
+
+
+def test_sft_run_records_everything_and_changes_parameters(short_config, tiny_paths):
+    from transformers import AutoModelForCausalLM
+
+    from explorer.train import loop
+
+    captured = {}
+    real = loop._train
+
+    def spy(cfg, mcfg, writer, model, *a, **k):
+        captured["model"] = model
+        return real(cfg, mcfg, writer, model, *a, **k)
+
+    loop._train = spy
+    try:
+        run_dir = loop.run(short_config("method=sft"))
+    finally:
+        loop._train = real
+    m = json.loads((run_dir / schema.MANIFEST).read_text())
+    assert m["status"] == "complete" and m["method"] == "sft" and m["seed"] == 0
+    assert m["config"]["n_train"] == 64 and "torch" in m["versions"]
+    for table, cols in schema.PART_TABLES.items():
+        if table == "refreshes":
+            continue
+        df = read_table(run_dir, table)
+        assert not df.empty, table
+        missing = set(cols) - set(df.columns)
+        assert not missing, f"{table} lacks {missing}"
+    steps = read_table(run_dir, "steps")
+    assert list(steps["step"]) == list(range(m["progress"]["total_steps"]))
+    dec = read_table(run_dir, "decisions")
+    assert len(dec) == 64 and dec["kept"].all() and dec["sample_id"].is_unique
+    samples = pd.read_parquet(run_dir / schema.SAMPLES)
+    assert set(dec["sample_id"]) <= set(samples["sample_id"])
+    assert samples.loc[samples["in_mix"], "provenance"].eq("harmful").sum() == round(0.1 * 64)
+    metrics = read_table(run_dir, "metrics")
+    assert {0, m["progress"]["total_steps"]} <= set(metrics["step"])
+    evals = read_table(run_dir, "evals")
+    assert set(evals["suite"]) >= {schema.SUITE_HH, schema.SUITE_HEX, schema.SUITE_OVER}
+    # parameters changed relative to the aligned checkpoint
+    aligned = AutoModelForCausalLM.from_pretrained(tiny_paths["aligned"])
+    diffs = [(p - q).abs().max().item() for (n, p), (_, q) in
+             zip(captured["model"].named_parameters(), aligned.named_parameters())]
+    assert max(diffs) > 1e-4 and sum(d > 0 for d in diffs) >= len(diffs) - 1
+
+
+@pytest.mark.contract
+@pytest.mark.parametrize("method", ["sft", "random", "safeinstr"])
+def test_baseline_contract(short_config, method):
+    from explorer.train.loop import run
+
+    run_dir = run(short_config(f"method={method}"))
+    m = json.loads((run_dir / schema.MANIFEST).read_text())
+    assert m["status"] == "complete"
+    dec = read_table(run_dir, "decisions")
+    samples = pd.read_parquet(run_dir / schema.SAMPLES)
+    if method == "random":  # keeps half of every batch of 16
+        per_step = dec.groupby("step")["kept"].sum()
+        assert (per_step == 8).all()
+    if method == "safeinstr":
+        added = samples[samples["in_train"] & (samples["pool"] == "safety")]
+        assert len(added) == 2  # ceil(0.03 * 64)
+        assert set(added["sample_id"]) <= set(dec["sample_id"])
+
+
+def test_same_seed_same_decisions_and_metrics(short_config):
+    from explorer.train.loop import run
+
+    a = run(short_config("method=random", "run_name=a"))
+    b = run(short_config("method=random", "run_name=b"))
+    da, db = read_table(a, "decisions"), read_table(b, "decisions")
+    pd.testing.assert_frame_equal(da.drop(columns=["run_id"]), db.drop(columns=["run_id"]))
+    ma, mb = read_table(a, "metrics"), read_table(b, "metrics")
+    pd.testing.assert_frame_equal(ma.drop(columns=["run_id"]), mb.drop(columns=["run_id"]))
+
+
+def test_a_crash_inside_a_method_marks_the_run_failed_and_keeps_flushed_parts(short_config, monkeypatch):
+    from explorer.methods import sft
+    from explorer.train.loop import run
+
+    calls = {"n": 0}
+    real = sft.Sft.decide
+
+    def exploding(self, batch, ctx):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("boom at the third batch")
+        return real(self, batch, ctx)
+
+    monkeypatch.setattr(sft.Sft, "decide", exploding)
+    with pytest.raises(RuntimeError, match="boom"):
+        run(short_config("method=sft"))
+    run_dir = next((Path(short_config().runs_dir)).iterdir())
+    m = json.loads((run_dir / schema.MANIFEST).read_text())
+    assert m["status"] == "failed" and "boom" in m["error"]
+    steps = read_table(run_dir, "steps")
+    assert list(steps["step"]) == [0, 1]
+
+
+def test_sigkill_leaves_flushed_parts_readable_and_status_says_so(tmp_path, tiny_paths):
+    from explorer.runs.status import effective_status
+
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "explorer.cli", "run", f"runs_dir={runs}", "n_train=256", "epochs=4",
+           "batch_size=8", "flush_every=1", "progress=false", "final_eval_n=8", "eval_max_new_tokens=8"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            parts = list(runs.glob("*/steps/part-*.parquet"))
+            if len(parts) >= 3:
+                break
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run_dir = next(runs.iterdir())
+    m = json.loads((run_dir / schema.MANIFEST).read_text())
+    assert m["status"] == "running"  # nobody could write anything else ...
+    assert effective_status(m) == "failed"  # ... but the reader can tell the process is gone
+    for p in sorted(run_dir.glob("*/part-*.parquet")):
+        pd.read_parquet(p)  # every flushed part is readable
+    steps = read_table(run_dir, "steps")
+    assert len(steps) >= 3 and steps["step"].is_monotonic_increasing
