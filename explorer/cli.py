@@ -45,9 +45,17 @@ def _cmd_prepare(args) -> int:
 
 def _cmd_run(args) -> int:
     from explorer.config import load_config
-    from explorer.train.loop import run
+    from explorer.train.loop import resume, run
 
-    cfg = load_config(args.config, args.overrides)
+    if args.resume:
+        run_dir = resume(args.resume)
+        print(f"run folder: {run_dir}")
+        print(json.dumps(json.loads((run_dir / "run.json").read_text()).get("summary", {}), indent=2))
+        return 0
+    config, overrides = args.config, list(args.overrides)
+    if config and "=" in config and not Path(config).exists():  # no YAML, only overrides
+        config, overrides = None, [config] + overrides
+    cfg = load_config(config, overrides)
     run_dir = run(cfg)
     m = json.loads((run_dir / "run.json").read_text())
     print(f"run folder: {run_dir}")
@@ -87,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="one fine-tuning run from a YAML config plus key=value overrides")
     r.add_argument("config", nargs="?", default=None, help="YAML file (optional)")
     r.add_argument("overrides", nargs="*", help="key=value, e.g. harmful_ratio=0.2 method.eta=0.5")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or failed run from its last checkpoint")
     r.set_defaults(func=_cmd_run)
 
     dm = sub.add_parser("demo", help="run every registered method on the tiny world and compare")

@@ -71,6 +71,7 @@ def format_table(df: pd.DataFrame, cols: list[str] | None = None) -> str:
     if df.empty:
         return "(no runs)"
     cols = [c for c in (cols or list(df.columns)) if c in df.columns]
+    df = df.assign(p=df["p"].map(lambda v: f"{v:g}")) if "p" in df else df
     return df[cols].to_markdown(index=False, floatfmt=".1f") if _has_tabulate() else df[cols].round(1).to_string(index=False)
 
 
@@ -145,7 +146,7 @@ def sweep(ratios: list[float], seeds: list[int], runs_dir: str = "runs/sweep", m
             dirs += run_methods([method], p, seed, runs_dir, overrides or [])
     df = comparison_table(dirs)
     print(format_table(df, SWEEP_COLUMNS))
-    agg = df.groupby("p")[["HS hh", "HS hexphi", "over-refusal", "task acc"]].agg(["mean", "std"])
+    agg = df.assign(p=df["p"].map(lambda v: f"{v:g}")).groupby("p")[["HS hh", "HS hexphi", "over-refusal", "task acc"]].agg(["mean", "std"])
     print()
     print(agg.round(1).to_string())
     return 0

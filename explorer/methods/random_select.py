@@ -43,3 +43,9 @@ class RandomSelect(MethodBase):
             drop = torch.randperm(B, generator=ctx.generator)[k:]
             w[drop] = 0.0
         return Decision(weights=w.to(batch.input_ids.device), scores={"random_rank": torch.argsort(w, descending=True).float()})
+
+    def state_dict(self) -> dict:
+        return {}  # stateless between steps: resuming needs nothing from the method
+
+    def load_state_dict(self, state: dict) -> None:
+        return None

@@ -158,6 +158,18 @@ class RunWriter:
         self._buffers = {}
         return written
 
+    def truncate_parts(self, next_part: dict[str, int]) -> None:
+        """Remove parts numbered at or after `next_part[table]` (records past a checkpoint)."""
+        for d in self.run_dir.iterdir():
+            if not d.is_dir() or d.name.startswith("checkpoint"):
+                continue
+            keep_below = next_part.get(d.name, 0)
+            for part in d.glob("part-*.parquet"):
+                if int(part.stem.split("-")[1]) >= keep_below:
+                    part.unlink()
+            self._next_part[d.name] = keep_below
+        self._buffers = {}
+
     # -- end states -----------------------------------------------------------------------------
     def finish(self, **fields: Any) -> None:
         self.flush()

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
+import os
+import shutil
 import logging
 import math
 import random
@@ -83,15 +86,101 @@ def build_mix(task: list[Record], harmful: list[Record], cfg: RunConfig) -> list
     return mix
 
 
-def checkpoint_state(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+# --------------------------------------------------------------------------------------------------
+# checkpoints (safetensors + JSON only: a run folder never holds a pickle)
+# --------------------------------------------------------------------------------------------------
+
+CHECKPOINT = "checkpoint"
+
+
+def save_checkpoint(writer: RunWriter, model, opt, gen: torch.Generator, method, **state) -> None:
+    """Trainable weights, AdamW state, the generator and the method's state, plus where we are."""
+    from safetensors.torch import save_file
+
+    if not hasattr(method, "state_dict"):
+        return  # a method without state_dict cannot be resumed faithfully; say so at resume time
+    d = writer.run_dir / (CHECKPOINT + ".tmp")
+    d.mkdir(exist_ok=True)
+    save_file({n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad},
+              str(d / "model.safetensors"))
+    tensors, scalars = {"generator": gen.get_state()}, {}
+    for i, (k, st) in enumerate(opt.state.items()):
+        for name, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{i}.{name}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"opt.{i}.{name}"] = v
+    mstate = method.state_dict()
+    for k, v in mstate.items():
+        if torch.is_tensor(v):
+            tensors[f"method.{k}"] = v.detach().cpu().contiguous()
+        else:
+            scalars[f"method.{k}"] = v
+    save_file(tensors, str(d / "state.safetensors"))
+    meta = {**state, "scalars": scalars, "next_part": dict(writer._next_part)}
+    (d / "state.json").write_text(json.dumps(meta))
+    final = writer.run_dir / CHECKPOINT
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(d, final)
+    writer.update(checkpoint_step=state["step"])
+
+
+def load_checkpoint(run_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    d = run_dir / CHECKPOINT
+    if not (d / "state.json").exists():
+        raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from; expected {d}/state.json "
+                                "(set checkpoint_every > 0 when starting a run)")
+    meta = json.loads((d / "state.json").read_text())
+    meta["model"] = load_file(str(d / "model.safetensors"))
+    meta["tensors"] = load_file(str(d / "state.safetensors"))
+    return meta
+
+
+def restore_checkpoint(ck: dict, model, opt, gen: torch.Generator, method) -> None:
+    if not hasattr(method, "load_state_dict"):
+        raise RuntimeError(f"method {method.name!r} keeps no state_dict/load_state_dict; it cannot be resumed")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, v in ck["model"].items():
+            params[n].copy_(v)
+    gen.set_state(ck["tensors"]["generator"])
+    plist = [p for p in model.parameters() if p.requires_grad]
+    for i, p in enumerate(plist):
+        st = {}
+        for key, v in ck["tensors"].items():
+            if key.startswith(f"opt.{i}."):
+                st[key.split(".", 2)[2]] = v.to(p.device)
+        for key, v in ck["scalars"].items():
+            if key.startswith(f"opt.{i}."):
+                st[key.split(".", 2)[2]] = v
+        if st:
+            opt.state[p] = st
+    mstate = {k[len("method."):]: v for k, v in {**ck["tensors"], **ck["scalars"]}.items()
+              if k.startswith("method.")}
+    method.load_state_dict(mstate)
+
+
+def resume(run_dir: str | Path) -> Path:
+    """`explorer run --resume RUN_DIR`: continue a killed or failed run from its last checkpoint."""
+    from explorer.config import build_dataclass
+
+    run_dir = Path(run_dir)
+    m = json.loads((run_dir / schema.MANIFEST).read_text())
+    if m.get("status") == schema.STATUS_COMPLETE:
+        raise ValueError(f"{run_dir}: the run is complete; nothing to resume")
+    cfg = build_dataclass(RunConfig, m["config"], f"{run_dir / schema.MANIFEST} [config]")
+    return run(cfg, run_id=m["run_id"], resume_dir=run_dir)
 
 
 # --------------------------------------------------------------------------------------------------
 # the loop
 # --------------------------------------------------------------------------------------------------
 
-def run(cfg: RunConfig, run_id: str | None = None) -> Path:
+def run(cfg: RunConfig, run_id: str | None = None, resume_dir: str | Path | None = None) -> Path:
+    """Train and record one run. With `resume_dir`, continue that run from its last checkpoint."""
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     mcfg = method_config(cfg)
@@ -127,8 +216,17 @@ def run(cfg: RunConfig, run_id: str | None = None) -> Path:
         pools[name] = [r.sample_id for r in recs]
 
     # -- run folder ----------------------------------------------------------------------------
+    resume = None
+    if resume_dir is not None:
+        writer = RunWriter.open(resume_dir)
+        resume = load_checkpoint(Path(resume_dir))
+        writer.truncate_parts(resume["next_part"])     # drop records written after the checkpoint
+        writer.update(status=schema.STATUS_RUNNING, resumed_from_step=resume["step"], error=None,
+                      pid=os.getpid())
+    else:
+        writer = None
     run_id = run_id or make_run_id(cfg)
-    writer = RunWriter.create(cfg.runs_dir, run_id, {
+    writer = writer or RunWriter.create(cfg.runs_dir, run_id, {
         "method": cfg.method_name, "config": to_dict(cfg), "method_config": mcfg.__dict__,
         "seed": cfg.seed, "harmful_ratio": cfg.harmful_ratio, "model": cfg.model,
         "model_info": model_info, "device": str(device), "data": str(data_dir),
@@ -140,7 +238,7 @@ def run(cfg: RunConfig, run_id: str | None = None) -> Path:
         "task_families": list(families), "progress": {"step": 0, "total_steps": None}})
     previous = _raise_on_sigterm()
     try:
-        return _train(cfg, mcfg, writer, model, tok, device, autocast_dtype, records, pools, suites)
+        return _train(cfg, mcfg, writer, model, tok, device, autocast_dtype, records, pools, suites, resume)
     except BaseException as e:  # also KeyboardInterrupt / SIGTERM: the folder stays readable, marked failed
         writer.fail(e)
         raise
@@ -163,7 +261,7 @@ def _raise_on_sigterm():
     return signal.signal(signal.SIGTERM, handler)
 
 
-def _train(cfg, mcfg, writer, model, tok, device, autocast_dtype, records, pools, suites) -> Path:
+def _train(cfg, mcfg, writer, model, tok, device, autocast_dtype, records, pools, suites, resume=None) -> Path:
     gen = torch.Generator().manual_seed(cfg.seed)
     pad = pad_id_of(tok)
     judges = [make_judge(j) for j in cfg.judges]
@@ -216,9 +314,12 @@ def _train(cfg, mcfg, writer, model, tok, device, autocast_dtype, records, pools
         return sum(vals) / len(vals) if vals else float("nan")
 
     t_start = time.time()
-    start_summary = run_eval(0, cfg.final_eval_n)
-    writer.update(start_metrics=start_summary)
-    writer.flush()
+    if resume is None:
+        start_summary = run_eval(0, cfg.final_eval_n)
+        writer.update(start_metrics=start_summary)
+        writer.flush()
+    else:
+        start_summary = writer.manifest.get("start_metrics", {})
 
     method.prepare(ctx)
     train_recs = [records[i] for i in ctx.train_ids]
@@ -245,11 +346,17 @@ def _train(cfg, mcfg, writer, model, tok, device, autocast_dtype, records, pools
     bar = tqdm(total=total, desc=f"{cfg.method_name} p={cfg.harmful_ratio:g}", disable=not cfg.progress,
                mininterval=1.0)
     harm = harmful_now(start_summary)
-    step, epoch = 0, 0
+    step, epoch, start_pos, order = 0, 0, 0, None
+    if resume is not None:
+        step, epoch, start_pos, order = resume["step"], resume["epoch"], resume["pos"], resume["order"]
+        restore_checkpoint(resume, model, opt, gen, method)
+        harm = resume.get("harm", harm)
+        bar.update(step)
     while step < total:
-        order = torch.randperm(len(enc), generator=gen).tolist()
+        if order is None:
+            order = torch.randperm(len(enc), generator=gen).tolist()
         ctx.epoch = epoch
-        for s in range(0, len(order), cfg.batch_size):
+        for s in range(start_pos, len(order), cfg.batch_size):
             if step >= total:
                 break
             ctx.step = step
@@ -303,9 +410,14 @@ def _train(cfg, mcfg, writer, model, tok, device, autocast_dtype, records, pools
             if step % cfg.flush_every == 0:
                 writer.flush()
                 writer.update(progress={"step": step, "total_steps": total})
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
+                writer.flush()
+                save_checkpoint(writer, model, opt, gen, method, step=step, epoch=epoch,
+                                pos=s + cfg.batch_size, order=order, harm=harm)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}", kept=f"{row['kept_frac']:.2f}", harmful=f"{harm:.0f}")
         epoch += 1
+        start_pos, order = 0, None
     bar.close()
 
     final = run_eval(total, cfg.final_eval_n)
