@@ -71,8 +71,10 @@ def format_table(df: pd.DataFrame, cols: list[str] | None = None) -> str:
     if df.empty:
         return "(no runs)"
     cols = [c for c in (cols or list(df.columns)) if c in df.columns]
-    df = df.assign(p=df["p"].map(lambda v: f"{v:g}")) if "p" in df else df
-    return df[cols].to_markdown(index=False, floatfmt=".1f") if _has_tabulate() else df[cols].round(1).to_string(index=False)
+    if _has_tabulate():
+        fmt = ["g" if c in ("p", "seed") else ".1f" for c in cols]
+        return df[cols].to_markdown(index=False, floatfmt=fmt)
+    return df[cols].round(1).to_string(index=False)
 
 
 def _has_tabulate() -> bool:
@@ -146,7 +148,8 @@ def sweep(ratios: list[float], seeds: list[int], runs_dir: str = "runs/sweep", m
             dirs += run_methods([method], p, seed, runs_dir, overrides or [])
     df = comparison_table(dirs)
     print(format_table(df, SWEEP_COLUMNS))
-    agg = df.assign(p=df["p"].map(lambda v: f"{v:g}")).groupby("p")[["HS hh", "HS hexphi", "over-refusal", "task acc"]].agg(["mean", "std"])
+    agg = df.groupby("p")[["HS hh", "HS hexphi", "over-refusal", "task acc", "acc comparison"]].agg(["mean", "std"])
+    agg.columns = [f"{a} {b}" for a, b in agg.columns]
     print()
-    print(agg.round(1).to_string())
+    print(agg.round(1).reset_index().to_markdown(index=False, floatfmt="g") if _has_tabulate() else agg.round(1).to_string())
     return 0
