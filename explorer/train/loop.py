@@ -199,12 +199,9 @@ def run(cfg: RunConfig, run_id: str | None = None, resume_dir: str | Path | None
     families = tuple(sorted({r.family for r in mix if r.provenance == "benign"}))
     suites = load_suites(data_dir, families=families)
     eval_prompts = [r for s in suites if s.kind != "task" for r in s.records]
-    try:  # TEMP until explorer/data/checks.py lands
-        from explorer.data.checks import check_disjoint
-    except ImportError:
-        check_disjoint = None
-    if check_disjoint:
-        check_disjoint(reference, eval_prompts, "reference pool", "evaluation prompts")
+    from explorer.data.checks import check_disjoint
+
+    check_disjoint(reference, eval_prompts, "reference pool", "evaluation prompts")
     records: dict[str, Record] = {}
     pools: dict[str, list[str]] = {}
     for name, recs in (("task", mix), ("reference", reference), ("safety", safety)):
