@@ -1,0 +1,396 @@
+"""DualSelect — coupled task–reference selection for safe fine-tuning.
+
+Paper: "Two to Tango: Coupled Task-Reference Selection for Safe LLM Fine-tuning" (Chen, Zhang, Wu,
+Gao; arXiv 2606.09866, EMNLP 2026); authors' code: ChnIRuI/DualSelect,
+experiments/dualselect/train_dualselect.py. Specification: shared/ALGORITHMS.md §1.
+
+    1. warm-up: W task-only steps on uniform mini-batch gradients; their sum is the first direction d
+    2. refresh (lazy): for every reference r of the pool,
+           conflict_r = −cos(g_r, d)
+           score_r    = μ_ref · ℓ_r + ν · conflict_r
+       hard: keep the top-K_ref by score, weight 1; soft: w = softmax(score/τ_ref), keep the top-K_ref
+       g_ref = Σ w_r g_r / Σ w_r
+    3. per mini-batch: compat_i = cos(g_i, g_ref),  s_i = μ_task · ℓ_i − ν · compat_i
+       hard: keep the k smallest s_i; soft: w = softmin(s/τ_task), keep the top-k
+       g_task = weighted mean of the kept g_i
+    4. correction: g = g_task + η · g_ref, i.e. descend ℓ_task + η · Σ_r w_r ℓ_r / Σ_r w_r over the
+       selected references (an extra loss); variants: PCGrad-style projection, none
+    5. refresh schedules: `epoch` (authors': d = mean of the previous epoch's g_task),
+       `every_n_steps`, `on_drift` (cos(running task direction, d at the last refresh) < threshold)
+
+Ablations are settings: reference_selection=static (never refresh) | random (periodic random
+references); uniform_ref_weights; filter_task=false (correction only); correction=none (task-only
+filtering). Per-sample gradients come from explorer.scoring; `estimator` is recorded with every row.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from explorer.methods.base import Batch, Decision, MethodBase, register
+from explorer.scoring import cosine, directional, make_estimator, trainable_params, weighted_mean
+from explorer.train.losses import per_sample_nll
+
+
+def _h(text: str, default):
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass(frozen=True)
+class DualSelectConfig:
+    """Defaults are the authors' (code defaults; the paper's token budget and K_ref fraction as options)."""
+
+    warmup_steps: int = _h("W: unfiltered task-only steps; their summed gradient is the first direction d", 10)
+    # task filtering
+    filter_task: bool = _h("filter task samples (false = correction-only ablation)", True)
+    task_mode: str = _h("hard: keep the k smallest s_i | soft: softmin(s/τ_task) weights, keep top-k", "hard")
+    keep: int = _h("k: task samples kept per mini-batch (authors: 4 of 8)", 4)
+    keep_fraction: float = _h("if > 0, k = ceil(keep_fraction · batch) instead of `keep`", 0.0)
+    token_budget: float = _h("if > 0, keep the smallest-s samples until this share of supervised target "
+                             "tokens is reached (the paper: 0.9)", 0.0)
+    mu_task: float = _h("μ_task: weight of the sample loss in s_i", 1.0)
+    nu: float = _h("ν: weight of the conflict / compatibility terms", 1.0)
+    tau_task: float = _h("τ_task: softmin temperature (soft mode)", 0.1)
+    # references
+    reference_selection: str = _h("scored (DualSelect) | static (select once, never refresh) | "
+                                  "random (periodic random references)", "scored")
+    ref_mode: str = _h("hard: top-K_ref, weight 1 | soft: softmax(score/τ_ref), keep top-K_ref", "hard")
+    k_ref: int = _h("K_ref: references selected per refresh (authors' code: 32)", 32)
+    k_ref_fraction: float = _h("if > 0, K_ref = ceil(k_ref_fraction · |pool|) (the paper: 0.1)", 0.0)
+    mu_ref: float = _h("μ_ref: weight of the reference loss in score_r", 1.0)
+    tau_ref: float = _h("τ_ref: softmax temperature (soft mode)", 0.1)
+    uniform_ref_weights: bool = _h("ablation: weight every selected reference equally", False)
+    ref_cap: int = _h("score at most this many references per refresh (0 = the whole pool)", 0)
+    ref_pool: str = _h("the pool the references come from", "reference")
+    # correction
+    correction: str = _h("additive: g_task + η g_ref | pcgrad: remove g_task's component against g_ref | none",
+                         "additive")
+    eta: float = _h("η: weight of the reference gradient in the correction", 0.2)
+    # refresh schedule
+    refresh: str = _h("epoch (authors') | every_n_steps | on_drift", "epoch")
+    refresh_every: int = _h("steps between refreshes for every_n_steps", 0)
+    drift_threshold: float = _h("on_drift: refresh when cos(running task direction, d at last refresh) < this", 0.5)
+    drift_min_steps: int = _h("on_drift: steps after a refresh before drift is checked", 3)
+    # scoring backend
+    estimator: str = _h("exact (= hooks) | vmap | loop | projected | jvp", "exact")
+    projection_dim: int = _h("D for the projected estimator (the authors' diagnostic: 512)", 512)
+    chunk_size: int = _h("samples per chunk when scoring references / vmap", 32)
+
+    def __post_init__(self):
+        checks = {"task_mode": ("hard", "soft"), "ref_mode": ("hard", "soft"),
+                  "reference_selection": ("scored", "static", "random"),
+                  "correction": ("additive", "pcgrad", "none"),
+                  "refresh": ("epoch", "every_n_steps", "on_drift"),
+                  "estimator": ("exact", "hooks", "vmap", "loop", "projected", "jvp")}
+        for k, allowed in checks.items():
+            if getattr(self, k) not in allowed:
+                raise ValueError(f"method.{k} = {getattr(self, k)!r}: expected one of {', '.join(allowed)}")
+        if self.refresh == "every_n_steps" and self.refresh_every <= 0:
+            raise ValueError("method.refresh_every must be > 0 when method.refresh = every_n_steps")
+        if not 0 <= self.token_budget <= 1 or not 0 <= self.keep_fraction <= 1:
+            raise ValueError("method.token_budget and method.keep_fraction must lie in [0, 1]")
+
+
+# --------------------------------------------------------------------------------------------------
+# pure selection kernels (unit-tested on hand-made numbers)
+# --------------------------------------------------------------------------------------------------
+
+def reference_scores(losses: torch.Tensor, cos_to_d: torch.Tensor, mu_ref: float, nu: float):
+    """conflict_r = −cos(g_r, d); score_r = μ_ref ℓ_r + ν conflict_r."""
+    conflict = -cos_to_d
+    return conflict, mu_ref * losses + nu * conflict
+
+
+def select_references(score: torch.Tensor, k: int, mode: str, tau: float, uniform: bool):
+    """Returns (weights over all scored refs, 0 for unselected; rank 0 = highest score)."""
+    k = min(k, score.numel())
+    order = torch.argsort(score, descending=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(score.numel(), device=score.device)
+    selected = rank < k
+    if mode == "soft" and not uniform:
+        w = torch.softmax(score / tau, dim=0)
+    else:
+        w = torch.ones_like(score)
+    w = torch.where(selected, w, torch.zeros_like(w))
+    return w, rank, selected
+
+
+def task_scores(losses: torch.Tensor, compat: torch.Tensor, mu_task: float, nu: float) -> torch.Tensor:
+    """s_i = μ_task ℓ_i − ν compat_i (lower is better)."""
+    return mu_task * losses - nu * compat
+
+
+def n_keep(cfg: DualSelectConfig, batch_size: int) -> int:
+    if cfg.keep_fraction > 0:
+        return max(1, math.ceil(cfg.keep_fraction * batch_size))
+    return max(1, min(cfg.keep, batch_size))
+
+
+def select_task(s: torch.Tensor, k: int, mode: str, tau: float, n_tokens: torch.Tensor | None = None,
+                token_budget: float = 0.0):
+    """Weights over the batch (0 = dropped) and the rank of each sample (0 = smallest s).
+
+    hard: the k smallest s_i get weight 1. soft: w = softmin(s/τ) = softmax(−s/τ), the top-k by w
+    keep their weights. token_budget > 0: instead of k, keep the smallest-s samples until that share
+    of the batch's supervised tokens is covered (the paper's 90% budget)."""
+    order = torch.argsort(s)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(s.numel(), device=s.device)
+    if token_budget > 0 and n_tokens is not None:
+        cum = torch.cumsum(n_tokens[order].float(), 0)
+        need = token_budget * n_tokens.sum().float()
+        k = int((cum < need).sum().item()) + 1
+        k = min(k, s.numel())
+    kept = rank < k
+    if mode == "soft":
+        w = torch.softmax(-s / tau, dim=0)
+    else:
+        w = torch.ones_like(s)
+    return torch.where(kept, w, torch.zeros_like(w)), rank
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if (a or b) else 1.0
+
+
+# --------------------------------------------------------------------------------------------------
+# the method
+# --------------------------------------------------------------------------------------------------
+
+@register("dualselect", DualSelectConfig)
+class DualSelect(MethodBase):
+    def __init__(self, config: DualSelectConfig):
+        super().__init__(config)
+        self.d_ = None              # task direction used for the next refresh (feature space)
+        self.g_ref_full_ = None     # reference gradient in parameter space (flat)
+        self.g_ref_ = None          # the same in feature space
+        self.ref_ids_: list[str] = []
+        self.ref_w_: torch.Tensor | None = None
+        self.refresh_id_ = -1
+        self.dir_sum_ = None        # Σ g_task since the last refresh (feature space)
+        self.dir_n_ = 0
+        self.epoch_sum_ = None      # Σ g_task over the current epoch
+        self.epoch_n_ = 0
+        self.d_last_ = None         # direction used at the last refresh
+        self.steps_since_ = 0
+        self.warm_sum_ = None
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def prepare(self, ctx) -> None:
+        c = self.config
+        self.params_ = trainable_params(ctx.model)
+        self.names_ = list(self.params_)
+        self.estimator_ = make_estimator("hooks" if c.estimator == "jvp" else c.estimator,
+                                         projection_dim=c.projection_dim, seed=ctx.config.seed,
+                                         chunk_size=c.chunk_size, autocast_dtype=ctx.autocast_dtype)
+        self.est_name_ = c.estimator if c.estimator != "exact" else "exact(hooks)"
+        self.pool_ = ctx.pools.get(c.ref_pool) or []
+        if not self.pool_:
+            raise ValueError(f"dualselect: the reference pool {c.ref_pool!r} is empty; expected safety "
+                             "references (set reference_data)")
+        self.k_ref_ = (math.ceil(c.k_ref_fraction * len(self.pool_)) if c.k_ref_fraction > 0 else c.k_ref)
+
+    def _to_feature(self, v_full: torch.Tensor) -> torch.Tensor:
+        return self.estimator_.to_feature(v_full) if hasattr(self.estimator_, "to_feature") else v_full
+
+    def _flat_grad(self) -> torch.Tensor:
+        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
+                          for p in self.params_.values()])
+
+    # -- refresh --------------------------------------------------------------------------------
+    def _refresh(self, ctx, trigger: str) -> None:
+        c = self.config
+        prev = set(self.ref_ids_)
+        ids = list(self.pool_)
+        if c.ref_cap and len(ids) > c.ref_cap:
+            pick = torch.randperm(len(ids), generator=ctx.generator)[:c.ref_cap].tolist()
+            ids = [ids[i] for i in sorted(pick)]
+        losses, cos_d = [], []
+        d = self.d_
+        was_training = ctx.model.training
+        ctx.model.eval()  # no dropout while scoring
+        for s in range(0, len(ids), c.chunk_size):
+            b = ctx.encode([ctx.records[i] for i in ids[s:s + c.chunk_size]])
+            if c.reference_selection == "random":
+                with torch.no_grad():
+                    out = ctx.model(input_ids=b.input_ids, attention_mask=b.attention_mask)
+                losses.append(per_sample_nll(out.logits, b.labels).float())
+                cos_d.append(torch.full((len(b),), float("nan"), device=b.input_ids.device))
+                continue
+            f = self.estimator_.features(ctx.model, b, self.params_)
+            losses.append(f.losses)
+            cos_d.append(cosine(f.grads, d) if d is not None and d.norm() > 0
+                         else torch.zeros(len(b), device=f.losses.device))
+            del f
+        if was_training:
+            ctx.model.train()
+        loss = torch.cat(losses)
+        cos_to_d = torch.cat(cos_d)
+        conflict, score = reference_scores(loss, cos_to_d, c.mu_ref, c.nu)
+        if c.reference_selection == "random":
+            score = torch.rand(len(ids), generator=ctx.generator).to(loss.device)  # a random ranking
+        w, rank, selected = select_references(score, self.k_ref_, c.ref_mode, c.tau_ref, c.uniform_ref_weights)
+        sel_idx = torch.nonzero(selected).flatten().tolist()
+        self.ref_ids_ = [ids[i] for i in sel_idx]
+        self.ref_w_ = w[sel_idx]
+        self.refresh_id_ += 1
+        now = set(self.ref_ids_)
+        jac = jaccard(now, prev) if prev else float("nan")
+        rows = []
+        for i, rid in enumerate(ids):
+            sel = bool(selected[i])
+            change = ("entered" if sel and rid not in prev else "stayed" if sel else
+                      "left" if rid in prev else "out")
+            rows.append({"refresh_id": self.refresh_id_, "step": ctx.step, "trigger": trigger, "sample_id": rid,
+                         "loss": float(loss[i]), "cosine": float(cos_to_d[i]), "conflict": float(conflict[i]),
+                         "score": float(score[i]), "weight": float(w[i]), "rank": int(rank[i]),
+                         "selected": sel, "change": change, "jaccard_prev": jac, "estimator": self.est_name_,
+                         "k_ref": self.k_ref_})
+        for rid in prev - set(ids):  # left because it was not scored this time (ref_cap)
+            rows.append({"refresh_id": self.refresh_id_, "step": ctx.step, "trigger": trigger, "sample_id": rid,
+                         "selected": False, "change": "left", "jaccard_prev": jac, "estimator": self.est_name_})
+        ctx.log("refreshes", rows)
+        self._update_g_ref(ctx)
+        self.d_last_ = self.d_
+        self.dir_sum_, self.dir_n_, self.steps_since_ = None, 0, 0
+
+    def _ref_loss(self, ctx) -> torch.Tensor:
+        """Σ_r w_r ℓ_r / Σ_r w_r over the selected references, with graph."""
+        b = ctx.encode([ctx.records[i] for i in self.ref_ids_])
+        out = ctx.model(input_ids=b.input_ids, attention_mask=b.attention_mask)
+        l = per_sample_nll(out.logits, b.labels)
+        w = self.ref_w_.to(l.device)
+        return (w * l).sum() / w.sum().clamp_min(1e-12)
+
+    def _update_g_ref(self, ctx) -> None:
+        """g_ref = Σ w_r g_r / Σ w_r = ∇ of the weighted reference loss (one backward)."""
+        loss = self._ref_loss(ctx)
+        gs = torch.autograd.grad(loss, list(self.params_.values()), allow_unused=True)
+        self.g_ref_full_ = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float()
+                                      for g, p in zip(gs, self.params_.values())])
+        self.g_ref_ = self._to_feature(self.g_ref_full_)
+        self.ref_loss_ = float(loss.detach())
+
+    # -- per step -------------------------------------------------------------------------------
+    def _due(self, ctx) -> str | None:
+        c = self.config
+        if c.reference_selection == "static":
+            return None
+        if c.refresh == "epoch":
+            return "epoch" if ctx.steps_per_epoch and ctx.step % ctx.steps_per_epoch == 0 else None
+        if c.refresh == "every_n_steps":
+            return "every_n_steps" if self.steps_since_ >= c.refresh_every else None
+        if (self.steps_since_ >= c.drift_min_steps and self.dir_sum_ is not None and self.d_last_ is not None
+                and float(cosine(self.dir_sum_, self.d_last_)) < c.drift_threshold):
+            return "on_drift"
+        return None
+
+    def decide(self, batch: Batch, ctx) -> Decision:
+        c = self.config
+        B = len(batch)
+        dev = batch.input_ids.device
+        if ctx.step < c.warmup_steps:  # unfiltered: every sample kept, d accumulates in transform_grads
+            nan = torch.full((B,), float("nan"))
+            return Decision(weights=torch.ones(B, device=dev),
+                            scores={"compat": nan, "score": nan, "rank": nan},
+                            step_metrics={"phase": "warmup", "estimator": self.est_name_})
+        if self.g_ref_ is None:  # the first refresh, right after warm-up, from d = Σ warm-up gradients
+            self.d_ = self._to_feature(self.warm_sum_) if self.warm_sum_ is not None else None
+            self._refresh(ctx, "warmup")
+        else:
+            trig = self._due(ctx)
+            if trig:
+                if c.refresh == "epoch":
+                    self.d_ = self.epoch_prev_ if getattr(self, "epoch_prev_", None) is not None else self.d_
+                else:
+                    self.d_ = self.dir_sum_ if self.dir_sum_ is not None else self.d_
+                self._refresh(ctx, trig)
+
+        # per-sample losses and gradient features of the batch
+        if c.estimator == "jvp":
+            losses, dots = directional(ctx.model, batch, self.g_ref_full_, self.params_, ctx.autocast_dtype)
+            compat = dots / self.g_ref_full_.norm().clamp_min(1e-12)   # projection length, not a cosine
+            feats = None
+        else:
+            f = self.estimator_.features(ctx.model, batch, self.params_)
+            losses, feats = f.losses, f.grads
+            compat = cosine(feats, self.g_ref_)
+        s = task_scores(losses, compat, c.mu_task, c.nu)
+        if c.filter_task:
+            w, rank = select_task(s, n_keep(c, B), c.task_mode, c.tau_task, batch.n_target_tokens, c.token_budget)
+        else:
+            w, rank = torch.ones(B, device=losses.device), torch.argsort(torch.argsort(s))
+
+        metrics = {"phase": "train", "estimator": self.est_name_, "refresh_id": self.refresh_id_,
+                   "g_ref_norm": float(self.g_ref_.norm()), "ref_loss": self.ref_loss_}
+        if feats is not None:
+            g_task = weighted_mean(feats, w)
+            g_ref = self.g_ref_
+            metrics["cos_task_ref"] = float(cosine(g_task, g_ref))
+            metrics["g_task_norm"] = float(g_task.norm())
+            if c.correction == "additive":
+                total = g_task + c.eta * g_ref
+                metrics["correction_share"] = float((c.eta * g_ref).norm() / total.norm().clamp_min(1e-12))
+            self._accumulate(g_task.detach())
+        extra = None
+        if c.correction == "additive" and c.eta > 0:
+            extra = c.eta * self._ref_loss(ctx)
+        self.steps_since_ += 1
+        return Decision(weights=w.to(dev), scores={"compat": compat, "score": s, "rank": rank.float()},
+                        extra_loss=extra, step_metrics=metrics)
+
+    def _accumulate(self, g_task: torch.Tensor) -> None:
+        self.dir_sum_ = g_task.clone() if self.dir_sum_ is None else self.dir_sum_ + g_task
+        self.dir_n_ += 1
+        self.epoch_sum_ = g_task.clone() if self.epoch_sum_ is None else self.epoch_sum_ + g_task
+        self.epoch_n_ += 1
+
+    def transform_grads(self, ctx):
+        c = self.config
+        if ctx.step < c.warmup_steps:
+            g = self._flat_grad()
+            self.warm_sum_ = g if self.warm_sum_ is None else self.warm_sum_ + g
+            return None
+        if c.correction != "pcgrad" or self.g_ref_full_ is None:
+            return None
+        # PCGrad-style: remove the component of g_task that points against g_ref
+        g = self._flat_grad()
+        dot = float(g @ self.g_ref_full_)
+        removed = 0.0
+        if dot < 0:
+            proj = dot / float(self.g_ref_full_ @ self.g_ref_full_) * self.g_ref_full_
+            removed = float(proj.norm() / g.norm().clamp_min(1e-12))
+            off = 0
+            for p in self.params_.values():
+                n = p.numel()
+                if p.grad is not None:
+                    p.grad -= proj[off:off + n].view_as(p).to(p.grad.dtype)
+                off += n
+        return {"pcgrad_dot": dot, "pcgrad_removed_share": removed}
+
+    def after_step(self, ctx) -> None:
+        # end of an epoch: its mean g_task becomes the next d (authors' schedule)
+        if ctx.steps_per_epoch and (ctx.step + 1) % ctx.steps_per_epoch == 0 and self.epoch_sum_ is not None:
+            self.epoch_prev_ = self.epoch_sum_ / max(1, self.epoch_n_)
+            self.epoch_sum_, self.epoch_n_ = None, 0
+
+    # -- resume ---------------------------------------------------------------------------------
+    _TENSORS = ("d_", "g_ref_full_", "g_ref_", "ref_w_", "dir_sum_", "epoch_sum_", "d_last_", "warm_sum_", "epoch_prev_")
+    _SCALARS = ("refresh_id_", "dir_n_", "epoch_n_", "steps_since_", "ref_loss_")
+
+    def state_dict(self) -> dict:
+        out = {k: getattr(self, k) for k in self._TENSORS if getattr(self, k, None) is not None}
+        out.update({k: getattr(self, k) for k in self._SCALARS if hasattr(self, k)})
+        out["ref_ids_"] = "\n".join(self.ref_ids_)
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            if k == "ref_ids_":
+                self.ref_ids_ = v.split("\n") if v else []
+            else:
+                setattr(self, k, v)
