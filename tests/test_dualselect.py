@@ -1,0 +1,135 @@
+"""DualSelect: the selection kernels on hand-made numbers, the method on the tiny model."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from explorer.methods.dualselect import (DualSelectConfig, jaccard, reference_scores, select_references,
+                                         select_task, task_scores)
+
+
+def parts(d, t):
+    return pd.concat([pd.read_parquet(p) for p in sorted((d / t).glob("part-*.parquet"))], ignore_index=True)
+
+
+@pytest.mark.unit
+def test_reference_score_and_hard_soft_selection():
+    loss = torch.tensor([0.1, 0.5, 0.2, 0.9])
+    cos_d = torch.tensor([0.5, -0.5, -0.9, 0.0])
+    conflict, score = reference_scores(loss, cos_d, mu_ref=1.0, nu=1.0)
+    torch.testing.assert_close(conflict, torch.tensor([-0.5, 0.5, 0.9, 0.0]))
+    torch.testing.assert_close(score, torch.tensor([-0.4, 1.0, 1.1, 0.9]))
+    w, rank, sel = select_references(score, 2, "hard", 0.1, False)
+    assert sel.tolist() == [False, True, True, False] and w.tolist() == [0, 1, 1, 0]
+    assert rank.tolist() == [3, 1, 0, 2]
+    w, _, _ = select_references(score, 2, "soft", 0.1, False)
+    expect = torch.softmax(score / 0.1, 0)
+    torch.testing.assert_close(w, torch.where(sel, expect, torch.zeros(4)))
+    w, _, _ = select_references(score, 2, "soft", 0.1, True)  # uniform ablation
+    assert w.tolist() == [0, 1, 1, 0]
+
+
+@pytest.mark.unit
+def test_task_filter_hard_soft_and_token_budget():
+    s = task_scores(torch.tensor([2.0, 0.1, 0.5, 0.2]), torch.tensor([-0.5, 0.2, 0.0, 0.9]), 1.0, 1.0)
+    torch.testing.assert_close(s, torch.tensor([2.5, -0.1, 0.5, -0.7]))
+    w, rank = select_task(s, 2, "hard", 0.1)
+    assert w.tolist() == [0, 1, 0, 1] and rank.tolist() == [3, 1, 2, 0]
+    w, _ = select_task(s, 2, "soft", 0.1)
+    soft = torch.softmax(-s / 0.1, 0)
+    torch.testing.assert_close(w, torch.tensor([0, soft[1], 0, soft[3]]))
+    # token budget 0.9: tokens [10, 1, 1, 1] -> the 3 smallest-s cover 3 of 13 tokens; all 4 needed for 90%
+    w, _ = select_task(s, 0, "hard", 0.1, torch.tensor([10, 1, 1, 1]), 0.9)
+    assert w.tolist() == [1, 1, 1, 1]
+    w, _ = select_task(s, 0, "hard", 0.1, torch.tensor([1, 10, 1, 10]), 0.5)  # 10 of 22 < 11: two kept
+    assert w.tolist() == [0, 1, 0, 1]
+    assert jaccard({1, 2}, {2, 3}) == pytest.approx(1 / 3)
+
+
+@pytest.mark.unit
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="refresh"):
+        DualSelectConfig(refresh="sometimes")
+    with pytest.raises(ValueError, match="refresh_every"):
+        DualSelectConfig(refresh="every_n_steps")
+
+
+DS = ["method=dualselect", "method.warmup_steps=1", "method.keep_fraction=0.5", "method.k_ref=6",
+      "method.ref_cap=24", "method.refresh=every_n_steps", "method.refresh_every=2", "method.chunk_size=12"]
+
+
+@pytest.mark.integration
+@pytest.mark.contract
+def test_dualselect_run_records_refreshes_decisions_and_steps(short_config):
+    from explorer.train.loop import run
+
+    d = run(short_config(*DS))
+    assert json.loads((d / "run.json").read_text())["status"] == "complete"
+    r = parts(d, "refreshes")
+    assert set(r["trigger"]) == {"warmup", "every_n_steps"}
+    per = r.groupby("refresh_id")
+    assert (per["selected"].sum() == 6).all()
+    first = r[r.refresh_id == 0]
+    assert set(first.loc[first.selected, "change"]) == {"entered"} and first["jaccard_prev"].isna().all()
+    later = r[r.refresh_id == 1]
+    assert set(later["change"]) <= {"entered", "left", "stayed", "out"}
+    # with ref_cap, a reference selected last time but not scored now appears as "left" without scores
+    unscored = later[later["score"].isna()]
+    assert unscored["change"].eq("left").all()
+    later = later[later["score"].notna()]
+    assert len(later) == 24
+    torch.testing.assert_close(torch.tensor(later["score"].values),
+                               torch.tensor((later["loss"] + later["conflict"]).values))
+    dec = parts(d, "decisions")
+    warm = dec[dec.step == 0]
+    assert warm["kept"].all() and warm["compat"].isna().all()
+    after = dec[dec.step > 0]
+    assert (after.groupby("step")["kept"].sum() == 8).all()
+    # kept are exactly the 8 smallest scores of each batch
+    for _, g in after.groupby("step"):
+        assert set(g.nsmallest(8, "score")["sample_id"]) == set(g.loc[g.kept, "sample_id"])
+    steps = parts(d, "steps")
+    assert {"cos_task_ref", "g_task_norm", "g_ref_norm", "correction_share", "estimator"} <= set(steps.columns)
+    assert steps.loc[steps.step > 0, "estimator"].eq("exact(hooks)").all()
+
+
+@pytest.mark.integration
+def test_selections_with_exact_estimator_equal_the_per_sample_loop(short_config):
+    """Same model states, same selections: the batched backend changes speed, not decisions."""
+    from explorer.train.loop import run
+
+    a = run(short_config(*DS, "method.estimator=exact", "run_name=exact"))
+    b = run(short_config(*DS, "method.estimator=loop", "run_name=loop"))
+    ra, rb = parts(a, "refreshes"), parts(b, "refreshes")
+    for (i, ga), (_, gb) in zip(ra.groupby("refresh_id"), rb.groupby("refresh_id")):
+        assert set(ga.loc[ga.selected, "sample_id"]) == set(gb.loc[gb.selected, "sample_id"]), i
+        torch.testing.assert_close(torch.tensor(ga["cosine"].values), torch.tensor(gb["cosine"].values), equal_nan=True,
+                                   atol=1e-4, rtol=1e-3)
+    da, db = parts(a, "decisions"), parts(b, "decisions")
+    pd.testing.assert_series_equal(da["kept"], db["kept"])
+    torch.testing.assert_close(torch.tensor(da["compat"].fillna(0).values), torch.tensor(db["compat"].fillna(0).values),
+                               atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("setting,check", [
+    ("method.reference_selection=static", "one_refresh"),
+    ("method.filter_task=false", "all_kept"),
+    ("method.reference_selection=random", "no_cosines"),
+    ("method.correction=pcgrad", "pcgrad"),
+])
+def test_ablations_are_settings(short_config, setting, check):
+    from explorer.train.loop import run
+
+    d = run(short_config(*DS, setting))
+    r, dec, steps = parts(d, "refreshes"), parts(d, "decisions"), parts(d, "steps")
+    if check == "one_refresh":
+        assert r["refresh_id"].nunique() == 1
+    elif check == "all_kept":
+        assert dec["kept"].all() and r["refresh_id"].nunique() > 1
+    elif check == "no_cosines":
+        assert r["cosine"].isna().all() and (r.groupby("refresh_id")["selected"].sum() == 6).all()
+    else:
+        assert "pcgrad_dot" in steps.columns and "correction_share" not in steps.columns
