@@ -63,7 +63,7 @@ def test_runs_page_lists_runs_and_flags_the_broken_one(runs, monkeypatch):
 @pytest.mark.parametrize("which", [("sft", "dual"), ("imported",)])
 def test_every_page_opens(runs, monkeypatch, page, which):
     at = app(runs, monkeypatch, selected=list(which))
-    at.switch_page(f"pages/{page}.py").run()
+    at.switch_page(f"views/{page}.py").run()
     assert not at.exception, at.exception
 
 
@@ -71,7 +71,7 @@ def test_task_selection_slider_and_sample_why_panel(runs, monkeypatch):
     import pandas as pd
 
     at = app(runs, monkeypatch, selected=["dual"])
-    at.switch_page("pages/task_selection.py").run()
+    at.switch_page("views/task_selection.py").run()
     dec = pd.concat(pd.read_parquet(p) for p in sorted((runs["dual"] / "decisions").glob("part-*.parquet")))
     step = int(dec["step"].max())
     at.select_slider(key="step").set_value(step).run()
@@ -95,7 +95,7 @@ def test_references_page_shows_a_refresh(runs, monkeypatch):
     import pandas as pd
 
     at = app(runs, monkeypatch, selected=["dual"])
-    at.switch_page("pages/references.py").run()
+    at.switch_page("views/references.py").run()
     r = pd.concat(pd.read_parquet(p) for p in sorted((runs["dual"] / "refreshes").glob("part-*.parquet")))
     at.selectbox(key="refresh").set_value(1).run()
     assert not at.exception
@@ -109,7 +109,7 @@ def test_references_page_shows_a_refresh(runs, monkeypatch):
 
 def test_compare_page_reports_safety_avg(runs, monkeypatch):
     at = app(runs, monkeypatch, selected=["sft", "dual"])
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     df = at.dataframe[0].value
     sft = df[df["method"] == "sft"].iloc[0]
     assert sft["safety_avg"] == 50.0 and sft["win_hh"] == 50.0
@@ -118,7 +118,7 @@ def test_compare_page_reports_safety_avg(runs, monkeypatch):
 
 def test_generations_page_side_by_side(runs, monkeypatch):
     at = app(runs, monkeypatch, selected=["sft", "dual"])
-    at.switch_page("pages/generations.py").run()
+    at.switch_page("views/generations.py").run()
     at.checkbox(key="disagree").uncheck().run()
     assert not at.exception
     table = at.dataframe[0].value

@@ -17,12 +17,12 @@ HERE = Path(__file__).parent
 st.set_page_config(page_title="explorer — safety drift", layout="wide")
 
 PAGES = [
-    st.Page(str(HERE / "pages" / "runs.py"), title="Runs", icon=":material/list:", default=True),
-    st.Page(str(HERE / "pages" / "compare.py"), title="Compare", icon=":material/compare_arrows:"),
-    st.Page(str(HERE / "pages" / "task_selection.py"), title="Task selection", icon=":material/filter_alt:"),
-    st.Page(str(HERE / "pages" / "references.py"), title="References", icon=":material/shield:"),
-    st.Page(str(HERE / "pages" / "internals.py"), title="Method internals", icon=":material/memory:"),
-    st.Page(str(HERE / "pages" / "generations.py"), title="Generations", icon=":material/chat:"),
+    st.Page(str(HERE / "views" / "runs.py"), title="Runs", icon=":material/list:", default=True),
+    st.Page(str(HERE / "views" / "compare.py"), title="Compare", icon=":material/compare_arrows:"),
+    st.Page(str(HERE / "views" / "task_selection.py"), title="Task selection", icon=":material/filter_alt:"),
+    st.Page(str(HERE / "views" / "references.py"), title="References", icon=":material/shield:"),
+    st.Page(str(HERE / "views" / "internals.py"), title="Method internals", icon=":material/memory:"),
+    st.Page(str(HERE / "views" / "generations.py"), title="Generations", icon=":material/chat:"),
 ]
 page = st.navigation(PAGES)
 
