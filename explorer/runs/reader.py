@@ -124,6 +124,29 @@ def sample_history(run_dir, sample_id: str) -> pd.DataFrame:
     return query(run_dir, "decisions", "SELECT * FROM t WHERE sample_id = ? ORDER BY step", [sample_id])
 
 
+def drop_stats(run_dir) -> dict[str, float]:
+    """Precision/recall of dropped task decisions against the harmful label, aggregated in DuckDB
+    (same definition as compare.drop_precision_recall, which it falls back to for pool selectors)."""
+    dsrc, ssrc = source(run_dir, "decisions"), source(run_dir, "samples")
+    if dsrc is not None and ssrc is not None:
+        con = _con()
+        try:
+            n_drop, hd, h = con.execute(f"""
+                SELECT count(*) FILTER (WHERE NOT d.kept),
+                       count(*) FILTER (WHERE NOT d.kept AND s.provenance = 'harmful'),
+                       count(*) FILTER (WHERE s.provenance = 'harmful')
+                FROM read_parquet('{dsrc}', union_by_name=true) d
+                JOIN read_parquet('{ssrc}') s USING (sample_id) WHERE d.role = 'task'""").fetchone()
+        except duckdb.Error as e:
+            raise RunReadError(f"{Path(run_dir).name}: unreadable Parquet ({str(e).splitlines()[0][:200]})") from None
+        finally:
+            con.close()
+        if n_drop:
+            return {"precision": 100.0 * hd / n_drop, "recall": 100.0 * hd / h if h else float("nan"),
+                    "n_dropped": n_drop}
+    return drop_precision_recall(pd.DataFrame(), samples(run_dir))
+
+
 def list_runs(runs_dir: str | Path) -> pd.DataFrame:
     """Every run folder below `runs_dir` (recursively), one row each; unreadable runs get an error."""
     rows = []
@@ -172,7 +195,7 @@ def compare(run_dirs: list[str | Path], baseline: str = "sft") -> pd.DataFrame:
             wr = win_rates(ev[d], ev[base])
             row.update({"win_hh": wr.get(schema.SUITE_HH), "win_hexphi": wr.get(schema.SUITE_HEX),
                         "safety_avg": wr.get("safety_avg")})
-        pr = drop_precision_recall(query(d, "decisions", "SELECT sample_id, role, kept FROM t"), samples(d))
+        pr = drop_stats(d)
         row.update({"drop_precision": pr["precision"], "drop_recall": pr["recall"]})
         rows.append(row)
     return pd.DataFrame(rows)
