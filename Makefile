@@ -23,8 +23,9 @@ install: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/explorer demo
 
+# notebooks run with EXPLORER_NB_QUICK=1: smaller step counts, the same code
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	EXPLORER_NB_QUICK=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 prepare: $(BIN)/.installed
 	$(BIN)/explorer prepare

@@ -31,7 +31,12 @@ def runs(tmp_path_factory, tiny_paths):
     broken = root / "broken-run"
     shutil.copytree(sft, broken)
     (broken / "run.json").write_text('{"run_id": "broken-run", "status": ')  # truncated manifest
-    return {"root": root, "sft": sft, "dual": dual, "imported": imported, "broken": broken}
+    torn = root / "torn-part"
+    shutil.copytree(sft, torn)
+    (torn / "run.json").write_text((torn / "run.json").read_text().replace(sft.name, "torn-part"))
+    part = sorted((torn / "metrics").glob("part-*.parquet"))[-1]
+    part.write_bytes(part.read_bytes()[: len(part.read_bytes()) // 2])  # a truncated Parquet part
+    return {"root": root, "sft": sft, "dual": dual, "imported": imported, "broken": broken, "torn": torn}
 
 
 def app(runs, monkeypatch, selected=None):
@@ -57,6 +62,7 @@ def test_runs_page_lists_runs_and_flags_the_broken_one(runs, monkeypatch):
     assert {"sft", "dualselect"} <= set(df["method"])
     assert "imported" in set(df["status"]) and "complete" in set(df["status"])
     assert any("broken-run" in e.value and "manifest" in e.value for e in at.error)
+    assert any("torn-part" in e.value and "unreadable Parquet" in e.value for e in at.error)
 
 
 @pytest.mark.parametrize("page", ["compare", "task_selection", "references", "internals", "generations"])
