@@ -17,11 +17,11 @@ try:
 except RunReadError as e:
     common.show_read_error(e)
     st.stop()
-st.plotly_chart(viz.safety_utility(table), use_container_width=True, key="su")
+st.plotly_chart(viz.safety_utility(table), width="stretch", key="su")
 st.subheader("Safety Avg against SFT (win rate per safety suite; SFT = 50)")
 show = ["run_id", "method", "harmful_ratio", "seed", "harmful_score", "win_hh", "win_hexphi", "safety_avg",
         "task_acc", "over_refusal", "drop_precision", "drop_recall"]
-st.dataframe(table[[c for c in show if c in table]].round(1), hide_index=True, use_container_width=True)
+st.dataframe(table[[c for c in show if c in table]].round(1), hide_index=True, width="stretch")
 metric = st.selectbox("Metric over steps", ["harmful_score", "refusal_rate", "over_refusal", "accuracy"], key="metric")
 frames = []
 for r in picked:
@@ -29,4 +29,4 @@ for r in picked:
     if not m.empty:
         frames.append(m.assign(label=common.label(r)))
 st.plotly_chart(viz.metric_curves(pd.concat(frames) if frames else pd.DataFrame(), metric),
-                use_container_width=True, key="curves")
+                width="stretch", key="curves")

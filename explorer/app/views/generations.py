@@ -40,4 +40,4 @@ if only and wide.shape[1] > 1:
 st.caption(f"{len(wide)} prompts · final evaluation of each run")
 table = pd.concat({"verdict": wide, "response": resp}, axis=1).reset_index()
 table.columns = [" / ".join(c for c in col if c) if isinstance(col, tuple) else col for col in table.columns]
-st.dataframe(table, hide_index=True, use_container_width=True)
+st.dataframe(table, hide_index=True, width="stretch")

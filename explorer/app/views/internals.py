@@ -21,9 +21,9 @@ st.caption(f"method **{m.get('method')}** · settings: {m.get('method_config')}"
 base = {"run_id", "step", "epoch", "phase", "estimator"}
 method_cols = [c for c in steps.columns if c not in base and c not in schema.PART_TABLES["steps"]]
 st.plotly_chart(viz.step_lines(steps, ["loss", "task_loss", "extra_loss", "kept_frac"], "losses and kept fraction"),
-                use_container_width=True, key="losses")
+                width="stretch", key="losses")
 if method_cols:
-    st.plotly_chart(viz.step_lines(steps, method_cols, "the method's per-step quantities"), use_container_width=True,
+    st.plotly_chart(viz.step_lines(steps, method_cols, "the method's per-step quantities"), width="stretch",
                     key="method_steps")
 shown = 0
 for name, what in schema.METHOD_TABLES.items():
@@ -33,7 +33,7 @@ for name, what in schema.METHOD_TABLES.items():
     st.subheader(name)
     st.caption(what)
     df = common.read("table", run, name)
-    st.plotly_chart(viz.method_table(df, name), use_container_width=True, key=f"t_{name}")
-    st.dataframe(df.head(200), hide_index=True, use_container_width=True)
+    st.plotly_chart(viz.method_table(df, name), width="stretch", key=f"t_{name}")
+    st.dataframe(df.head(200), hide_index=True, width="stretch")
 if not shown:
     st.info("No SEAL, PACT or CWAC tables in this run.")

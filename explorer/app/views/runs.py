@@ -17,7 +17,7 @@ counts = ok["status"].value_counts().to_dict()
 st.caption(" · ".join(f"{v} {k}" for k, v in counts.items()))
 cols = ["run_id", "method", "harmful_ratio", "seed", "status", "step", "total_steps", "HS hh", "HS hexphi",
         "over-refusal", "task acc", "model", "data", "created_at", "note"]
-st.dataframe(ok[[c for c in cols if c in ok]], hide_index=True, use_container_width=True,
+st.dataframe(ok[[c for c in cols if c in ok]], hide_index=True, width="stretch",
              column_config={"HS hh": st.column_config.NumberColumn(format="%.1f"),
                             "HS hexphi": st.column_config.NumberColumn(format="%.1f"),
                             "task acc": st.column_config.NumberColumn(format="%.1f")})

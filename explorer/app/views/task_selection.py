@@ -39,7 +39,7 @@ if chart_state and getattr(chart_state, "selection", None) and chart_state.selec
 if st.session_state.get("sample") not in ids:
     st.session_state["sample"] = ids[0]
 sample = st.session_state["sample"]
-st.plotly_chart(viz.selection_scatter(batch, x, y, selected=sample), use_container_width=True,
+st.plotly_chart(viz.selection_scatter(batch, x, y, selected=sample), width="stretch",
                 on_select="rerun", selection_mode="points", key="batch_chart")
 kept = int(batch["kept"].sum())
 st.caption(f"step {step}: {kept} of {len(batch)} kept · colour = provenance (for analysis only; no method reads it)")
@@ -82,11 +82,11 @@ if not refs.empty:
         samples = common.read("samples", run).set_index("sample_id")
         act = act.assign(prompt=act["sample_id"].map(samples["prompt"]) if "prompt" in samples else None)
         st.dataframe(act[["sample_id", "conflict", "loss", "score", "weight", "prompt"]], hide_index=True,
-                     use_container_width=True)
+                     width="stretch")
 
 hist = common.read("sample_history", run, sample)
 st.plotly_chart(viz.step_lines(hist, ["score", "loss", "compat", "weight"], f"{sample} over the run"),
-                use_container_width=True, key="hist")
+                width="stretch", key="hist")
 st.subheader("Over the whole run")
-st.plotly_chart(viz.data_map(common.read("data_map", run), common.read("samples", run)), use_container_width=True,
+st.plotly_chart(viz.data_map(common.read("data_map", run), common.read("samples", run)), width="stretch",
                 key="datamap")
