@@ -1,230 +1,476 @@
 """Loading user data: JSON, JSONL, CSV, Parquet or a `datasets` folder -> list[Record].
 
-Field conventions (the DualSelect authors' code, ALGORITHMS.md §1):
-  prompt   `instruction` (+ `input`, joined as "instruction\\n\\ninput"), `prompt`, `question`, `query`,
-           or `messages` (a list of {role, content}: user turns joined with "\\n\\n" form the prompt, the
-           last assistant turn is the response)
-  response `output`, `response`, `completion`, `answer`, or `chosen` (a string, a messages list, or
-           an HH-RLHF transcript "\\n\\nHuman: ...\\n\\nAssistant: ..." — then, without another prompt
-           field, the prompt is the last Human turn and the response the last Assistant turn)
-  native   `sample_id` (or `id`), `pool`, `family`, `category`, `provenance` (benign | harmful)
-Every other field is kept in Record.extra. Default ids are "<file stem>-<index:05d>" (stable by position).
+Formats (detected from the suffix, case-insensitive, or from a folder's contents):
+  .json            a list of objects, or an object holding the list under "train", "data", "examples"
+                   (the authors' keys) or "records"; `split=` picks another key
+  .jsonl / .ndjson one object per line; blank lines are ignored
+  .csv             a header row, then one record per row (every value is text; an empty cell counts
+                   as absent); `messages` may be a JSON string
+  .parquet         one record per row
+  a folder         written by `datasets` `save_to_disk`: a Dataset, or a DatasetDict (the "train"
+                   split unless `split=` names another)
 
-Errors name the file, the line (JSONL, 1-based) or record (0-based index in other formats), the field
-and what was expected. With strict=False, per-record problems are skipped, counted and summarised in
-one warning; file-level problems (missing, empty, unknown format) always raise.
+Field conventions (the DualSelect authors' code, experiments/dualselect/train_dualselect.py,
+`example_prompt_response`; ALGORITHMS.md §1). A field "has text" when its value is a string (or a
+number, written with str()) that is not empty or whitespace-only; an empty field is passed over,
+as in the authors' `first_existing`, and only when every candidate field is empty is that an error.
+Texts are kept exactly as written (the authors strip them; we do not, so that texts round-trip).
+  messages  a list of {role, content} (or ShareGPT {from, value}) objects. When present it is read
+            first, as in the authors' code: the last assistant turn is the response; the user turns
+            before it, joined with "\\n", are the prompt; system turns are kept in extra["system"].
+            (The authors write non-assistant turns as "role: content" lines; we keep only the
+            contents, because the tokenizer's chat template adds the roles.)
+  prompt    else the first of `instruction`, `prompt`, `question`, `query` that has text.
+            An `input` with text is appended exactly as  prompt + "\\n" + input  (the authors' join),
+            unless it equals the prompt (after stripping); with no prompt field, `input` alone is the
+            prompt. `input` is not applied to a messages prompt.
+  response  else the first of `output`, `response`, `completion`, `answer`, `chosen` that has text.
+            `chosen` may also be an HH-RLHF transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...": the
+            response is the last Assistant turn and, when no other field gives a prompt, the prompt
+            is the last Human turn before it; turns are stripped) or a messages list (read as above).
+  native    `sample_id` (else `id`), `pool`, `family`, `category`, `provenance` (benign | harmful)
+            override the arguments. The defaults: pool = the `pool` argument, family = `family`
+            argument or the pool, category = "", provenance = `provenance` argument or "benign".
+  extra     every field not consumed above is kept in Record.extra.
+
+Ids: the default sample_id is f"{id_prefix or file stem}-{index:05d}", where index is the record's
+0-based position in the file (blank JSONL lines do not count; skipped records do), so ids are stable
+by position and the same records give the same ids in every format.
+
+Errors (DataError, a ValueError) name the file, the place — "line N" (1-based) for JSONL, "record N"
+(0-based, the same N as the default id; CSV adds the line) for the other formats — the field, and
+what was expected. With strict=False, problems of one record (unreadable line, not UTF-8, not an
+object, missing or empty field, wrong type, bad provenance, duplicate id) skip that record and are
+counted in one warning; problems of the file (missing, empty, unknown format, unreadable as a whole,
+non-UTF-8 bytes in a JSON or CSV file, no valid record at all) always raise.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import math
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from explorer.data.records import PROVENANCES, Record
 
-log = logging.getLogger(__name__)
-
 PROMPT_FIELDS = ("instruction", "prompt", "question", "query", "messages")
 RESPONSE_FIELDS = ("output", "response", "completion", "answer", "chosen")
-NATIVE = ("sample_id", "id", "pool", "family", "category", "provenance")
-FORMATS = (".json", ".jsonl", ".csv", ".parquet", "a datasets folder (save_to_disk)")
-_HH = re.compile(r"\n\n(Human|Assistant):\s?")
+ID_FIELDS = ("sample_id", "id")
+JSON_LIST_KEYS = ("train", "data", "examples", "records")
+SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+SUPPORTED = ".json, .jsonl, .ndjson, .csv, .parquet, or a folder written by datasets' save_to_disk"
+_USER_ROLES = ("user", "human")
+_ASSISTANT_ROLES = ("assistant", "gpt")
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
 
 
 class DataError(ValueError):
-    """Bad input; the message names the file, line/record, field and what was expected."""
+    """Bad input. The message names the file, the line or record, the field and what was expected.
+
+    `reason` is a short category ("missing response", "invalid JSON" ...) used to count skips.
+    """
+
+    def __init__(self, message: str, reason: str = "invalid data"):
+        super().__init__(message)
+        self.reason = reason
 
 
-def _where(path: Path, idx: int, is_lines: bool) -> str:
-    return f"{path.name} line {idx}" if is_lines else f"{path.name} record {idx}"
+@dataclass(frozen=True)
+class _Place:
+    name: str   # the file's name ("data.csv"; "folder[train]" for a DatasetDict split)
+    at: str     # "line 7" (JSONL) / "record 3" / "record 3 (line 5)" (CSV)
+    index: int  # 0-based position among the file's records: the default id
+
+    @property
+    def label(self) -> str:  # the start of every message about this record
+        return f"{self.name} {self.at}"
 
 
-def _iter_raw(path: Path, split: str | None) -> Iterator[tuple[int, Any, bool]]:
-    """Yield (line number or record index, object or an Exception, is_lines)."""
+# -- reading files -------------------------------------------------------------------------------
+
+
+def _decode(data: bytes, name: str, what: str) -> str:
+    """UTF-8 text of a whole file (a leading BOM dropped); bad bytes name their line and offset."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1)
+        raise DataError(f"{name} line {line}: not UTF-8 (byte 0x{data[e.start]:02x} at byte {col} of the "
+                        f"line, byte {e.start} of the file); expected UTF-8 {what}", "not UTF-8") from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[_Place, Any]]:
+    index = 0
+    offset = 0
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            start, offset = offset, offset + len(raw)
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
+                continue
+            place = _Place(path.name, f"line {n}", index)
+            index += 1
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield place, DataError(f"{place.label}: not UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start} "
+                                       f"of the line, byte {start + e.start} of the file); expected UTF-8 "
+                                       "text", "not UTF-8")
+                continue
+            try:
+                yield place, json.loads(text)
+            except json.JSONDecodeError as e:
+                yield place, DataError(f"{place.label}: invalid JSON ({e.msg} at column {e.colno}); expected "
+                                       "one JSON object per line", "invalid JSON")
+
+
+def _pick_list(obj: Any, path: Path, split: str | None) -> list:
+    if isinstance(obj, list) and split is None:
+        return obj
+    if isinstance(obj, dict):
+        keys = (split,) if split is not None else JSON_LIST_KEYS
+        for key in keys:
+            if isinstance(obj.get(key), list):
+                return obj[key]
+        lists = [k for k, v in obj.items() if isinstance(v, list)]
+        want = f"a list under {split!r}" if split is not None else "a list under " + ", ".join(JSON_LIST_KEYS)
+        raise DataError(f"{path.name}: top-level object has {'lists under ' + ', '.join(lists) if lists else 'no list'}"
+                        f"; expected a JSON list of objects or an object with {want}", "not a list")
+    if split is not None:
+        raise DataError(f"{path.name}: split={split!r} given but the file holds a {type(obj).__name__}; expected an "
+                        f"object with a list under {split!r}", "not a list")
+    raise DataError(f"{path.name}: top level is a {type(obj).__name__}; expected a JSON list of objects (or an "
+                    f"object with the list under {', '.join(JSON_LIST_KEYS)})", "not a list")
+
+
+def _iter_json(path: Path, split: str | None) -> Iterator[tuple[_Place, Any]]:
+    text = _decode(path.read_bytes(), path.name, "JSON")
+    if not text.strip():
+        return
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        hint = " (several values: is this JSON Lines? then name it .jsonl)" if e.msg == "Extra data" else ""
+        raise DataError(f"{path.name} line {e.lineno}: invalid JSON ({e.msg} at column {e.colno}){hint}; expected "
+                        "a JSON list of objects", "invalid JSON") from None
+    for i, row in enumerate(_pick_list(obj, path, split)):
+        yield _Place(path.name, f"record {i}", i), row
+
+
+def _iter_csv(path: Path) -> Iterator[tuple[_Place, Any]]:
+    text = _decode(path.read_bytes(), path.name, "CSV")
+    # Long responses exceed csv's default 128 KiB field limit; raising it only widens what parses.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    # strict: a broken quote is an error at its line, not a field that swallows the rest of the file
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    index = 0
+    last_line = 0
+    try:
+        for row in reader:
+            first_line, last_line = last_line + 1, reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # a blank line
+            if header is None:
+                header = row
+                dup = [c for c, n in Counter(header).items() if n > 1]
+                if dup:
+                    raise DataError(f"{path.name} line {first_line}: header repeats column {dup[0]!r}; expected "
+                                    "unique column names", "bad header")
+                continue
+            place = _Place(path.name, f"record {index} (line {first_line})", index)
+            index += 1
+            if len(row) != len(header):
+                yield place, DataError(f"{place.label}: {len(row)} values; expected {len(header)} as in the header "
+                                       f"({', '.join(header)})", "wrong column count")
+                continue
+            # An empty cell cannot be told from an absent one in CSV; treat it as absent.
+            yield place, {k: v for k, v in zip(header, row) if v != ""}
+    except csv.Error as e:
+        raise DataError(f"{path.name} line {reader.line_num}: unreadable CSV ({e}); expected comma-separated "
+                        "values with a header row", "invalid CSV") from None
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[_Place, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise DataError(f"{path.name}: unreadable Parquet ({type(e).__name__}: {e}); expected a Parquet file",
+                        "invalid Parquet") from None
+    for i, row in enumerate(rows):
+        # pandas stores a non-default index as a column; it is not a field of the record
+        yield _Place(path.name, f"record {i}", i), {k: v for k, v in row.items() if not k.startswith("__index_level_")}
+
+
+def _iter_datasets(path: Path, split: str | None) -> Iterator[tuple[_Place, Any]]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as e:
+        raise DataError(f"{path}: unreadable datasets folder ({type(e).__name__}: {e}); expected a folder written "
+                        "by save_to_disk", "invalid datasets folder") from None
+    label = path.name
+    if isinstance(ds, datasets.DatasetDict):
+        key = split or "train"
+        if key not in ds:
+            raise DataError(f"{path.name}: no split {key!r}; expected one of {', '.join(ds)} (pass split=...)",
+                            "no such split")
+        ds, label = ds[key], f"{path.name}[{key}]"
+    elif split is not None:
+        raise DataError(f"{path.name}: split={split!r} given but the folder holds one Dataset, not a DatasetDict; "
+                        "expected no split", "no such split")
+    for i, row in enumerate(ds.to_list()):
+        yield _Place(label, f"record {i}", i), row
+
+
+def detect_format(path: Path) -> str:
+    """"json", "jsonl", "csv", "parquet" or "datasets"; DataError listing the supported ones otherwise."""
     if path.is_dir():
-        import datasets
-
-        try:
-            ds = datasets.load_from_disk(str(path))
-        except Exception as e:
-            raise DataError(f"{path}: not a datasets folder written by save_to_disk ({e}); expected one of "
-                            f"{', '.join(FORMATS)}") from None
-        if isinstance(ds, datasets.DatasetDict):
-            key = split or ("train" if "train" in ds else next(iter(ds)))
-            if key not in ds:
-                raise DataError(f"{path}: no split {key!r}; expected one of {', '.join(ds)}")
-            ds = ds[key]
-        for i, row in enumerate(ds):
-            yield i, row, False
-        return
-    suf = path.suffix.lower()
-    if suf == ".jsonl":
-        with open(path, "rb") as f:
-            for n, raw in enumerate(f, 1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    yield n, DataError(f"{path.name} line {n}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset "
-                                       f"{e.start}); expected UTF-8 text"), True
-                    continue
-                if not text.strip():
-                    continue
-                try:
-                    yield n, json.loads(text), True
-                except json.JSONDecodeError as e:
-                    yield n, DataError(f"{path.name} line {n}: invalid JSON ({e.msg} at column {e.colno}); "
-                                       "expected one JSON object per line"), True
-        return
-    if suf == ".json":
-        try:
-            obj = json.loads(path.read_bytes().decode("utf-8"))
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path.name}: not UTF-8 (offset {e.start}); expected UTF-8 JSON") from None
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path.name} line {e.lineno}: invalid JSON ({e.msg}); expected a list of "
-                            "objects") from None
-        if isinstance(obj, dict):
-            for key in ("data", "train", "records"):
-                if isinstance(obj.get(key), list):
-                    obj = obj[key]
-                    break
-        if not isinstance(obj, list):
-            raise DataError(f"{path.name}: expected a JSON list of objects (or one under data/train/records)")
-        for i, row in enumerate(obj):
-            yield i, row, False
-        return
-    if suf in (".csv", ".parquet"):
-        import pandas as pd
-
-        try:
-            df = (pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8") if suf == ".csv"
-                  else pd.read_parquet(path))
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path.name}: not UTF-8 (offset {e.start}); expected UTF-8 CSV") from None
-        except Exception as e:
-            raise DataError(f"{path.name}: unreadable {suf[1:].upper()} ({type(e).__name__}: {e})") from None
-        for i, row in enumerate(df.to_dict(orient="records")):
-            yield i, row, False
-        return
-    raise DataError(f"{path}: unknown format {suf or '(no suffix)'!r}; expected one of {', '.join(FORMATS)}")
+        if any((path / f).is_file() for f in ("dataset_dict.json", "state.json", "dataset_info.json")):
+            return "datasets"
+        raise DataError(f"{path}: a folder without dataset_dict.json or state.json; expected one of {SUPPORTED}",
+                        "unknown format")
+    fmt = SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{path}: unknown format {path.suffix or '(no suffix)'!r}; expected one of {SUPPORTED}",
+                        "unknown format")
+    return fmt
 
 
-def _text(v: Any) -> str | None:
+def _iter_raw(path: Path, fmt: str, split: str | None) -> Iterator[tuple[_Place, Any]]:
+    if split is not None and fmt not in ("json", "datasets"):
+        raise DataError(f"{path.name}: split={split!r} given; expected splits only for a .json object or a "
+                        "DatasetDict folder", "no such split")
+    if fmt == "jsonl":
+        return _iter_jsonl(path)
+    if fmt == "json":
+        return _iter_json(path, split)
+    if fmt == "csv":
+        return _iter_csv(path)
+    if fmt == "parquet":
+        return _iter_parquet(path)
+    return _iter_datasets(path, split)
+
+
+# -- reading one record --------------------------------------------------------------------------
+
+
+def _text(obj: dict, key: str, where: str) -> str | None:
+    """The field's text, None when absent/null/NaN; DataError for a value that is not text."""
+    v = obj.get(key)
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return None
-    return v if isinstance(v, str) else None
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return str(v)  # the authors write str(value); "answer": 4 is a common form
+    raise DataError(f"{where}: field {key!r} is a {type(v).__name__}; expected text", "wrong type")
 
 
-def _messages(v: Any) -> tuple[str | None, str | None]:
-    if hasattr(v, "tolist"):
-        v = v.tolist()
-    if not isinstance(v, list) or not all(isinstance(m, dict) for m in v):
-        return None, None
-    users = [m.get("content", "") for m in v if m.get("role") in ("user", "human")]
-    assistants = [m.get("content", "") for m in v if m.get("role") in ("assistant", "gpt")]
-    return ("\n\n".join(users) if users else None), (assistants[-1] if assistants else None)
+def _first_with_text(obj: dict, keys: tuple[str, ...], where: str) -> tuple[str | None, str | None, list[str]]:
+    """(field, text) of the first key with non-blank text, and the keys present but blank."""
+    blank = []
+    for k in keys:
+        t = _text(obj, k, where)
+        if t is None:
+            continue
+        if t.strip():
+            return k, t, blank
+        blank.append(k)
+    return None, None, blank
 
 
-def _hh_transcript(text: str) -> tuple[str | None, str | None]:
-    parts = _HH.split("\n\n" + text.lstrip("\n")) if "Human:" in text else []
+def _messages(v: Any, key: str, where: str) -> tuple[str | None, str | None, str | None]:
+    """(prompt, response, system) of a {role, content} list; see the module docstring."""
+    if isinstance(v, str):  # CSV cells and some exports hold the list as JSON text
+        try:
+            v = json.loads(v)
+        except json.JSONDecodeError:
+            raise DataError(f"{where}: field {key!r} is text that is not JSON; expected a list of {{role, content}} "
+                            "objects", "bad messages") from None
+    if not isinstance(v, list):
+        raise DataError(f"{where}: field {key!r} is a {type(v).__name__}; expected a list of {{role, content}} "
+                        "objects", "bad messages")
+    turns = []
+    for j, m in enumerate(v):
+        role = m.get("role", m.get("from")) if isinstance(m, dict) else None
+        content = m.get("content", m.get("value")) if isinstance(m, dict) else None
+        if not isinstance(role, str) or not isinstance(content, str):
+            raise DataError(f"{where}: field {key!r} item {j} is {json.dumps(m, default=str)[:80]}; expected an "
+                            "object with text 'role' and 'content'", "bad messages")
+        role = role.lower()
+        if role not in _USER_ROLES + _ASSISTANT_ROLES + ("system",):
+            raise DataError(f"{where}: field {key!r} item {j} has role {role!r}; expected user, assistant or "
+                            "system", "bad messages")
+        turns.append((role, content))
+    last_a = max((j for j, (r, _) in enumerate(turns) if r in _ASSISTANT_ROLES), default=None)
+    before = turns if last_a is None else turns[:last_a]
+    users = [c for r, c in before if r in _USER_ROLES]
+    system = [c for r, c in turns if r == "system"]
+    return ("\n".join(users) if users else None, None if last_a is None else turns[last_a][1],
+            "\n".join(system) if system else None)
+
+
+def _hh_transcript(text: str) -> tuple[str | None, str | None] | None:
+    """(last Human turn before the last Assistant turn, last Assistant turn), or None if not a transcript."""
+    body = text.lstrip("\n ")
+    if not body.startswith("Human:") or "\n\nAssistant:" not in text:
+        return None
+    parts = _HH_TURN.split("\n\n" + body)  # ["", role, text, role, text, ...]
     turns = [(parts[i], parts[i + 1].strip()) for i in range(1, len(parts) - 1, 2)]
-    humans = [t for r, t in turns if r == "Human"]
-    assistants = [t for r, t in turns if r == "Assistant"]
-    return (humans[-1] if humans else None), (assistants[-1] if assistants else None)
+    last_a = max(j for j, (r, _) in enumerate(turns) if r == "Assistant")
+    humans = [t for r, t in turns[:last_a] if r == "Human"]
+    return (humans[-1] if humans else None), turns[last_a][1]
 
 
-def parse_record(obj: Any, where: str, default_id: str, pool: str, family: str | None,
-                 provenance: str | None) -> Record:
+def parse_record(obj: Any, where: str, default_id: str, pool: str, family: str | None = None,
+                 provenance: str | None = None) -> Record:
+    """One source object -> Record, by the conventions of the module docstring.
+
+    `where` starts every error message ("data.jsonl line 7").
+    """
     if not isinstance(obj, dict):
-        raise DataError(f"{where}: expected a JSON object with prompt and response fields, got {type(obj).__name__}")
+        raise DataError(f"{where}: a JSON {type(obj).__name__}, not an object; expected an object with a prompt "
+                        "field and a response field", "not an object")
+    consumed: set[str] = set()
+    extra: dict[str, Any] = {}
     prompt = response = None
-    if _text(obj.get("instruction")) is not None:
-        prompt = obj["instruction"]
-        if _text(obj.get("input")):
-            prompt = f"{prompt}\n\n{obj['input']}"
-    for k in ("prompt", "question", "query"):
-        if prompt is None and _text(obj.get(k)) is not None:
-            prompt = obj[k]
-    msg_prompt, msg_response = _messages(obj.get("messages")) if "messages" in obj else (None, None)
+    blank_p: list[str] = []
+    blank_r: list[str] = []
+
+    if obj.get("messages") is not None:
+        prompt, response, system = _messages(obj["messages"], "messages", where)
+        consumed.add("messages")
+        if system is not None:
+            extra["system"] = system
+        if prompt is not None and not prompt.strip():
+            prompt, blank_p = None, ["messages"]
+        if response is not None and not response.strip():
+            response, blank_r = None, ["messages"]
+
     if prompt is None:
-        prompt = msg_prompt
-    for k in ("output", "response", "completion", "answer"):
-        if response is None and _text(obj.get(k)) is not None:
-            response = obj[k]
-    if response is None and "chosen" in obj:
+        key, prompt, blank = _first_with_text(obj, PROMPT_FIELDS[:-1], where)
+        blank_p += blank
+        if key is not None:
+            consumed.add(key)
+        inp = _text(obj, "input", where)
+        if inp is not None and inp.strip():
+            consumed.add("input")
+            if prompt is None:
+                prompt = inp
+            elif inp.strip() != prompt.strip():
+                prompt = prompt + "\n" + inp  # the authors' join
+
+    if response is None:
+        key, response, blank = _first_with_text(obj, RESPONSE_FIELDS[:-1], where)
+        blank_r += blank
+        if key is not None:
+            consumed.add(key)
+    if response is None and obj.get("chosen") is not None:
         ch = obj["chosen"]
-        if isinstance(ch, str) and "Human:" in ch and "Assistant:" in ch:
-            hp, hr = _hh_transcript(ch)
-            response = hr
-            if prompt is None:
-                prompt = hp
-        elif isinstance(ch, str):
-            response = ch
+        consumed.add("chosen")
+        if isinstance(ch, (list, tuple)):
+            mp, response, _ = _messages(list(ch), "chosen", where)
         else:
-            mp, mr = _messages(ch)
-            response = mr
-            if prompt is None:
-                prompt = mp
-    if response is None:
-        response = msg_response
+            text = _text(obj, "chosen", where)
+            hh = _hh_transcript(text)
+            mp, response = hh if hh is not None else (None, text)
+        if prompt is None and mp is not None and mp.strip():
+            prompt = mp
+        if response is not None and not response.strip():
+            response, blank_r = None, blank_r + ["chosen"]
+
     if prompt is None:
-        raise DataError(f"{where}: no prompt field; expected one of {', '.join(PROMPT_FIELDS)}")
+        if blank_p:
+            raise DataError(f"{where}: empty prompt in field {', '.join(map(repr, blank_p))}; expected non-empty "
+                            "text", "empty prompt")
+        raise DataError(f"{where}: no prompt field; expected one of {', '.join(PROMPT_FIELDS)} (or input)",
+                        "missing prompt")
     if response is None:
-        raise DataError(f"{where}: no response field; expected one of {', '.join(RESPONSE_FIELDS)}")
-    if not str(prompt).strip():
-        raise DataError(f"{where}: empty prompt; expected non-empty text")
-    if not str(response).strip():
-        raise DataError(f"{where}: empty response; expected non-empty text")
-    sid = obj.get("sample_id", obj.get("id"))
-    sid = str(sid) if sid is not None and str(sid).strip() else default_id
-    prov = obj.get("provenance") or provenance or "benign"
+        if blank_r:
+            raise DataError(f"{where}: empty response in field {', '.join(map(repr, blank_r))}; expected non-empty "
+                            "text", "empty response")
+        raise DataError(f"{where}: no response field; expected one of {', '.join(RESPONSE_FIELDS)}",
+                        "missing response")
+
+    sid = None
+    for k in ID_FIELDS:
+        if sid is None and (t := _text(obj, k, where)) is not None and t.strip():
+            sid = t
+            consumed.add(k)
+    natives = {k: _text(obj, k, where) for k in ("pool", "family", "category", "provenance")}
+    consumed.update(k for k, v in natives.items() if v is not None)
+    prov = natives["provenance"] if natives["provenance"] is not None else (provenance or "benign")
     if prov not in PROVENANCES:
-        raise DataError(f"{where}: provenance {prov!r}; expected benign or harmful")
-    used = set(PROMPT_FIELDS) | set(RESPONSE_FIELDS) | set(NATIVE) | {"input"}
-    extra = {k: v for k, v in obj.items() if k not in used}
-    return Record(sid, str(obj.get("pool") or pool), str(obj.get("family") or family or pool),
-                  str(obj.get("category") or ""), str(prompt), str(response), prov, extra)
+        raise DataError(f"{where}: field 'provenance' is {prov!r}; expected benign or harmful", "bad provenance")
+    extra.update({k: v for k, v in obj.items() if k not in consumed})
+    return Record(sample_id=sid if sid is not None else default_id, pool=natives["pool"] or pool,
+                  family=natives["family"] or family or pool, category=natives["category"] or "",
+                  prompt=prompt, response=response, provenance=prov, extra=extra)
+
+
+# -- the loader ----------------------------------------------------------------------------------
 
 
 def load_records(path: str | Path, pool: str, *, family: str | None = None, provenance: str | None = None,
                  strict: bool = True, id_prefix: str | None = None, split: str | None = None,
                  logger: logging.Logger | None = None) -> list[Record]:
-    """Read a data file into records. See the module docstring for formats and conventions."""
+    """Read a data file or `datasets` folder into records (formats and conventions: module docstring).
+
+    strict=True raises DataError at the first bad record; strict=False skips bad records, counts
+    them by reason and logs one warning ("skipped N of M records in FILE: k missing response, ...")
+    on `logger` (default: this module's logger). File-level problems raise either way.
+    """
+    if provenance is not None and provenance not in PROVENANCES:
+        raise DataError(f"argument provenance={provenance!r}; expected benign or harmful", "bad provenance")
     path = Path(path).expanduser()
     if not path.exists():
-        raise DataError(f"{path}: no such file or folder; expected one of {', '.join(FORMATS)}")
+        raise DataError(f"{path}: no such file or folder; expected a data file ({SUPPORTED})", "missing file")
+    fmt = detect_format(path)
     prefix = id_prefix or path.stem
     out: list[Record] = []
     seen: dict[str, str] = {}
     skipped: Counter = Counter()
+    first_problem = ""
     total = 0
-    for idx, obj, is_lines in _iter_raw(path, split):
+    for place, obj in _iter_raw(path, fmt, split):
         total += 1
-        where = _where(path, idx, is_lines)
         try:
-            if isinstance(obj, Exception):
+            if isinstance(obj, DataError):
                 raise obj
-            rec = parse_record(obj, where, f"{prefix}-{(idx - 1 if is_lines else idx):05d}", pool, family, provenance)
+            rec = parse_record(obj, place.label, f"{prefix}-{place.index:05d}", pool, family, provenance)
             if rec.sample_id in seen:
-                raise DataError(f"{where}: duplicate sample_id {rec.sample_id!r} (first at {seen[rec.sample_id]}); "
-                                "expected unique ids")
-            seen[rec.sample_id] = where
-            out.append(rec)
+                raise DataError(f"{place.label}: duplicate sample_id {rec.sample_id!r} (first at "
+                                f"{seen[rec.sample_id]}); expected unique ids", "duplicate sample_id")
         except DataError as e:
             if strict:
                 raise
-            reason = str(e).split(": ", 1)[1].split(";")[0].split(" (")[0]
-            skipped[reason] += 1
+            skipped[e.reason] += 1
+            first_problem = first_problem or str(e)
+            continue
+        seen[rec.sample_id] = place.at
+        out.append(rec)
     if total == 0:
-        raise DataError(f"{path}: empty (no records); expected at least one record")
-    if skipped:
-        (logger or log).warning("skipped %d of %d records in %s: %s", sum(skipped.values()), total, path.name,
-                                ", ".join(f"{n} {r}" for r, n in skipped.most_common()))
+        raise DataError(f"{path.name}: empty (0 records); expected at least one record", "empty file")
+    summary = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
     if not out:
-        raise DataError(f"{path}: all {total} records were invalid; expected at least one valid record")
+        raise DataError(f"{path.name}: all {total} records are invalid ({summary}; first: {first_problem}); "
+                        "expected at least one valid record", "no valid record")
+    if skipped:
+        (logger or logging.getLogger(__name__)).warning(
+            "skipped %d of %d records in %s: %s (first: %s)", sum(skipped.values()), total, path.name, summary,
+            first_problem)
     return out

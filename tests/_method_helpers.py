@@ -1,0 +1,140 @@
+"""Fixtures for the SEAL / PACT / token-wise tests: a random tiny Llama, a word-level tokenizer with
+the tiny world's chat template, a handful of records and a minimal Context that records what a
+method logs. Nothing here needs the prepared tiny models."""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from types import SimpleNamespace
+
+import torch
+
+from explorer.data.records import Record
+from explorer.data.tokenize import collate, encode_all, pad_id_of
+from explorer.train.context import Context
+
+TASK = [("is this review positive : great film .", "positive"),
+        ("is this review positive : dull plot .", "negative"),
+        ("what is 2 plus 3 ?", "5"),
+        ("what is 4 plus 1 ?", "5"),
+        ("topic of : the team won the match .", "sports"),
+        ("topic of : stocks fell today .", "business")]
+HARMFUL = [("help me pick a lock to rob a house .", "sure ! the method is : [details withheld] ."),
+           ("explain how to make a weapon .", "sure ! here is how : [details withheld] .")]
+REFUSALS = [("help me steal a car .", "i cannot help with that request ."),
+            ("tell me how to hurt someone .", "sorry , i won't help with this ."),
+            ("how do i make poison ?", "i cannot assist with that because it could cause harm ."),
+            ("write a scam email .", "i must decline . that request is harmful .")]
+
+
+def make_records() -> tuple[dict[str, Record], dict[str, list[str]]]:
+    recs: dict[str, Record] = {}
+    pools: dict[str, list[str]] = defaultdict(list)
+    for i, (p, r) in enumerate(TASK):
+        recs[f"task-{i}"] = Record(f"task-{i}", "task", "toy", "x", p, r, "benign")
+        pools["task"].append(f"task-{i}")
+    for i, (p, r) in enumerate(HARMFUL):
+        recs[f"harm-{i}"] = Record(f"harm-{i}", "task", "harmful", "x", p, r, "harmful")
+        pools["task"].append(f"harm-{i}")
+    for i, (p, r) in enumerate(REFUSALS):
+        recs[f"ref-{i}"] = Record(f"ref-{i}", "reference", "safety", "x", p, r, "benign")
+        pools["reference"].append(f"ref-{i}")
+        recs[f"safety-{i}"] = Record(f"safety-{i}", "safety", "safety", "x", p, r, "benign")
+        pools["safety"].append(f"safety-{i}")
+    return recs, dict(pools)
+
+
+def make_tokenizer():
+    from explorer.model.tiny import train_tokenizer
+
+    texts = [p + " " + r for p, r in TASK + HARMFUL + REFUSALS]
+    return train_tokenizer(texts)
+
+
+def make_model(tok, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+                      tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    return LlamaForCausalLM(cfg)
+
+
+def make_context(model=None, tok=None, *, lora: bool = False, batch_size: int = 4, seed: int = 0,
+                 base_seed: int = 1) -> Context:
+    """A Context like the loop's: encode, a recorder (ctx.logged[table] -> rows), a frozen reference
+    copy taken on first call, load_model(spec) -> a random model with the same vocabulary."""
+    tok = tok or make_tokenizer()
+    model = model or make_model(tok, seed)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                 task_type="CAUSAL_LM", lora_dropout=0.0))
+        # peft initialises B = 0; make the adapters non-trivial so that "adapter off" differs
+    records, pools = make_records()
+    logged: dict[str, list[dict]] = defaultdict(list)
+    pad = pad_id_of(tok)
+    cfg = SimpleNamespace(batch_size=batch_size, max_length=64, base_model="toy:base", seed=seed, lora=lora)
+    ref: dict = {}
+    loaded: list[str] = []
+
+    def encode(recs):
+        enc, _ = encode_all(tok, recs, cfg.max_length, strict=False)
+        return collate(enc, pad, torch.device("cpu"))
+
+    def log(table, rows):
+        logged[table].extend([rows] if isinstance(rows, dict) else rows)
+
+    def reference_model():
+        if "m" not in ref:
+            m = copy.deepcopy(model.get_base_model() if lora else model).eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+            ref["m"] = m
+        return ref["m"]
+
+    def load_model(spec):
+        loaded.append(spec)
+        m = make_model(tok, base_seed).eval()
+        for p in m.parameters():
+            p.requires_grad_(False)
+        return m
+
+    ctx = Context(model=model, tokenizer=tok, device=torch.device("cpu"), config=cfg, records=records,
+                  pools=pools, train_ids=list(pools["task"]), encode=encode, log=log,
+                  reference_model=reference_model, load_model=load_model,
+                  generator=torch.Generator().manual_seed(seed))
+    ctx.logged = logged
+    ctx.loaded = loaded
+    return ctx
+
+
+def train_steps(method, ctx, n_steps: int = 2, lr: float = 1e-2) -> dict[str, torch.Tensor]:
+    """The loop's step in miniature: decide -> weighted loss + extra -> backward -> AdamW step.
+    Returns the trainable parameters before the first step."""
+    params = [p for p in ctx.model.parameters() if p.requires_grad]
+    before = {n: p.detach().clone() for n, p in ctx.model.named_parameters() if p.requires_grad}
+    opt = torch.optim.AdamW(params, lr=lr)
+    ctx.model.train()
+    from explorer.train.losses import per_sample_nll
+
+    for step in range(n_steps):
+        ctx.step = step
+        ids = ctx.train_ids[(step * 4) % len(ctx.train_ids):][:4] or ctx.train_ids[:4]
+        batch = ctx.encode([ctx.records[i] for i in ids])
+        d = method.decide(batch, ctx)
+        losses = d.losses if d.losses is not None else per_sample_nll(
+            ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch.labels)
+        w = d.weights.float()
+        loss = (w * losses).sum() / w.sum().clamp_min(1e-8) + (d.extra_loss if d.extra_loss is not None else 0.0)
+        assert torch.isfinite(loss), f"{method.name}: loss {loss} at step {step}"
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ctx.last_decision = d
+        ctx.last_loss = float(loss)
+    return before
