@@ -136,5 +136,5 @@ def train_steps(method, ctx, n_steps: int = 2, lr: float = 1e-2) -> dict[str, to
         loss.backward()
         opt.step()
         ctx.last_decision = d
-        ctx.last_loss = float(loss)
+        ctx.last_loss = float(loss.detach())
     return before
