@@ -4,8 +4,8 @@ Formats (detected from the suffix, case-insensitive, or from a folder's contents
   .json            a list of objects, or an object holding the list under "train", "data", "examples"
                    (the authors' keys) or "records"; `split=` picks another key
   .jsonl / .ndjson one object per line; blank lines are ignored
-  .csv             a header row, then one record per row (every value is text; an empty cell counts
-                   as absent); `messages` may be a JSON string
+  .csv             a header row, then one record per row (every value is text; `messages` may be a
+                   JSON string)
   .parquet         one record per row
   a folder         written by `datasets` `save_to_disk`: a Dataset, or a DatasetDict (the "train"
                    split unless `split=` names another)
@@ -31,7 +31,9 @@ Texts are kept exactly as written (the authors strip them; we do not, so that te
   native    `sample_id` (else `id`), `pool`, `family`, `category`, `provenance` (benign | harmful)
             override the arguments. The defaults: pool = the `pool` argument, family = `family`
             argument or the pool, category = "", provenance = `provenance` argument or "benign".
-  extra     every field not consumed above is kept in Record.extra.
+            A null or blank native field counts as not given.
+  extra     every field not consumed above is kept in Record.extra (null values are dropped: a
+            Parquet or datasets row has every column of the file, null where a record lacks it).
 
 Ids: the default sample_id is f"{id_prefix or file stem}-{index:05d}", where index is the record's
 0-based position in the file (blank JSONL lines do not count; skipped records do), so ids are stable
@@ -194,8 +196,7 @@ def _iter_csv(path: Path) -> Iterator[tuple[_Place, Any]]:
                 yield place, DataError(f"{place.label}: {len(row)} values; expected {len(header)} as in the header "
                                        f"({', '.join(header)})", "wrong column count")
                 continue
-            # An empty cell cannot be told from an absent one in CSV; treat it as absent.
-            yield place, {k: v for k, v in zip(header, row) if v != ""}
+            yield place, dict(zip(header, row))
     except csv.Error as e:
         raise DataError(f"{path.name} line {reader.line_num}: unreadable CSV ({e}); expected comma-separated "
                         "values with a header row", "invalid CSV") from None
@@ -337,10 +338,11 @@ def _hh_transcript(text: str) -> tuple[str | None, str | None] | None:
 
 
 def parse_record(obj: Any, where: str, default_id: str, pool: str, family: str | None = None,
-                 provenance: str | None = None) -> Record:
+                 provenance: str | None = None, require_response: bool = True) -> Record:
     """One source object -> Record, by the conventions of the module docstring.
 
-    `where` starts every error message ("data.jsonl line 7").
+    `where` starts every error message ("data.jsonl line 7"). require_response=False accepts a
+    record without a response (evaluation prompts): its response is "".
     """
     if not isinstance(obj, dict):
         raise DataError(f"{where}: a JSON {type(obj).__name__}, not an object; expected an object with a prompt "
@@ -399,6 +401,9 @@ def parse_record(obj: Any, where: str, default_id: str, pool: str, family: str |
                             "text", "empty prompt")
         raise DataError(f"{where}: no prompt field; expected one of {', '.join(PROMPT_FIELDS)} (or input)",
                         "missing prompt")
+    if response is None and not require_response:
+        response = ""
+        consumed.update(k for k in RESPONSE_FIELDS if k in obj)
     if response is None:
         if blank_r:
             raise DataError(f"{where}: empty response in field {', '.join(map(repr, blank_r))}; expected non-empty "
@@ -406,19 +411,20 @@ def parse_record(obj: Any, where: str, default_id: str, pool: str, family: str |
         raise DataError(f"{where}: no response field; expected one of {', '.join(RESPONSE_FIELDS)}",
                         "missing response")
 
-    sid = None
-    for k in ID_FIELDS:
-        if sid is None and (t := _text(obj, k, where)) is not None and t.strip():
-            sid = t
-            consumed.add(k)
-    natives = {k: _text(obj, k, where) for k in ("pool", "family", "category", "provenance")}
-    consumed.update(k for k, v in natives.items() if v is not None)
-    prov = natives["provenance"] if natives["provenance"] is not None else (provenance or "benign")
+    # Native fields are consumed whenever present; a null or blank one (a CSV's empty cell, a Parquet
+    # null where another row has the column) means "not given" and the default applies.
+    natives = {k: _text(obj, k, where) for k in ID_FIELDS + ("pool", "family", "category", "provenance")}
+    natives = {k: v for k, v in natives.items() if v is not None and v.strip()}
+    consumed.update(k for k in ID_FIELDS + ("pool", "family", "category", "provenance", "input") if k in obj)
+    sid = natives.get("sample_id", natives.get("id"))
+    if "sample_id" in natives and "id" in natives:
+        consumed.discard("id")  # both given: sample_id is the id, `id` stays a field of the source
+    prov = natives.get("provenance", provenance or "benign")
     if prov not in PROVENANCES:
         raise DataError(f"{where}: field 'provenance' is {prov!r}; expected benign or harmful", "bad provenance")
-    extra.update({k: v for k, v in obj.items() if k not in consumed})
-    return Record(sample_id=sid if sid is not None else default_id, pool=natives["pool"] or pool,
-                  family=natives["family"] or family or pool, category=natives["category"] or "",
+    extra.update({k: v for k, v in obj.items() if k not in consumed and v is not None})
+    return Record(sample_id=sid if sid is not None else default_id, pool=natives.get("pool", pool),
+                  family=natives.get("family", family or pool), category=natives.get("category", ""),
                   prompt=prompt, response=response, provenance=prov, extra=extra)
 
 
@@ -427,12 +433,14 @@ def parse_record(obj: Any, where: str, default_id: str, pool: str, family: str |
 
 def load_records(path: str | Path, pool: str, *, family: str | None = None, provenance: str | None = None,
                  strict: bool = True, id_prefix: str | None = None, split: str | None = None,
-                 logger: logging.Logger | None = None) -> list[Record]:
+                 require_response: bool = True, logger: logging.Logger | None = None) -> list[Record]:
     """Read a data file or `datasets` folder into records (formats and conventions: module docstring).
 
     strict=True raises DataError at the first bad record; strict=False skips bad records, counts
     them by reason and logs one warning ("skipped N of M records in FILE: k missing response, ...")
     on `logger` (default: this module's logger). File-level problems raise either way.
+    require_response=False reads prompt-only files (evaluation prompts): a missing or empty response
+    becomes "".
     """
     if provenance is not None and provenance not in PROVENANCES:
         raise DataError(f"argument provenance={provenance!r}; expected benign or harmful", "bad provenance")
@@ -451,7 +459,8 @@ def load_records(path: str | Path, pool: str, *, family: str | None = None, prov
         try:
             if isinstance(obj, DataError):
                 raise obj
-            rec = parse_record(obj, place.label, f"{prefix}-{place.index:05d}", pool, family, provenance)
+            rec = parse_record(obj, place.label, f"{prefix}-{place.index:05d}", pool, family, provenance,
+                                   require_response)
             if rec.sample_id in seen:
                 raise DataError(f"{place.label}: duplicate sample_id {rec.sample_id!r} (first at "
                                 f"{seen[rec.sample_id]}); expected unique ids", "duplicate sample_id")
