@@ -1,13 +1,17 @@
 """Read-only access to run folders: DuckDB over the Parquet globs, returning pandas frames.
 
-Used by the app and the notebooks. Never imports torch. Manifests are read as JSON, tables as Parquet
-— nothing else (no pickle). A corrupt or truncated file raises RunReadError naming the run and file,
-so that a caller can show it for that run and keep going.
+Used by the app and the notebooks. Never imports torch. Manifests are read as JSON and tables as
+Parquet — nothing else (no pickle, nothing executed). A corrupt or truncated file raises RunReadError
+naming the run and the file, so that a caller can show it for that run and keep going.
+
+Aggregates over the decision table (which reaches 10^7 rows: 2,000 steps x 5,000 samples) are
+computed inside DuckDB; only their small results become pandas frames.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -17,30 +21,53 @@ from explorer.runs import schema
 from explorer.runs.compare import drop_precision_recall, metrics_wide, win_rates
 from explorer.runs.status import effective_status, status_note
 
+#: optional table (proposed): per (step, task sample, selected reference) cosine of their gradients,
+#: so the "why" panel can name the references a sample conflicts with most. Columns: run_id, step,
+#: sample_id, reference_id, cosine.
+DECISION_REFS = "decision_refs"
+
+#: decision columns that are ids or bookkeeping, not scores
+_DECISION_IDS = ("run_id", "step", "sample_id", "role", "kept", "epoch", "phase", "estimator")
+
 
 class RunReadError(RuntimeError):
-    pass
+    """A run folder (or one file in it) that cannot be read. `run` and `path` name the culprit."""
+
+    def __init__(self, run: str, path: str | Path, problem: str):
+        self.run, self.path, self.problem = run, str(path), problem
+        super().__init__(f"run {run}: {path}: {problem}")
 
 
-def _con():
+def _run_name(run_dir) -> str:
+    return Path(run_dir).name
+
+
+def _con() -> duckdb.DuckDBPyConnection:
     return duckdb.connect(database=":memory:")
 
 
+def _sql_str(s: str) -> str:
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+# -- manifest ----------------------------------------------------------------------------------------
 def manifest(run_dir: str | Path) -> dict:
+    """run.json as a dict (JSON only)."""
     p = Path(run_dir) / schema.MANIFEST
     try:
         m = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise RunReadError(f"{run_dir}: no {schema.MANIFEST}") from None
+        raise RunReadError(_run_name(run_dir), p, f"no {schema.MANIFEST}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunReadError(f"{p}: unreadable manifest ({e}); expected JSON") from None
+        raise RunReadError(_run_name(run_dir), p, f"unreadable manifest ({e}); expected a JSON object") from None
     if not isinstance(m, dict) or "run_id" not in m:
-        raise RunReadError(f"{p}: not a run manifest (no run_id)")
+        raise RunReadError(_run_name(run_dir), p, "not a run manifest (expected a JSON object with run_id)")
     return m
 
 
+# -- tables ------------------------------------------------------------------------------------------
 def source(run_dir: str | Path, name: str) -> str | None:
-    """The Parquet glob (partitioned table) or file (static table) for `name`, or None."""
+    """The Parquet glob (partitioned table) or file (static table) for `name`, or None when absent."""
     d = Path(run_dir)
     if (d / name).is_dir() and any((d / name).glob("part-*.parquet")):
         return str(d / name / "part-*.parquet")
@@ -49,23 +76,65 @@ def source(run_dir: str | Path, name: str) -> str | None:
     return None
 
 
-def query(run_dir: str | Path, name: str, sql: str = "SELECT * FROM t", params: list | None = None) -> pd.DataFrame:
-    """Run `sql` over table `name` of a run (exposed as view `t`). Empty frame when the table is absent."""
+def _bad_file(run_dir, names: list[str], err: duckdb.Error) -> RunReadError:
+    """Find which file of tables `names` is damaged (Parquet footers only) and say so."""
+    import pyarrow.parquet as pq
+
+    d = Path(run_dir)
+    files = []
+    for name in names:
+        files += sorted((d / name).glob("part-*.parquet")) if (d / name).is_dir() else [d / f"{name}.parquet"]
+    for f in files:
+        if not f.exists():
+            continue
+        try:
+            pq.read_metadata(f)
+        except Exception as e:  # noqa: BLE001 - any failure to read a footer means this file is bad
+            return RunReadError(_run_name(run_dir), f, f"unreadable Parquet (truncated or corrupt: {e})")
+    first = str(err).splitlines()[0][:300]
+    return RunReadError(_run_name(run_dir), d / names[0], f"unreadable Parquet ({first})")
+
+
+def _view(con, run_dir, name: str, alias: str) -> bool:
     src = source(run_dir, name)
     if src is None:
+        return False
+    con.execute(f"CREATE VIEW {alias} AS SELECT * FROM read_parquet({_sql_str(src)}, union_by_name=true)")
+    return True
+
+
+def query(run_dir: str | Path, name: str, sql: str = "SELECT * FROM t", params: list | None = None) -> pd.DataFrame:
+    """Run `sql` over table `name` of a run (exposed as view `t`; the samples table is view `s`
+    when the query joins it). Empty frame when the table is absent."""
+    if source(run_dir, name) is None:
         return pd.DataFrame()
+    names = [name]
     con = _con()
     try:
-        con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet('{src}', union_by_name=true)")
+        _view(con, run_dir, name, "t")
+        if name != "samples" and re.search(r"\bJOIN s\b", sql) and _view(con, run_dir, "samples", "s"):
+            names.append("samples")
         return con.execute(sql, params or []).df()
     except duckdb.Error as e:
-        raise RunReadError(f"{Path(run_dir).name}/{name}: unreadable Parquet ({str(e).splitlines()[0][:200]})") from None
+        if isinstance(e, (duckdb.BinderException, duckdb.CatalogException, duckdb.ParserException)):
+            raise  # a bug in the query, not in the run folder
+        raise _bad_file(run_dir, names, e) from None
     finally:
         con.close()
 
 
+def columns(run_dir, name: str) -> list[str]:
+    """Column names of a table (union over its parts); [] when absent."""
+    return list(query(run_dir, name, "SELECT * FROM t LIMIT 0").columns)
+
+
 def table(run_dir, name: str) -> pd.DataFrame:
+    """Any table by name: a folder of parts or a single <name>.parquet (method tables)."""
     return query(run_dir, name)
+
+
+def has_table(run_dir, name: str) -> bool:
+    return source(run_dir, name) is not None
 
 
 def samples(run_dir) -> pd.DataFrame:
@@ -80,122 +149,233 @@ def metrics(run_dir) -> pd.DataFrame:
     return query(run_dir, "metrics", "SELECT * FROM t ORDER BY step, suite, metric")
 
 
-def evals(run_dir, step: int | None = None) -> pd.DataFrame:
+def evals(run_dir, step: int | None = None, final: bool = False) -> pd.DataFrame:
+    """Evaluation rows; `step` picks one evaluation, `final=True` the last one."""
+    if final:
+        return query(run_dir, "evals", "SELECT * FROM t WHERE step = (SELECT max(step) FROM t) ORDER BY suite, sample_id")
     if step is None:
-        return query(run_dir, "evals")
-    return query(run_dir, "evals", "SELECT * FROM t WHERE step = ?", [step])
+        return query(run_dir, "evals", "SELECT * FROM t ORDER BY step, suite, sample_id")
+    return query(run_dir, "evals", "SELECT * FROM t WHERE step = ? ORDER BY suite, sample_id", [int(step)])
 
 
-def refreshes(run_dir) -> pd.DataFrame:
-    return query(run_dir, "refreshes", "SELECT * FROM t ORDER BY refresh_id, rank")
+def refreshes(run_dir, refresh_id: int | None = None) -> pd.DataFrame:
+    if refresh_id is None:
+        return query(run_dir, "refreshes", "SELECT * FROM t ORDER BY refresh_id, rank NULLS LAST, sample_id")
+    return query(run_dir, "refreshes", "SELECT * FROM t WHERE refresh_id = ? ORDER BY rank NULLS LAST, sample_id",
+                 [int(refresh_id)])
 
 
+def decisions(run_dir, step: int | None = None, role: str | None = None) -> pd.DataFrame:
+    """Decision rows, optionally of one step and/or one role (filtered inside DuckDB)."""
+    where, params = [], []
+    if step is not None:
+        where.append("step = ?")
+        params.append(int(step))
+    if role is not None:
+        where.append("role = ?")
+        params.append(role)
+    w = f"WHERE {' AND '.join(where)}" if where else ""
+    return query(run_dir, "decisions", f"SELECT * FROM t {w} ORDER BY step, sample_id", params)
+
+
+def score_columns(run_dir) -> list[str]:
+    """The numeric score columns the run's method wrote into its decisions (loss, compat, score ...)."""
+    df = query(run_dir, "decisions", "SELECT * FROM t LIMIT 0")
+    return [c for c in df.columns if c not in _DECISION_IDS and pd.api.types.is_numeric_dtype(df[c])]
+
+
+# -- aggregates the pages need (computed in DuckDB) ---------------------------------------------------
 def decision_steps(run_dir) -> list[int]:
-    df = query(run_dir, "decisions", "SELECT DISTINCT step FROM t ORDER BY step")
-    return df["step"].tolist() if not df.empty else []
+    """The steps at which task decisions were recorded, ascending."""
+    df = query(run_dir, "decisions", "SELECT DISTINCT step FROM t WHERE role = 'task' ORDER BY step")
+    return [int(s) for s in df["step"]] if not df.empty else []
 
 
 def batch_at(run_dir, step: int) -> pd.DataFrame:
-    """One step's task decisions joined with the samples' text and provenance."""
-    dec = query(run_dir, "decisions", "SELECT * FROM t WHERE step = ? AND role = 'task'", [step])
-    if dec.empty:
-        return dec
-    s = samples(run_dir)
-    if not s.empty:
-        cols = [c for c in ("sample_id", "prompt", "response", "provenance", "family", "category") if c in s]
-        dec = dec.merge(s[cols], on="sample_id", how="left")
-    return dec
+    """One step's task decisions joined with the samples' text and provenance (joined in DuckDB)."""
+    if source(run_dir, "decisions") is None:
+        return pd.DataFrame()
+    scols, dcols = set(columns(run_dir, "samples")), set(columns(run_dir, "decisions"))
+    extra = [c for c in ("prompt", "response", "provenance", "family", "category") if c in scols and c not in dcols]
+    if "sample_id" in scols and extra:
+        sel = ", ".join(f"s.{c}" for c in extra)
+        sql = f"""SELECT t.*, {sel} FROM t LEFT JOIN s USING (sample_id)
+                  WHERE t.step = ? AND t.role = 'task' ORDER BY t.sample_id"""
+    else:
+        sql = "SELECT * FROM t WHERE step = ? AND role = 'task' ORDER BY sample_id"
+    return query(run_dir, "decisions", sql, [int(step)])
+
+
+def sample_stats(run_dir) -> pd.DataFrame:
+    """Per task sample over the whole run (the data map, in the manner of dataset cartography):
+    times seen, times kept, keep rate, mean/std of its selection score (`score` when the method
+    writes one, else `loss`), mean loss, mean weight; joined with provenance and family."""
+    cols = columns(run_dir, "decisions")
+    if not cols:
+        return pd.DataFrame()
+    score = "score" if "score" in cols else "loss"
+    has_loss = "loss" in cols
+    scols = set(columns(run_dir, "samples"))
+    extra = [c for c in ("provenance", "family") if c in scols and "sample_id" in scols]
+    join = f", {', '.join('s.' + c for c in extra)} FROM agg LEFT JOIN s USING (sample_id)" if extra else " FROM agg"
+    return query(run_dir, "decisions", f"""
+        WITH agg AS (
+          SELECT sample_id, count(*) AS n_seen, count(*) FILTER (WHERE kept) AS n_kept,
+                 avg(CAST(kept AS DOUBLE)) AS keep_rate,
+                 avg({score}) AS mean_score, stddev_samp({score}) AS std_score,
+                 {'avg(loss)' if has_loss else 'NULL'} AS mean_loss, avg(weight) AS mean_weight
+          FROM t WHERE role = 'task' GROUP BY sample_id)
+        SELECT agg.*{join} ORDER BY sample_id""")
 
 
 def data_map(run_dir) -> pd.DataFrame:
-    """Per sample over the whole run: times seen, keep rate, mean and std of score and loss (DuckDB)."""
-    src = source(run_dir, "decisions")
-    if src is None:
-        return pd.DataFrame()
-    cols = query(run_dir, "decisions", "SELECT * FROM t LIMIT 0").columns
-    score = "score" if "score" in cols else "loss"
-    return query(run_dir, "decisions", f"""
-        SELECT sample_id, count(*) AS n_seen, avg(CAST(kept AS DOUBLE)) AS keep_rate,
-               avg({score}) AS mean_score, stddev_samp({score}) AS std_score, avg(loss) AS mean_loss
-        FROM t WHERE role = 'task' GROUP BY sample_id""")
+    """Alias of sample_stats (the dashboard's and notebooks' name for it)."""
+    return sample_stats(run_dir)
 
 
 def sample_history(run_dir, sample_id: str) -> pd.DataFrame:
+    """Every decision about one sample, by step."""
     return query(run_dir, "decisions", "SELECT * FROM t WHERE sample_id = ? ORDER BY step", [sample_id])
 
 
-def drop_stats(run_dir) -> dict[str, float]:
-    """Precision/recall of dropped task decisions against the harmful label, aggregated in DuckDB
-    (same definition as compare.drop_precision_recall, which it falls back to for pool selectors)."""
-    dsrc, ssrc = source(run_dir, "decisions"), source(run_dir, "samples")
-    if dsrc is not None and ssrc is not None:
-        con = _con()
-        try:
-            n_drop, hd, h = con.execute(f"""
-                SELECT count(*) FILTER (WHERE NOT d.kept),
-                       count(*) FILTER (WHERE NOT d.kept AND s.provenance = 'harmful'),
-                       count(*) FILTER (WHERE s.provenance = 'harmful')
-                FROM read_parquet('{dsrc}', union_by_name=true) d
-                JOIN read_parquet('{ssrc}') s USING (sample_id) WHERE d.role = 'task'""").fetchone()
-        except duckdb.Error as e:
-            raise RunReadError(f"{Path(run_dir).name}: unreadable Parquet ({str(e).splitlines()[0][:200]})") from None
-        finally:
-            con.close()
+def references_in_force(run_dir, step: int) -> pd.DataFrame:
+    """The selected references of the last refresh at or before `step`, with their text."""
+    if source(run_dir, "refreshes") is None:
+        return pd.DataFrame()
+    scols = set(columns(run_dir, "samples"))
+    text = ", s.prompt, s.response FROM t LEFT JOIN s USING (sample_id)" if {"prompt", "response"} <= scols else " FROM t"
+    return query(run_dir, "refreshes", f"""
+        SELECT t.*{text}
+        WHERE t.selected AND t.refresh_id = (SELECT max(refresh_id) FROM t WHERE step <= ?)
+        ORDER BY t.conflict DESC NULLS LAST, t.sample_id""", [int(step)])
+
+
+def sample_reference_conflicts(run_dir, step: int, sample_id: str, top: int = 5) -> pd.DataFrame:
+    """The references a task sample's gradient conflicts with most at a step (most negative cosine),
+    from the optional `decision_refs` table; empty when the run did not record it."""
+    if source(run_dir, DECISION_REFS) is None:
+        return pd.DataFrame()
+    return query(run_dir, DECISION_REFS, """
+        SELECT reference_id, cosine, -cosine AS conflict FROM t WHERE step = ? AND sample_id = ?
+        ORDER BY cosine ASC LIMIT ?""", [int(step), sample_id, int(top)])
+
+
+def refresh_summary(run_dir) -> pd.DataFrame:
+    """One row per refresh: step, trigger, Jaccard with the previous one, selected/entered/left counts."""
+    return query(run_dir, "refreshes", """
+        SELECT refresh_id, min(step) AS step, any_value(trigger) AS trigger, any_value(jaccard_prev) AS jaccard_prev,
+               count(*) FILTER (WHERE selected) AS n_selected,
+               count(*) FILTER (WHERE change = 'entered') AS n_entered,
+               count(*) FILTER (WHERE change = 'left') AS n_left, count(*) AS n_scored
+        FROM t GROUP BY refresh_id ORDER BY refresh_id""")
+
+
+def drop_stats(run_dir, stats: pd.DataFrame | None = None) -> dict[str, float]:
+    """Precision/recall of dropped task decisions against the harmful label (analysis only).
+
+    Same definition as compare.drop_precision_recall, computed from the per-sample aggregate
+    (`stats`, i.e. sample_stats(run), passed in when the caller has it cached) instead of the rows;
+    pool selectors (no drops in the decisions, e.g. SEAL's top-p cut) fall back to in_mix/in_train."""
+    stats = sample_stats(run_dir) if stats is None else stats
+    if not stats.empty and "provenance" in stats:
+        dropped = stats["n_seen"] - stats["n_kept"]
+        n_drop = int(dropped.sum())
         if n_drop:
+            harmful = stats["provenance"].eq("harmful")
+            h = int(stats.loc[harmful, "n_seen"].sum())
+            hd = int(dropped[harmful].sum())
             return {"precision": 100.0 * hd / n_drop, "recall": 100.0 * hd / h if h else float("nan"),
                     "n_dropped": n_drop}
     return drop_precision_recall(pd.DataFrame(), samples(run_dir))
 
 
+# -- across runs -------------------------------------------------------------------------------------
+def _headline(m: dict, run_dir) -> dict:
+    """Headline metrics: the manifest's `summary` ({suite/metric: value}) when the run finished,
+    else the last evaluation in the metrics table (a running run)."""
+    mw = m.get("summary") if isinstance(m.get("summary"), dict) and m.get("summary") else None
+    if mw is None:
+        mw = metrics_wide(metrics(run_dir))
+    acc = [float(v) for k, v in mw.items() if k.endswith("/" + schema.M_ACC) and v is not None]
+    return {"HS hh": mw.get(f"{schema.SUITE_HH}/{schema.M_HARMFUL}"),
+            "HS hexphi": mw.get(f"{schema.SUITE_HEX}/{schema.M_HARMFUL}"),
+            "over-refusal": mw.get(f"{schema.SUITE_OVER}/{schema.M_OVER}"),
+            "task acc": sum(acc) / len(acc) if acc else None}
+
+
+def run_row(run_dir) -> dict:
+    """One row of the runs table; raises RunReadError for an unreadable run."""
+    d = Path(run_dir)
+    m = manifest(d)
+    progress = m.get("progress") if isinstance(m.get("progress"), dict) else {}
+    data = m.get("data") or (m.get("data_files") or {}).get("task")
+    return {"run_id": m["run_id"], "path": str(d), "method": m.get("method"), "model": m.get("model"),
+            "data": data, "harmful_ratio": m.get("harmful_ratio"), "seed": m.get("seed"),
+            "status": effective_status(m), "note": status_note(m), "created_at": m.get("created_at"),
+            "updated_at": m.get("updated_at"), "step": progress.get("step"),
+            "total_steps": progress.get("total_steps"), **_headline(m, d), "error": None}
+
+
 def list_runs(runs_dir: str | Path) -> pd.DataFrame:
-    """Every run folder below `runs_dir` (recursively), one row each; unreadable runs get an error."""
+    """Every run folder below `runs_dir` (recursively), one row each. An unreadable run gets status
+    "unreadable" and its error instead of failing the listing."""
     rows = []
     root = Path(runs_dir)
     for mpath in sorted(root.rglob(schema.MANIFEST)) if root.exists() else []:
         d = mpath.parent
         try:
-            m = manifest(d)
-            mw = metrics_wide(metrics(d))
-            acc = [v for k, v in mw.items() if k.endswith("/" + schema.M_ACC)]
-            rows.append({"run_id": m["run_id"], "path": str(d), "method": m.get("method"),
-                         "model": m.get("model"), "data": m.get("data", (m.get("data_files") or {}).get("task")),
-                         "harmful_ratio": m.get("harmful_ratio"), "seed": m.get("seed"),
-                         "status": effective_status(m), "note": status_note(m),
-                         "created_at": m.get("created_at"),
-                         "step": (m.get("progress") or {}).get("step"),
-                         "total_steps": (m.get("progress") or {}).get("total_steps"),
-                         "HS hh": mw.get(f"{schema.SUITE_HH}/{schema.M_HARMFUL}"),
-                         "HS hexphi": mw.get(f"{schema.SUITE_HEX}/{schema.M_HARMFUL}"),
-                         "over-refusal": mw.get(f"{schema.SUITE_OVER}/{schema.M_OVER}"),
-                         "task acc": sum(acc) / len(acc) if acc else None, "error": None})
+            rows.append(run_row(d))
         except RunReadError as e:
             rows.append({"run_id": d.name, "path": str(d), "status": "unreadable", "error": str(e)})
     return pd.DataFrame(rows)
 
 
-def compare(run_dirs: list[str | Path], baseline: str = "sft") -> pd.DataFrame:
-    """Safety–utility summary per run with win rates against the SFT run of the same ratio and seed."""
-    rows, ev, ms = [], {}, {}
+def find_baseline(run_dir, candidates: list, baseline: str = "sft") -> str | None:
+    """The SFT run on the same data, harmful ratio and seed as `run_dir` among `candidates`."""
+    m = manifest(run_dir)
+    key = (m.get("harmful_ratio"), m.get("seed"))
+    data = m.get("data") or (m.get("data_files") or {}).get("task")
+    best = None
+    for c in candidates:
+        try:
+            cm = manifest(c)
+        except RunReadError:
+            continue
+        if cm.get("method") != baseline or (cm.get("harmful_ratio"), cm.get("seed")) != key or key == (None, None):
+            continue
+        cdata = cm.get("data") or (cm.get("data_files") or {}).get("task")
+        if cdata == data:
+            return str(c)
+        best = best or str(c)
+    return best
+
+
+def safety_win_rates(run_dir, sft_dir) -> dict[str, float]:
+    """{suite: win rate against SFT, "safety_avg": mean} at each run's final evaluation (ALGORITHMS §6)."""
+    return win_rates(evals(run_dir, final=True), evals(sft_dir, final=True))
+
+
+def compare(run_dirs: list[str | Path], baseline: str = "sft", stats_of=None) -> pd.DataFrame:
+    """Safety–utility summary per run with win rates against the SFT run of the same data, ratio and
+    seed (among `run_dirs`). `stats_of(run)` supplies sample_stats (the app passes its cached one)."""
+    stats_of = stats_of or sample_stats
+    rows = []
     for d in run_dirs:
-        ms[d] = manifest(d)
-        ev[d] = evals(d)
-    sft = {(m.get("harmful_ratio"), m.get("seed")): d for d, m in ms.items() if m.get("method") == baseline}
-    for d, m in ms.items():
-        mw = metrics_wide(metrics(d))
-        acc = [v for k, v in mw.items() if k.endswith("/" + schema.M_ACC)]
-        hs = [mw.get(f"{s}/{schema.M_HARMFUL}") for s in schema.SAFETY_SUITES]
-        hs = [h for h in hs if h is not None]
-        row = {"run_id": m["run_id"], "method": m.get("method"), "harmful_ratio": m.get("harmful_ratio"),
-               "seed": m.get("seed"), "is_sft": m.get("method") == baseline,
-               "harmful_score": sum(hs) / len(hs) if hs else None,
-               "task_acc": sum(acc) / len(acc) if acc else None,
-               "over_refusal": mw.get(f"{schema.SUITE_OVER}/{schema.M_OVER}")}
-        base = sft.get((m.get("harmful_ratio"), m.get("seed")))
-        if base is not None and not ev[d].empty and not ev[base].empty:
-            wr = win_rates(ev[d], ev[base])
+        m = manifest(d)
+        head = _headline(m, d)
+        hs = [head[k] for k in ("HS hh", "HS hexphi") if head[k] is not None]
+        row = {"run_id": m["run_id"], "path": str(d), "method": m.get("method"),
+               "harmful_ratio": m.get("harmful_ratio"), "seed": m.get("seed"), "status": effective_status(m),
+               "is_sft": m.get("method") == baseline,
+               "harmful_score": sum(hs) / len(hs) if hs else None, "task_acc": head["task acc"],
+               "over_refusal": head["over-refusal"], "win_hh": None, "win_hexphi": None, "safety_avg": None,
+               "baseline": None}
+        base = find_baseline(d, run_dirs, baseline)
+        if base is not None:
+            wr = safety_win_rates(d, base)
             row.update({"win_hh": wr.get(schema.SUITE_HH), "win_hexphi": wr.get(schema.SUITE_HEX),
-                        "safety_avg": wr.get("safety_avg")})
-        pr = drop_stats(d)
+                        "safety_avg": wr.get("safety_avg"), "baseline": Path(base).name})
+        pr = drop_stats(d, stats_of(d))
         row.update({"drop_precision": pr["precision"], "drop_recall": pr["recall"]})
         rows.append(row)
     return pd.DataFrame(rows)
