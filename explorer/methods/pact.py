@@ -136,6 +136,14 @@ class PactConfig:
 # pure maths
 # --------------------------------------------------------------------------------------------------
 
+def position_means(p: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean over its first lengths_b positions: p [B, R, V] → [B, V]. Stage 1 then averages
+    these over samples (the release: mean over samples of per-sample position means)."""
+    R = p.shape[1]
+    mask = (torch.arange(R, device=p.device).unsqueeze(0) < lengths.unsqueeze(1)).to(p.dtype)  # [B, R]
+    return (p * mask.unsqueeze(-1)).sum(1) / lengths.clamp_min(1).unsqueeze(1).to(p.dtype)
+
+
 def safety_set(d: torch.Tensor, p_aligned: torch.Tensor, k: int, eps: float = 1e-6):
     """Stage 1's last step. d, p_aligned: [V] (p_aligned = p̄_A).
 
@@ -305,16 +313,13 @@ class Pact(MethodBase):
             if R == 0:
                 continue
             r_i = count.clamp_max(c.max_response_tokens)                              # [B]
-            mask = (torch.arange(R, device=z_a.device).unsqueeze(0) < r_i.unsqueeze(1)).float()  # [B, R]
             idx = (start - 1).clamp_min(0).unsqueeze(1) + torch.arange(R, device=z_a.device)
             idx = idx.clamp_max(z_a.shape[1] - 1)
             p_a = torch.softmax(z_a.gather(1, idx.unsqueeze(-1).expand(-1, -1, z_a.shape[-1])), -1)
             p_b = torch.softmax(z_b.gather(1, idx.unsqueeze(-1).expand(-1, -1, z_b.shape[-1])), -1)
             keep = r_i > 0
-            denom = r_i.clamp_min(1).unsqueeze(1).float()
-            pa_i = (p_a * mask.unsqueeze(-1)).sum(1) / denom                           # [B, V] per-sample means
-            pb_i = (p_b * mask.unsqueeze(-1)).sum(1) / denom
-            pa_i, pb_i = pa_i[keep], pb_i[keep]
+            pa_i = position_means(p_a, r_i)[keep]                                       # [B', V]
+            pb_i = position_means(p_b, r_i)[keep]
             d_sum = (pa_i - pb_i).sum(0) if d_sum is None else d_sum + (pa_i - pb_i).sum(0)
             p_a_sum = pa_i.sum(0) if p_a_sum is None else p_a_sum + pa_i.sum(0)
             p_b_sum = pb_i.sum(0) if p_b_sum is None else p_b_sum + pb_i.sum(0)
