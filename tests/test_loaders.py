@@ -154,7 +154,8 @@ def test_field_conventions(tmp_path, row, prompt, response):
 def test_unused_fields_and_system_turns_are_kept_in_extra():
     r = parse_record({"messages": MSGS, "meta": 1}, "x line 1", "x-00000", "task")
     assert r.extra == {"system": "be kind", "meta": 1}
-    r = parse_record({"prompt": "p", "question": "q", "output": "o", "answer": "a", "rejected": "no"}, "x", "x-0", "task")
+    row = {"prompt": "p", "question": "q", "output": "o", "answer": "a", "rejected": "no"}
+    r = parse_record(row, "x", "x-0", "task")
     assert (r.prompt, r.response) == ("p", "o") and r.extra == {"question": "q", "answer": "a", "rejected": "no"}
 
 
@@ -199,13 +200,15 @@ OK = {"prompt": "ok", "response": "ok"}
     ({"prompt": "", "response": "r"}, ["empty prompt in field 'prompt'", "expected non-empty text"]),
     ({"instruction": "  ", "output": "r"}, ["empty prompt in field 'instruction'", "expected non-empty text"]),
     ({"prompt": "p", "chosen": "\n\nHuman: q\n\nAssistant:  "}, ["empty response in field 'chosen'", "non-empty"]),
-    ({"prompt": "p", "response": "r", "provenance": "evil"}, ["field 'provenance' is 'evil'", "expected benign or harmful"]),
+    ({"prompt": "p", "response": "r", "provenance": "evil"},
+     ["field 'provenance' is 'evil'", "expected benign or harmful"]),
     ({"prompt": ["a"], "response": "r"}, ["field 'prompt' is a list", "expected text"]),
     ({"prompt": "p", "response": {"t": 1}}, ["field 'response' is a dict", "expected text"]),
     ({"prompt": True, "response": "r"}, ["field 'prompt' is a bool", "expected text"]),
     ({"messages": "hello"}, ["field 'messages' is text that is not JSON", "expected a list of {role, content}"]),
     ({"messages": {"role": "user"}}, ["field 'messages' is a dict", "expected a list of {role, content}"]),
-    ({"messages": [{"role": "user"}]}, ["field 'messages' item 0", "expected an object with text 'role' and 'content'"]),
+    ({"messages": [{"role": "user"}]},
+     ["field 'messages' item 0", "expected an object with text 'role' and 'content'"]),
     ({"messages": [{"role": "tool", "content": "x"}]}, ["field 'messages' item 0 has role 'tool'",
                                                         "expected user, assistant or system"]),
     (["not", "an", "object"], ["a JSON list, not an object", "expected an object with a prompt field"]),
@@ -233,7 +236,8 @@ def test_csv_row_with_the_wrong_number_of_values(tmp_path):
     p = tmp_path / "d.csv"
     p.write_text("prompt,response\na,b\nc,d,e\n")
     msg = message(p)
-    assert msg.startswith("d.csv record 1 (line 3): ") and "3 values; expected 2 as in the header (prompt, response)" in msg
+    assert msg.startswith("d.csv record 1 (line 3): ")
+    assert "3 values; expected 2 as in the header (prompt, response)" in msg
 
 
 @pytest.mark.parametrize("content,needles", [
@@ -259,7 +263,8 @@ def test_non_utf8_bytes_name_line_and_byte_offset(tmp_path):
     c.write_bytes(b"prompt,response\na,b\nc,d\xfe\n")
     for strict in (True, False):  # a whole-file decode: file-level either way
         msg = message(c, strict=strict)
-        assert msg.startswith("d.csv line 3: not UTF-8") and "byte 3 of the line" in msg and "byte 23 of the file" in msg
+        assert msg.startswith("d.csv line 3: not UTF-8")
+        assert "byte 3 of the line" in msg and "byte 23 of the file" in msg
     j = tmp_path / "d.json"
     j.write_bytes(b'[\n {"prompt": "\xc3(", "response": "b"}\n]')
     msg = message(j)
@@ -421,3 +426,11 @@ def test_prompt_only_files_with_require_response_false(tmp_path):
     assert [(r.prompt, r.response, r.extra) for r in recs] == [("a", "", {}), ("b", "", {}), ("ok", "ok", {})]
     assert "eval.jsonl line 1: no prompt field" in message(write(tmp_path / "eval.jsonl", [{"x": 1}], "jsonl"),
                                                              require_response=False)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "parquet", "datasets"])
+def test_nested_messages_survive_every_format_that_holds_lists(tmp_path, fmt):
+    rows = [{"messages": MSGS}, {"prompt": "own", "chosen": MSGS[1:3]}]
+    a, b = load_records(write(path_for(tmp_path, "m", fmt), rows, fmt), "task")
+    assert (a.prompt, a.response, a.extra) == ("u1\nu2", "a2", {"system": "be kind"})
+    assert (b.prompt, b.response) == ("own", "a1")
