@@ -17,7 +17,8 @@ as in the authors' `first_existing`, and only when every candidate field is empt
 Texts are kept exactly as written (the authors strip them; we do not, so that texts round-trip).
   messages  a list of {role, content} (or ShareGPT {from, value}) objects. When present it is read
             first, as in the authors' code: the last assistant turn is the response; the user turns
-            before it, joined with "\\n", are the prompt; system turns are kept in extra["system"].
+            before it (all of them when there is none; then the response comes from the fields
+            below), joined with "\\n", are the prompt; system turns are kept in extra["system"].
             (The authors write non-assistant turns as "role: content" lines; we keep only the
             contents, because the tokenizer's chat template adds the roles.)
   prompt    else the first of `instruction`, `prompt`, `question`, `query` that has text.
