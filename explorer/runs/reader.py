@@ -21,10 +21,7 @@ from explorer.runs import schema
 from explorer.runs.compare import drop_precision_recall, metrics_wide, win_rates
 from explorer.runs.status import effective_status, status_note
 
-#: optional table (proposed): per (step, task sample, selected reference) cosine of their gradients,
-#: so the "why" panel can name the references a sample conflicts with most. Columns: run_id, step,
-#: sample_id, reference_id, cosine.
-DECISION_REFS = "decision_refs"
+DECISION_REFS = schema.DECISION_REFS
 
 #: decision columns that are ids or bookkeeping, not scores
 _DECISION_IDS = ("run_id", "step", "sample_id", "role", "kept", "epoch", "phase", "estimator")
@@ -286,7 +283,13 @@ def drop_stats(run_dir, stats: pd.DataFrame | None = None) -> dict[str, float]:
             hd = int(dropped[harmful].sum())
             return {"precision": 100.0 * hd / n_drop, "recall": 100.0 * hd / h if h else float("nan"),
                     "n_dropped": n_drop}
-    return drop_precision_recall(pd.DataFrame(), samples(run_dir))
+    smp = samples(run_dir)
+    if source(run_dir, "seal_cut") is not None and not smp.empty:
+        # SEAL's top-p cut decides which samples of the mix are trained on
+        cut = query(run_dir, "seal_cut", "SELECT sample_id, kept FROM t WHERE step = (SELECT max(step) FROM t)")
+        smp = smp.drop(columns=[c for c in ("in_mix", "in_train") if c in smp]).merge(
+            cut.rename(columns={"kept": "in_train"}).assign(in_mix=True), on="sample_id", how="inner")
+    return drop_precision_recall(pd.DataFrame(), smp)
 
 
 # -- across runs -------------------------------------------------------------------------------------
@@ -303,10 +306,32 @@ def _headline(m: dict, run_dir) -> dict:
             "task acc": sum(acc) / len(acc) if acc else None}
 
 
-def run_row(run_dir) -> dict:
-    """One row of the runs table; raises RunReadError for an unreadable run."""
+def check_files(run_dir) -> None:
+    """Cheap integrity check of every Parquet file of a run: both 'PAR1' magics present (a truncated
+    or half-copied part loses its footer). Raises RunReadError naming the first bad file. Damage
+    inside a file is caught later, when a query reads it."""
+    d = Path(run_dir)
+    for f in sorted(d.glob("*.parquet")) + sorted(d.glob("*/part-*.parquet")):
+        try:
+            size = f.stat().st_size
+            with open(f, "rb") as fh:
+                head = fh.read(4)
+                fh.seek(max(size - 4, 0))
+                tail = fh.read(4)
+        except OSError as e:
+            raise RunReadError(_run_name(d), f, f"unreadable file ({e})") from None
+        if size < 12 or head != b"PAR1" or tail != b"PAR1":
+            raise RunReadError(_run_name(d), f, f"unreadable Parquet (truncated or not Parquet: {size} bytes, "
+                                                 "no PAR1 footer)")
+
+
+def run_row(run_dir, check: bool = True) -> dict:
+    """One row of the runs table; raises RunReadError for an unreadable run (manifest, or with
+    `check` any Parquet file without its footer)."""
     d = Path(run_dir)
     m = manifest(d)
+    if check:
+        check_files(d)
     progress = m.get("progress") if isinstance(m.get("progress"), dict) else {}
     data = m.get("data") or (m.get("data_files") or {}).get("task")
     return {"run_id": m["run_id"], "path": str(d), "method": m.get("method"), "model": m.get("model"),

@@ -69,14 +69,25 @@ M_REFUSAL = "refusal_rate"      # % of prompts refused
 M_OVER = "over_refusal"         # % of benign-but-scary prompts refused
 M_ACC = "accuracy"              # % exact match on a task family
 
-#: method tables known to the viewing side (all optional).
+#: method tables known to the viewing side (all optional). The columns after ":" are the ones the
+#: dashboard's figures read (explorer/viz/methods.py); a method may write more.
 METHOD_TABLES = {
-    "seal_selector": "SEAL: per selector step and sample, omega, weight (N*softmax), loss",
+    "seal_selector": "SEAL: per selector snapshot and sample: step, epoch, sample_id, omega, weight (N*softmax), "
+                     "loss, in_batch",
+    "seal_steps": "SEAL: per selector step: u, gamma, safe_loss, ft_loss, weighted_loss, selector_loss",
     "seal_epochs": "SEAL: per epoch u = 1 - gamma, safe loss",
+    "seal_cut": "SEAL: the top-p cut: sample_id, omega, weight, rank, kept, topp",
     "pact_tokens": "PACT: the safety-token table (token_id, token, d, v, weight, p_aligned)",
     "pact_positions": "PACT: per step and response position, mean gate c_t, I_trained, I_post, KL",
-    "cwac_spectra": "CWAC: per layer eigenvalue spectrum with the cut",
-    "cwac_layers": "CWAC: per step and layer, share of gradient norm removed",
-    "cwac_latents": "CWAC: per step and latent, drift from base",
-    "cwac_latent_prompts": "CWAC: top-activating prompts per safety latent",
+    "cwac_spectra": "CWAC: per layer eigenvalue spectrum with the cut: layer, index, eigenvalue, energy_cum, "
+                    "in_projector (direction projected out), threshold",
+    "cwac_layers": "CWAC: per step and layer, share of gradient norm removed: step, layer, removed_share, grad_norm",
+    "cwac_latents": "CWAC: per step and latent, drift from base: step, latent, drift",
+    "cwac_latent_prompts": "CWAC: top-activating prompts per safety latent: latent, rank, sample_id, prompt, "
+                           "activation",
 }
+
+#: optional table: per (step, task sample, selected reference) cosine of their gradients, so the
+#: dashboard can name the references a sample conflicts with most. Columns: step, sample_id,
+#: reference_id, cosine.
+DECISION_REFS = "decision_refs"

@@ -46,8 +46,12 @@ def metric_curves(metrics: pd.DataFrame, metric: str = "harmful_score") -> go.Fi
     return fig
 
 
-def selection_scatter(batch: pd.DataFrame, x: str = "compat", y: str = "loss", selected: str | None = None) -> go.Figure:
-    """One step's batch: x vs y, kept (circle) vs dropped (x), colour = provenance (analysis only)."""
+def selection_scatter(batch: pd.DataFrame, x: str = "compat", y: str = "loss", selected: str | None = None,
+                      cut: float | None = None) -> go.Figure:
+    """One step's batch: x vs y, kept (circle) vs dropped (x), colour = provenance (analysis only).
+
+    Each point carries its sample_id in custom_data[0]. `cut` (the largest kept score) is drawn as a
+    line when one of the axes is the score."""
     title = f"batch: {y} against {x}"
     if batch.empty or x not in batch or y not in batch or batch[[x, y]].isna().all().all():
         return empty(title, "no per-sample scores at this step (e.g. a warm-up step)")
@@ -59,19 +63,25 @@ def selection_scatter(batch: pd.DataFrame, x: str = "compat", y: str = "loss", s
     fig.update_traces(marker_size=10)
     if selected is not None and selected in set(d["sample_id"]):
         s = d[d["sample_id"] == selected]
-        fig.add_trace(go.Scatter(x=s[x], y=s[y], mode="markers", name="selected",
+        fig.add_trace(go.Scatter(x=s[x], y=s[y], mode="markers", name="selected", hoverinfo="skip",
                                  marker=dict(size=22, color="rgba(0,0,0,0)", line=dict(width=3, color="black"))))
+    if cut is not None and pd.notna(cut) and "score" in (x, y):
+        line = fig.add_vline if x == "score" else fig.add_hline
+        line(cut, line_dash="dash", line_color="gray", annotation_text="cut (largest kept score)")
     return fig
 
 
 def data_map(dm: pd.DataFrame, samples: pd.DataFrame | None = None) -> go.Figure:
-    """Dataset cartography: per sample, mean score (x) vs keep rate (y) over the whole run."""
+    """Dataset cartography: per sample, mean score (x) vs keep rate (y) over the whole run.
+
+    `dm` is reader.sample_stats (it already carries provenance); `samples` is joined when it does not."""
     title = "data map: keep rate against mean score, one point per sample"
     if dm.empty:
         return empty(title)
     d = dm
-    if samples is not None and not samples.empty:
-        d = dm.merge(samples[["sample_id", "provenance", "family"]], on="sample_id", how="left")
+    if "provenance" not in d and samples is not None and not samples.empty:
+        d = dm.merge(samples[[c for c in ("sample_id", "provenance", "family") if c in samples]], on="sample_id",
+                     how="left")
     color = "provenance" if "provenance" in d else None
     return px.scatter(d, x="mean_score", y="keep_rate", color=color, custom_data=["sample_id"],
                       color_discrete_map=PROVENANCE_COLORS, hover_data=[c for c in ("sample_id", "family", "n_seen") if c in d],
@@ -103,6 +113,20 @@ def refresh_timeline(refreshes: pd.DataFrame) -> go.Figure:
                                             jaccard=("jaccard_prev", "first")).reset_index()
     return px.bar(t, x="step", y="jaccard", color="trigger", hover_data=["refresh_id"], title=title,
                   labels={"jaccard": "Jaccard with previous"}, range_y=[0, 1])
+
+
+def refresh_jaccard(summary: pd.DataFrame) -> go.Figure:
+    """Per refresh (reader.refresh_summary): Jaccard overlap with the previous selection, by trigger,
+    with how many references entered and left."""
+    title = "Jaccard overlap of each refresh with the previous one"
+    if summary.empty or "jaccard_prev" not in summary:
+        return empty(title)
+    d = summary.assign(refresh=summary["refresh_id"].map(lambda i: f"r{i}"))
+    hover = [c for c in ("step", "n_selected", "n_entered", "n_left") if c in d]
+    fig = px.bar(d, x="refresh", y="jaccard_prev", color="trigger", hover_data=hover, custom_data=["refresh_id"],
+                 title=title, labels={"jaccard_prev": "Jaccard with previous", "refresh": "refresh"},
+                 range_y=[0, 1])
+    return fig
 
 
 def step_lines(steps: pd.DataFrame, columns: list[str], title: str = "per step") -> go.Figure:
