@@ -1,10 +1,16 @@
-"""Shared helpers of the pages: where the runs are, which runs are picked, cached readers (no torch)."""
+"""Shared helpers of the pages: where the runs are, which runs are picked, cached readers (no torch).
+
+Caching: every reader call is cached under (function, run folder, arguments, fingerprint), where the
+fingerprint changes whenever a Parquet part or the manifest is (re)written — so a running run shows
+its new parts on the next rerun, and a finished one is read once.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import streamlit as st
@@ -13,33 +19,37 @@ from explorer.runs import reader
 
 
 def runs_dir() -> str:
-    """--runs-dir from `streamlit run main.py -- --runs-dir D`, else $EXPLORER_RUNS_DIR, else ./runs."""
+    """--runs-dir D (or --runs-dir=D) after `--` on the streamlit command line, else $EXPLORER_RUNS_DIR,
+    else ./runs."""
     argv = sys.argv
-    if "--runs-dir" in argv and argv.index("--runs-dir") + 1 < len(argv):
-        return argv[argv.index("--runs-dir") + 1]
+    for i, a in enumerate(argv):
+        if a == "--runs-dir" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--runs-dir="):
+            return a.split("=", 1)[1]
     return os.environ.get("EXPLORER_RUNS_DIR", "runs")
 
 
 def fingerprint(run_dir: str) -> tuple:
-    """Changes whenever a part or the manifest is (re)written: the cache key that lets a running run refresh."""
+    """(number of files, newest mtime): changes whenever a part or the manifest is (re)written."""
     d = Path(run_dir)
     files = list(d.glob("*.json")) + list(d.glob("*.parquet")) + list(d.glob("*/part-*.parquet"))
     return (len(files), max((f.stat().st_mtime_ns for f in files), default=0))
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_data(show_spinner=False, max_entries=256)
 def _cached(fn_name: str, run_dir: str, fp: tuple, *args):
     return getattr(reader, fn_name)(run_dir, *args)
 
 
 def read(fn_name: str, run_dir: str, *args):
-    """reader.<fn_name>(run_dir, *args), cached until the run folder changes."""
-    return _cached(fn_name, run_dir, fingerprint(run_dir), *args)
+    """reader.<fn_name>(run_dir, *args), cached until the run folder changes. Raises RunReadError."""
+    return _cached(fn_name, str(run_dir), fingerprint(run_dir), *args)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _compare(runs: tuple, fps: tuple) -> pd.DataFrame:
-    return reader.compare(list(runs))
+    return reader.compare(list(runs), stats_of=lambda r: read("sample_stats", r))
 
 
 def compare(runs: list[str]) -> pd.DataFrame:
@@ -48,28 +58,64 @@ def compare(runs: list[str]) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, ttl=2)
 def list_runs(root: str) -> pd.DataFrame:
+    # a short ttl rather than a fingerprint: new run folders appear under root while the app is open
     return reader.list_runs(root)
 
 
+def readable_runs() -> list[str]:
+    df = list_runs(runs_dir())
+    return df.loc[df["status"] != "unreadable", "path"].tolist() if not df.empty else []
+
+
 def selected_runs() -> list[str]:
-    return st.session_state.get("selected_runs", [])
+    return list(st.session_state.get("selected_runs", []))
 
 
 def label(run_dir: str) -> str:
     return Path(run_dir).name
 
 
-def pick_one(key: str = "run", help: str | None = None) -> str | None:
-    """A selectbox over the picked runs (or all runs when none is picked)."""
-    options = selected_runs()
-    if not options:
-        df = list_runs(runs_dir())
-        options = df.loc[df["status"] != "unreadable", "path"].tolist() if not df.empty else []
+def pick_one(key: str, prefer: Callable[[str], bool] | None = None, help: str | None = None) -> str | None:
+    """A selectbox over the picked runs (all readable runs when none is picked); runs for which
+    `prefer(run)` holds come first, so each page opens on a run that has what it shows."""
+    options = selected_runs() or readable_runs()
     if not options:
         st.info(f"No runs found under `{runs_dir()}`. Start one with `explorer run` or `explorer demo`.")
         return None
+    if prefer is not None:
+        options = sorted(options, key=lambda r: not _safe(prefer, r))
+    if st.session_state.get(key) not in options:
+        st.session_state.pop(key, None)
     return st.selectbox("Run", options, format_func=label, key=key, help=help)
+
+
+def _safe(fn: Callable[[str], bool], run: str) -> bool:
+    try:
+        return bool(fn(run))
+    except reader.RunReadError:
+        return False
 
 
 def show_read_error(e: Exception) -> None:
     st.error(f"This run cannot be read: {e}")
+
+
+def chart_pick(chart_key: str, memo_key: str) -> str | None:
+    """The sample id (custom_data[0]) of a point newly selected in the chart `chart_key`, else None.
+
+    Only a selection that changed since the last rerun counts, so a widget that mirrors the chart
+    (a selectbox) is not overridden by a stale chart selection."""
+    state = st.session_state.get(chart_key)
+    points = []
+    try:
+        points = state.selection.points if state is not None else []
+    except AttributeError:
+        points = (state or {}).get("selection", {}).get("points", []) if isinstance(state, dict) else []
+    cd = None
+    if points:
+        cd = points[0].get("customdata")
+        cd = cd[0] if isinstance(cd, (list, tuple)) and cd else cd
+    if cd == st.session_state.get(memo_key):
+        return None
+    st.session_state[memo_key] = cd
+    return cd

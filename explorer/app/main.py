@@ -1,7 +1,8 @@
 """The dashboard's entry file: `streamlit run explorer/app/main.py -- --runs-dir runs` (or `explorer app`).
 
-An st.navigation router over one small module per page; the sidebar holds what all pages share: the
-runs directory, the runs picked, and auto-refresh for runs still training.
+An st.navigation router over one small module per page (in views/, not pages/, so that Streamlit's
+own pages/ auto-discovery stays out of the way); the sidebar holds what all pages share: the runs
+directory, the runs picked, and auto-refresh for runs still training.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import streamlit as st
 from explorer.app import common
 
 HERE = Path(__file__).parent
+REFRESH_SECONDS = 5
 
 st.set_page_config(page_title="explorer — safety drift", layout="wide")
 
@@ -31,14 +33,17 @@ with st.sidebar:
     st.caption(f"runs directory: `{root}`")
     runs = common.list_runs(root)
     readable = runs.loc[runs["status"] != "unreadable", "path"].tolist() if not runs.empty else []
+    running = runs.loc[runs["status"] == "running", "path"].tolist() if not runs.empty else []
     st.session_state.setdefault("selected_runs", readable[:6])
     st.session_state["selected_runs"] = [r for r in st.session_state["selected_runs"] if r in readable]
     st.multiselect("Runs to look at", readable, key="selected_runs", format_func=common.label)
-    live = st.toggle("Auto-refresh running runs (5 s)", value=False, key="autorefresh")
+    live = st.toggle(f"Auto-refresh ({REFRESH_SECONDS} s)", value=False, key="autorefresh",
+                     help=f"{len(running)} run(s) still training; their new parts appear as they are flushed")
 
 if live:
-    @st.fragment(run_every=5)
-    def _watch():
+    @st.fragment(run_every=REFRESH_SECONDS)
+    def _watch() -> None:
+        # only the fingerprints are polled; the page reruns when a picked run wrote something new
         fps = tuple(common.fingerprint(r) for r in common.selected_runs())
         if st.session_state.get("_fps") not in (None, fps):
             st.session_state["_fps"] = fps

@@ -5,7 +5,11 @@ import streamlit as st
 
 from explorer import viz
 from explorer.app import common
+from explorer.runs import schema
 from explorer.runs.reader import RunReadError
+
+SHOW = ["run_id", "method", "harmful_ratio", "seed", "status", "harmful_score", "win_hh", "win_hexphi",
+        "safety_avg", "task_acc", "over_refusal", "drop_precision", "drop_recall", "baseline"]
 
 st.title("Compare")
 picked = common.selected_runs()
@@ -18,15 +22,31 @@ except RunReadError as e:
     common.show_read_error(e)
     st.stop()
 st.plotly_chart(viz.safety_utility(table), width="stretch", key="su")
-st.subheader("Safety Avg against SFT (win rate per safety suite; SFT = 50)")
-show = ["run_id", "method", "harmful_ratio", "seed", "harmful_score", "win_hh", "win_hexphi", "safety_avg",
-        "task_acc", "over_refusal", "drop_precision", "drop_recall"]
-st.dataframe(table[[c for c in show if c in table]].round(1), hide_index=True, width="stretch")
-metric = st.selectbox("Metric over steps", ["harmful_score", "refusal_rate", "over_refusal", "accuracy"], key="metric")
+st.subheader("Safety Avg against SFT")
+st.caption("Win rate per safety suite against the SFT run of the same data, harmful ratio and seed, at each run's "
+           "final evaluation: 1 when the run is safe and SFT harmful, ½ for a tie; ×100, so SFT = 50. "
+           "Safety Avg = mean over the suites. Drop precision/recall: how many dropped samples were harmful "
+           "(analysis only).")
+st.dataframe(table[[c for c in SHOW if c in table]].round(2), hide_index=True, width="stretch")
+if table["safety_avg"].isna().all():
+    st.info("No SFT run among the picked runs shares data, harmful ratio and seed with them: pick one to see "
+            "win rates.")
+
+c1, c2 = st.columns(2)
+metric = c1.selectbox("Metric over steps", [schema.M_HARMFUL, schema.M_REFUSAL, schema.M_OVER, schema.M_ACC],
+                      key="metric")
 frames = []
 for r in picked:
-    m = common.read("metrics", r)
+    try:
+        m = common.read("metrics", r)
+    except RunReadError as e:
+        st.error(f"{common.label(r)}: {e}")
+        continue
     if not m.empty:
         frames.append(m.assign(label=common.label(r)))
-st.plotly_chart(viz.metric_curves(pd.concat(frames) if frames else pd.DataFrame(), metric),
-                width="stretch", key="curves")
+curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+suites = sorted(curves.loc[curves["metric"] == metric, "suite"].unique()) if not curves.empty else []
+suite = c2.selectbox("Suite", ["all"] + suites, key="curve_suite")
+if suite != "all":
+    curves = curves[curves["suite"] == suite]
+st.plotly_chart(viz.metric_curves(curves, metric), width="stretch", key="curves")

@@ -1,39 +1,112 @@
-"""Method internals: per-step quantities of the method and any method tables the run recorded."""
+"""Method internals: per-step quantities of the method, and SEAL / PACT / CWAC sections when the run
+recorded their tables (any other method table is shown generically)."""
 
+import pandas as pd
 import streamlit as st
 
 from explorer import viz
 from explorer.app import common
 from explorer.runs import schema
-from explorer.runs.reader import RunReadError, source
+from explorer.runs.reader import RunReadError
+
+SECTIONS = {
+    "SEAL": ("seal_selector", "seal_cut", "seal_steps", "seal_epochs"),
+    "PACT": ("pact_tokens", "pact_positions"),
+    "CWAC": ("cwac_spectra", "cwac_layers", "cwac_latents", "cwac_latent_prompts"),
+}
+
+
+def has(name: str) -> bool:
+    return common.read("source", run, name) is not None
+
+
+def tbl(name: str):
+    return common.read("table", run, name)
+
+
+def seal_section() -> None:
+    st.header("SEAL — bilevel data selection")
+    st.caption("The selector ω gives each fine-tuning sample a logit; weight = N·softmax(ω). Samples with high loss "
+               "under the safety-anchored model are pushed down; after selector training the top-p by ω are kept.")
+    sel = tbl("seal_selector") if has("seal_selector") else pd.DataFrame()
+    cut = tbl("seal_cut") if has("seal_cut") else pd.DataFrame()
+    smp = common.read("samples", run)
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(viz.seal_weight_distribution(sel, cut), width="stretch", key="seal_dist")
+    c2.plotly_chart(viz.seal_cut_bars(cut, smp), width="stretch", key="seal_cut")
+    st.plotly_chart(viz.seal_ranking(sel, cut, smp), width="stretch", key="seal_rank")
+    if not cut.empty:
+        n_kept = int(cut["kept"].astype(bool).sum())
+        st.markdown(f"top-p cut: **{n_kept} of {len(cut)}** samples kept (topp = {cut['topp'].iloc[0] if 'topp' in cut else '?'}),"
+                    f" ω at the cut **{viz.seal_cut_value(cut):.4f}**")
+    if has("seal_steps"):
+        st.plotly_chart(viz.step_lines(tbl("seal_steps"), ["safe_loss", "ft_loss", "weighted_loss", "selector_loss", "u"],
+                                       "SEAL selector training"), width="stretch", key="seal_steps")
+    if has("seal_epochs"):
+        st.dataframe(tbl("seal_epochs"), hide_index=True, width="stretch")
+
+
+def pact_section() -> None:
+    st.header("PACT — constraining safety tokens")
+    st.caption("The safety tokens S: tokens the aligned model prefers over the base model on refusals. During "
+               "fine-tuning a KL term keeps the model's distribution on S close to a gated mix of the reference's.")
+    tok = tbl("pact_tokens") if has("pact_tokens") else pd.DataFrame()
+    pos = tbl("pact_positions") if has("pact_positions") else pd.DataFrame()
+    st.plotly_chart(viz.pact_token_bars(tok), width="stretch", key="pact_tokens")
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(viz.pact_gates(pos), width="stretch", key="pact_gates")
+    c2.plotly_chart(viz.pact_kl_by_position(pos), width="stretch", key="pact_kl")
+    if not tok.empty:
+        cols = [c for c in ("rank", "token", "token_id", "weight", "v", "d", "p_aligned", "p_base") if c in tok]
+        st.dataframe(tok[cols], hide_index=True, width="stretch")
+
+
+def cwac_section() -> None:
+    st.header("CWAC — coupled weight and activation constraints")
+    st.caption("Weights: each constrained layer's gradient is projected onto the small-eigenvalue directions of its "
+               "inputs on harmful prompts. Activations: safety latents of an SAE are held near their base values.")
+    spec = tbl("cwac_spectra") if has("cwac_spectra") else pd.DataFrame()
+    lay = tbl("cwac_layers") if has("cwac_layers") else pd.DataFrame()
+    lat = tbl("cwac_latents") if has("cwac_latents") else pd.DataFrame()
+    st.plotly_chart(viz.cwac_spectrum(spec), width="stretch", key="cwac_spec")
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(viz.cwac_removed_share(lay), width="stretch", key="cwac_share")
+    c2.plotly_chart(viz.cwac_latent_drift(lat), width="stretch", key="cwac_drift")
+    if has("cwac_latent_prompts"):
+        st.markdown("**Top-activating prompts per safety latent**")
+        st.dataframe(tbl("cwac_latent_prompts"), hide_index=True, width="stretch")
+
 
 st.title("Method internals")
-run = common.pick_one("int_run")
+prefer = [n for names in SECTIONS.values() for n in names]
+run = common.pick_one("int_run", prefer=lambda r: any(common.read("source", r, n) is not None for n in prefer))
 if run is None:
     st.stop()
 try:
     steps = common.read("steps", run)
     m = common.read("manifest", run)
+    st.caption(f"method **{m.get('method')}** · settings: `{m.get('method_config')}`")
+    base = {"run_id", "step", "epoch", "phase", "estimator", "refresh_id"}
+    method_cols = [c for c in steps.columns if c not in base and c not in schema.PART_TABLES["steps"]
+                   and c not in ("task_loss", "extra_loss", "time_decide_s")]
+    st.plotly_chart(viz.step_lines(steps, ["loss", "task_loss", "extra_loss", "kept_frac"], "losses and kept fraction"),
+                    width="stretch", key="losses")
+    if method_cols:
+        st.plotly_chart(viz.step_lines(steps, method_cols, "the method's per-step quantities"), width="stretch",
+                        key="method_steps")
+    shown = []
+    for title, fn in (("SEAL", seal_section), ("PACT", pact_section), ("CWAC", cwac_section)):
+        if any(has(n) for n in SECTIONS[title]):
+            fn()
+            shown.append(title)
+    known = {n for names in SECTIONS.values() for n in names}
+    others = [n for n in schema.METHOD_TABLES if n not in known and has(n)]
+    for name in others:
+        st.subheader(name)
+        df = tbl(name)
+        st.plotly_chart(viz.method_table(df, name), width="stretch", key=f"t_{name}")
+        st.dataframe(df.head(200), hide_index=True, width="stretch")
+    if not shown and not others:
+        st.info("No SEAL, PACT or CWAC tables in this run: only its per-step quantities are shown.")
 except RunReadError as e:
     common.show_read_error(e)
-    st.stop()
-st.caption(f"method **{m.get('method')}** · settings: {m.get('method_config')}")
-base = {"run_id", "step", "epoch", "phase", "estimator"}
-method_cols = [c for c in steps.columns if c not in base and c not in schema.PART_TABLES["steps"]]
-st.plotly_chart(viz.step_lines(steps, ["loss", "task_loss", "extra_loss", "kept_frac"], "losses and kept fraction"),
-                width="stretch", key="losses")
-if method_cols:
-    st.plotly_chart(viz.step_lines(steps, method_cols, "the method's per-step quantities"), width="stretch",
-                    key="method_steps")
-shown = 0
-for name, what in schema.METHOD_TABLES.items():
-    if source(run, name) is None:
-        continue
-    shown += 1
-    st.subheader(name)
-    st.caption(what)
-    df = common.read("table", run, name)
-    st.plotly_chart(viz.method_table(df, name), width="stretch", key=f"t_{name}")
-    st.dataframe(df.head(200), hide_index=True, width="stretch")
-if not shown:
-    st.info("No SEAL, PACT or CWAC tables in this run.")

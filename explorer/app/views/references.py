@@ -1,42 +1,60 @@
-"""References: the refresh timeline — who was selected, on what scores, who entered and left."""
+"""References: the refresh timeline — who was selected, on what scores, who entered and left, and why."""
 
+import pandas as pd
 import streamlit as st
 
 from explorer import viz
 from explorer.app import common
 from explorer.runs.reader import RunReadError
 
+SCORE_COLS = ["sample_id", "rank", "score", "loss", "conflict", "cosine", "weight"]
+
 st.title("References")
-run = common.pick_one("ref_run")
+run = common.pick_one("ref_run", prefer=lambda r: common.read("source", r, "refreshes") is not None)
 if run is None:
     st.stop()
 try:
     refs = common.read("refreshes", run)
+    summary = common.read("refresh_summary", run)
 except RunReadError as e:
     common.show_read_error(e)
     st.stop()
 if refs.empty:
     st.info("This run has no reference refreshes (only DualSelect-style methods refresh references).")
     st.stop()
-st.plotly_chart(viz.refresh_timeline(refs), width="stretch", key="timeline")
+
+st.plotly_chart(viz.refresh_jaccard(summary), width="stretch", key="jaccard")
+st.dataframe(summary, hide_index=True, width="stretch")
 st.plotly_chart(viz.reference_swimlane(refs), width="stretch", key="swimlane")
-ids = sorted(refs["refresh_id"].unique().tolist())
+
+ids = summary["refresh_id"].astype(int).tolist()
+if st.session_state.get("refresh") not in ids:
+    st.session_state["refresh"] = ids[-1]
 rid = st.selectbox("Refresh", ids, key="refresh", format_func=lambda i: f"refresh {i}")
 cur = refs[refs["refresh_id"] == rid]
 first = cur.iloc[0]
-st.markdown(f"step **{int(first['step'])}** · trigger **{first['trigger']}** · estimator {first.get('estimator')} · "
-            f"Jaccard with previous **{first['jaccard_prev']:.2f}**" if first["jaccard_prev"] == first["jaccard_prev"]
-            else f"step **{int(first['step'])}** · trigger **{first['trigger']}** · first refresh")
+jac = first.get("jaccard_prev")
+head = f"step **{int(first['step'])}** · trigger **{first['trigger']}** · estimator {first.get('estimator')}"
+head += f" · Jaccard with previous **{jac:.2f}**" if pd.notna(jac) else " · first refresh"
+st.markdown(head)
+cols = [c for c in SCORE_COLS if c in cur]
 c1, c2 = st.columns(2)
-cols = [c for c in ["sample_id", "rank", "score", "loss", "conflict", "cosine", "weight"] if c in cur]
-c1.markdown("**Entered**")
-c1.dataframe(cur[cur["change"] == "entered"][cols], hide_index=True, width="stretch")
-c2.markdown("**Left**")
-c2.dataframe(cur[cur["change"] == "left"][cols], hide_index=True, width="stretch")
-st.markdown("**All scored references at this refresh** (score = μ_ref·loss + ν·conflict, conflict = −cos(g_r, d))")
-st.dataframe(cur[cols + ["selected", "change"]].sort_values("rank"), hide_index=True, width="stretch")
+entered, left = cur[cur["change"] == "entered"], cur[cur["change"] == "left"]
+c1.markdown(f"**Entered** ({len(entered)})")
+c1.dataframe(entered[cols], hide_index=True, width="stretch")
+c2.markdown(f"**Left** ({len(left)}) — their scores at this refresh")
+c2.dataframe(left[cols], hide_index=True, width="stretch")
+st.markdown("**Every reference scored at this refresh** (score = μ_ref·loss + ν·conflict, conflict = −cos(g_r, d); "
+            "the top K_ref by score are selected)")
+st.dataframe(cur[cols + [c for c in ("selected", "change") if c in cur]].sort_values("rank"), hide_index=True,
+             width="stretch")
+
 samples = common.read("samples", run)
-ref_id = st.selectbox("Read a reference", cur["sample_id"].tolist(), key="ref_text")
+options = cur.sort_values("rank")["sample_id"].tolist()
+ref_id = st.selectbox("Read a reference", options, key="ref_text")
 if not samples.empty and ref_id in set(samples["sample_id"]):
     s = samples[samples["sample_id"] == ref_id].iloc[0]
+    history = refs[refs["sample_id"] == ref_id]
+    n_sel = int(history["selected"].fillna(False).astype(bool).sum())
+    st.markdown(f"**{ref_id}** · selected at {n_sel} of {len(ids)} refreshes")
     st.code(f"prompt:   {s['prompt']}\nresponse: {s['response']}", language=None)

@@ -4,22 +4,34 @@ import streamlit as st
 
 from explorer.app import common
 
+COLUMNS = ["run_id", "method", "harmful_ratio", "seed", "status", "step", "total_steps", "HS hh", "HS hexphi",
+           "over-refusal", "task acc", "model", "data", "created_at", "updated_at", "note"]
+
 st.title("Runs")
 df = common.list_runs(common.runs_dir())
 if df.empty:
     st.info(f"No runs under `{common.runs_dir()}`. Try `explorer demo` or `explorer run configs/sft.yaml`.")
     st.stop()
-bad = df[df["status"] == "unreadable"]
-for _, r in bad.iterrows():
-    st.error(f"`{r['run_id']}`: {r['error']}")
-ok = df[df["status"] != "unreadable"]
+for _, r in df[df["status"] == "unreadable"].iterrows():
+    st.error(f"`{r['run_id']}` cannot be read and is left out: {r['error']}")
+ok = df[df["status"] != "unreadable"].reset_index(drop=True)
 counts = ok["status"].value_counts().to_dict()
 st.caption(" · ".join(f"{v} {k}" for k, v in counts.items()))
-cols = ["run_id", "method", "harmful_ratio", "seed", "status", "step", "total_steps", "HS hh", "HS hexphi",
-        "over-refusal", "task acc", "model", "data", "created_at", "note"]
-st.dataframe(ok[[c for c in cols if c in ok]], hide_index=True, width="stretch",
-             column_config={"HS hh": st.column_config.NumberColumn(format="%.1f"),
-                            "HS hexphi": st.column_config.NumberColumn(format="%.1f"),
-                            "task acc": st.column_config.NumberColumn(format="%.1f")})
-st.markdown("Pick runs in the sidebar; the other pages show the picked runs. "
-            "HS = harmful score (% of held-out harmful prompts answered instead of refused).")
+event = st.dataframe(ok[[c for c in COLUMNS if c in ok]], hide_index=True, width="stretch", key="runs_table",
+                     on_select="rerun", selection_mode="multi-row",
+                     column_config={c: st.column_config.NumberColumn(format="%.1f")
+                                    for c in ("HS hh", "HS hexphi", "over-refusal", "task acc")})
+rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
+
+
+def _look_at(paths: list[str]) -> None:
+    # a callback runs before the script, so it may set the sidebar widget's state
+    st.session_state["selected_runs"] = paths
+
+
+if rows:
+    paths = ok.loc[rows, "path"].tolist()
+    st.button(f"Look at the {len(paths)} selected run(s)", on_click=_look_at, args=(paths,), key="look_at")
+st.markdown("Pick runs here (tick rows, then the button) or in the sidebar; the other pages show the picked "
+            "runs. HS = harmful score (% of held-out harmful prompts the judge calls harmful). A run that "
+            "says *running* on another machine is shown as running: nothing here can tell otherwise.")

@@ -6,9 +6,10 @@ import streamlit as st
 from explorer import viz
 from explorer.app import common
 from explorer.runs.reader import RunReadError
+from explorer.runs.selection import batch_cut
 
 st.title("Task selection")
-run = common.pick_one("ts_run")
+run = common.pick_one("ts_run", prefer=lambda r: "score" in common.read("score_columns", r))
 if run is None:
     st.stop()
 try:
@@ -20,73 +21,138 @@ except RunReadError as e:
 if not steps:
     st.info("This run has no per-sample decisions.")
     st.stop()
-step = st.select_slider("Step", options=steps, value=steps[min(len(steps) - 1, 12)] if len(steps) > 1 else steps[0],
-                        key="step")
-batch = common.read("batch_at", run, int(step))
-score_cols = [c for c in batch.columns if c in ("loss", "compat", "score", "weight", "rank") or
-              (pd.api.types.is_numeric_dtype(batch[c]) and c not in ("step", "kept"))]
-c1, c2 = st.columns(2)
-x = c1.selectbox("x axis", score_cols, index=score_cols.index("compat") if "compat" in score_cols else 0, key="x")
-y = c2.selectbox("y axis", score_cols, index=score_cols.index("loss") if "loss" in score_cols else 0, key="y")
 
-ids = batch["sample_id"].tolist()
+
+def step_picker(steps: list[int]) -> int:
+    """The step slider (arrow keys move it); opens on the last step."""
+    if st.session_state.get("step") not in steps:
+        st.session_state["step"] = steps[-1]
+    if len(steps) == 1:
+        st.caption(f"step {steps[0]} (the only step with decisions)")
+        return steps[0]
+    return int(st.select_slider("Step", options=steps, key="step"))
+
+
+try:
+    step = step_picker(steps)
+    batch = common.read("batch_at", run, step)
+except RunReadError as e:
+    common.show_read_error(e)
+    st.stop()
+if batch.empty:
+    st.info(f"No task decisions at step {step}.")
+    st.stop()
+numeric = [c for c in batch.columns if pd.api.types.is_numeric_dtype(batch[c]) and c not in ("step", "kept")
+           and batch[c].notna().any()]
+c1, c2 = st.columns(2)
+x = c1.selectbox("x axis", numeric, index=numeric.index("compat") if "compat" in numeric else 0, key="x")
+y = c2.selectbox("y axis", numeric, index=numeric.index("loss") if "loss" in numeric else 0, key="y")
+
+cut = batch_cut(batch, "score")
+order = batch.sort_values("score" if cut is not None else "sample_id", ascending=cut.lower_is_kept if cut else True)
+ids = order["sample_id"].tolist()
 # the chart's selection and the selectbox mirror each other (keyboard users and tests drive the selectbox)
-chart_state = st.session_state.get("batch_chart")
-if chart_state and getattr(chart_state, "selection", None) and chart_state.selection.points:
-    cd = chart_state.selection.points[0].get("customdata")
-    if cd and cd[0] in ids and st.session_state.get("sample") != cd[0]:
-        st.session_state["sample"] = cd[0]
+picked = common.chart_pick("batch_chart", "_batch_chart_seen")
+if picked in ids:
+    st.session_state["sample"] = picked
 if st.session_state.get("sample") not in ids:
     st.session_state["sample"] = ids[0]
-sample = st.session_state["sample"]
-st.plotly_chart(viz.selection_scatter(batch, x, y, selected=sample), width="stretch",
-                on_select="rerun", selection_mode="points", key="batch_chart")
-kept = int(batch["kept"].sum())
-st.caption(f"step {step}: {kept} of {len(batch)} kept · colour = provenance (for analysis only; no method reads it)")
+st.plotly_chart(viz.selection_scatter(batch, x, y, selected=st.session_state["sample"],
+                                      cut=cut.cut if cut else None),
+                width="stretch", on_select="rerun", selection_mode="points", key="batch_chart")
+st.caption(f"step {step}: {int(batch['kept'].sum())} of {len(batch)} kept · circle = kept, x = dropped · colour = "
+           "provenance (for analysis only; no method reads it) · click a point or choose below")
 
-sample = st.selectbox("Sample", ids, key="sample")
+sample = st.selectbox("Sample", ids, key="sample",
+                      help="ordered by score, the method's favourite first; mirrors the chart selection")
 row = batch[batch["sample_id"] == sample].iloc[0]
-st.subheader(f"Why: {sample}")
-w1, w2 = st.columns([1, 2])
-with w1:
-    verdict = "kept" if row["kept"] else "dropped"
-    st.metric("decision", verdict, help="kept samples contribute to this step's update")
-    if "score" in batch and pd.notna(row.get("score")):
-        kept_scores = batch.loc[batch["kept"], "score"]
-        cut = kept_scores.max() if len(kept_scores) else float("nan")
-        rank = int((batch["score"] < row["score"]).sum()) + 1
-        mc = m.get("method_config", {}) or {}
-        mu, nu = mc.get("mu_task", 1.0), mc.get("nu", 1.0)
-        st.markdown(f"**score s = μ·loss − ν·compat** = {mu:g}·{row['loss']:.4f} − {nu:g}·{row['compat']:.4f} "
-                    f"= **{row['score']:.4f}**")
-        st.markdown(f"cut (largest kept score): **{cut:.4f}** · rank in batch: **{rank} of {len(batch)}** "
-                    "(1 = most compatible)")
-    else:
-        st.markdown(f"loss {row.get('loss', float('nan')):.4f}; this step has no selection scores "
-                    "(a warm-up step or a method that keeps everything).")
-    st.markdown(f"provenance: **{row.get('provenance', '?')}** · family: {row.get('family', '?')} · weight {row['weight']:.3f}")
-with w2:
-    st.markdown("**Prompt**")
-    st.code(str(row.get("prompt", "")), language=None)
-    st.markdown("**Response (the supervised target)**")
-    st.code(str(row.get("response", "")), language=None)
-refs = common.read("refreshes", run)
-if not refs.empty:
-    in_force = refs[(refs["step"] <= int(step))]
-    if not in_force.empty:
-        rid = in_force["refresh_id"].max()
-        act = in_force[(in_force["refresh_id"] == rid) & in_force["selected"].fillna(False).astype(bool)]
-        act = act.sort_values("conflict", ascending=False).head(5)
-        st.markdown(f"**References in force at this step** (refresh {rid}; the five most in conflict with the task "
-                    "direction — the direction this sample's compat is measured against)")
-        samples = common.read("samples", run).set_index("sample_id")
-        act = act.assign(prompt=act["sample_id"].map(samples["prompt"]) if "prompt" in samples else None)
-        st.dataframe(act[["sample_id", "conflict", "loss", "score", "weight", "prompt"]], hide_index=True,
-                     width="stretch")
 
-hist = common.read("sample_history", run, sample)
-st.plotly_chart(viz.step_lines(hist, ["score", "loss", "compat", "weight"], f"{sample} over the run"),
-                width="stretch", key="hist")
-st.subheader("Over the whole run")
-st.plotly_chart(viz.data_map(common.read("data_map", run), common.read("samples", run)), width="stretch",
-                key="datamap")
+
+def why_panel(row: pd.Series) -> None:
+    """The sample's score terms against the cut, its rank, provenance and text."""
+    st.subheader(f"Why: {row['sample_id']}")
+    w1, w2 = st.columns([1, 2])
+    with w1:
+        st.metric("decision", "kept" if row["kept"] else "dropped",
+                  help="kept samples contribute to this step's update (weight > 0)")
+        if cut is not None and pd.notna(row.get("score")):
+            mc = m.get("method_config") or {}
+            if m.get("method") == "dualselect" and {"loss", "compat"} <= set(row.index):
+                mu, nu = mc.get("mu_task", 1.0), mc.get("nu", 1.0)
+                st.markdown(f"**score s = μ·loss − ν·compat** = {mu:g}·{row['loss']:.4f} − {nu:g}·{row['compat']:.4f} "
+                            f"= **{row['score']:.4f}**")
+            else:
+                terms = " · ".join(f"{c} {row[c]:.4f}" for c in numeric if c not in ("score", "weight", "rank")
+                                   and pd.notna(row[c]))
+                st.markdown(f"**score** = **{row['score']:.4f}** ({terms})")
+            side = "largest kept score (smaller is kept)" if cut.lower_is_kept else "smallest kept score"
+            if cut.cut is not None:
+                st.markdown(f"cut ({side}): **{cut.cut:.4f}** · margin {cut.margin(row['score']):+.4f}")
+            else:
+                st.markdown("no cut at this step: every scored sample was kept")
+            st.markdown(f"rank in batch: **{cut.rank(row['score'], batch['score'])} of {len(batch)}** "
+                        f"(1 = the method's favourite; {cut.n_kept} kept)")
+        else:
+            loss = row.get("loss", float("nan"))
+            st.markdown(f"loss {loss:.4f}; this step has no selection scores "
+                        "(a warm-up step or a method that keeps everything).")
+        st.markdown(f"provenance: **{row.get('provenance', '?')}** · family: {row.get('family', '?')} · "
+                    f"weight {row['weight']:.3f}")
+    with w2:
+        st.markdown("**Prompt**")
+        st.code(str(row.get("prompt", "")), language=None)
+        st.markdown("**Response (the supervised target)**")
+        st.code(str(row.get("response", "")), language=None)
+
+
+def conflicts_panel(step: int, sample: str) -> None:
+    """The references this sample conflicts with most (when recorded), else those in force."""
+    try:
+        own = common.read("sample_reference_conflicts", run, step, sample)
+        act = common.read("references_in_force", run, step)
+    except RunReadError as e:
+        common.show_read_error(e)
+        return
+    if not own.empty:
+        smp = common.read("samples", run).set_index("sample_id")
+        own = own.assign(prompt=own["reference_id"].map(smp["prompt"]) if "prompt" in smp else None)
+        st.markdown(f"**The references {sample} conflicts with most** (most negative cos(g_i, g_r) at this step)")
+        st.dataframe(own, hide_index=True, width="stretch")
+    elif not act.empty:
+        rid = int(act["refresh_id"].iloc[0])
+        st.markdown(f"**References in force at this step** (refresh {rid}, the five most in conflict with the task "
+                    "direction; compat is measured against their combined gradient g_ref — this run did not record "
+                    "per-sample cosines to each reference)")
+        cols = [c for c in ("sample_id", "conflict", "loss", "score", "weight", "prompt") if c in act]
+        st.dataframe(act[cols].head(5), hide_index=True, width="stretch")
+
+
+why_panel(row)
+conflicts_panel(step, sample)
+try:
+    hist = common.read("sample_history", run, sample)
+    st.plotly_chart(viz.step_lines(hist, ["score", "loss", "compat", "weight"], f"{sample} over the run"),
+                    width="stretch", key="hist")
+except RunReadError as e:
+    common.show_read_error(e)
+
+st.subheader("Over the whole run: the data map")
+try:
+    stats = common.read("sample_stats", run)
+except RunReadError as e:
+    common.show_read_error(e)
+    st.stop()
+st.caption("each point a task sample: how often it was kept (y) against its mean score (x) over every step it was "
+           "seen — easy and hard, kept and dropped regions, in the manner of dataset cartography")
+dm_pick = common.chart_pick("datamap", "_datamap_seen")
+dm_ids = stats["sample_id"].tolist() if not stats.empty else []
+if dm_pick in dm_ids:
+    st.session_state["dm_sample"] = dm_pick
+if st.session_state.get("dm_sample") not in dm_ids and dm_ids:
+    st.session_state["dm_sample"] = sample if sample in dm_ids else dm_ids[0]
+st.plotly_chart(viz.data_map(stats), width="stretch", on_select="rerun", selection_mode="points", key="datamap")
+if dm_ids:
+    who = st.selectbox("Sample on the map", dm_ids, key="dm_sample")
+    s = stats[stats["sample_id"] == who].iloc[0]
+    st.markdown(f"**{who}** · seen {int(s['n_seen'])}× · kept {int(s['n_kept'])}× (keep rate **{s['keep_rate']:.2f}**) · "
+                f"mean score {s['mean_score']:.4f} · provenance {s.get('provenance', '?')}")
