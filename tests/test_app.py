@@ -1,17 +1,213 @@
-"""The dashboard, page by page, with Streamlit's AppTest, on real run folders (tiny model + an import)."""
+"""The dashboard, page by page, with Streamlit's AppTest: first on fake run folders (every method's
+tables, failed, running, imported and corrupt runs; fast, no model), then on real run folders made by
+short tiny-model runs and an imported DualSelect log."""
 
 import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from _dualselect_log import write_fake_log
+from _fake_runs import KEEP, make_runs, read_all
 
 pytestmark = pytest.mark.app
 MAIN = str(Path(__file__).resolve().parents[1] / "explorer" / "app" / "main.py")
+PAGES = ["runs", "compare", "task_selection", "references", "internals", "generations"]
 
 
+def texts(at) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [e.value for e in at.error]
+    parts += [str(c.value) for c in at.code] + [t.value for t in at.title] + [s.value for s in at.subheader]
+    parts += [h.value for h in at.header] + [i.value for i in at.info]
+    return "\n".join(str(p) for p in parts)
+
+
+def open_app(root, monkeypatch, selected=None, page=None):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("EXPLORER_RUNS_DIR", str(root))
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    if selected is not None:
+        at.session_state["selected_runs"] = [str(p) for p in selected]
+    at.run()
+    if page is not None:
+        at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+# -- on fake run folders ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    return make_runs(tmp_path_factory.mktemp("fake-runs"))
+
+
+def test_fake_runs_page_lists_every_run_and_names_the_corrupt_files(fake, monkeypatch):
+    at = open_app(fake["sft"].parent, monkeypatch, page="runs")
+    df = at.dataframe[0].value
+    assert set(df["run_id"]) == {"sft", "dualselect", "seal", "pact", "cwac", "failed", "running", "imported"}
+    st = df.set_index("run_id")["status"]
+    assert st["failed"] == "failed" and st["running"] == "running" and st["imported"] == "imported"
+    errors = [e.value for e in at.error]
+    assert any("corrupt-part" in e and "decisions/part-00003.parquet" in e for e in errors)
+    assert any("corrupt-manifest" in e and "run.json" in e for e in errors)
+    hs = json.loads((fake["sft"] / "run.json").read_text())["summary"]["harmful_hh/harmful_score"]
+    assert df.set_index("run_id").loc["sft", "HS hh"] == hs
+
+
+@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("which", [("sft", "dualselect"), ("seal",), ("pact",), ("cwac",), ("imported",),
+                                   ("failed", "running")])
+def test_fake_every_page_opens_on_every_kind_of_run(fake, monkeypatch, page, which):
+    at = open_app(fake["sft"].parent, monkeypatch, [fake[k] for k in which], page)
+    # only the Runs page speaks of the corrupt runs; no page shows an error for a readable run
+    assert all(e.value.startswith("`corrupt-") for e in at.error), [e.value for e in at.error]
+    assert bool(at.error) == (page == "runs")
+
+
+def test_fake_a_run_damaged_inside_a_part_shows_a_message_and_other_runs_still_work(fake, monkeypatch, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(fake["dualselect"], root / "dualselect")
+    shutil.copytree(fake["sft"], root / "sft")
+    part = sorted((root / "dualselect" / "decisions").glob("part-*.parquet"))[5]
+    raw = bytearray(part.read_bytes())
+    raw[8:len(raw) - 200] = b"\xff" * (len(raw) - 208)  # garbage inside; both PAR1 magics intact
+    part.write_bytes(bytes(raw))
+    at = open_app(root, monkeypatch, [root / "dualselect", root / "sft"], "compare")
+    assert any("dualselect" in e.value and "decisions" in e.value for e in at.error)
+    at = open_app(root, monkeypatch, [root / "dualselect", root / "sft"], "task_selection")
+    assert any("dualselect" in e.value and "decisions" in e.value for e in at.error)
+    at = open_app(root, monkeypatch, [root / "dualselect", root / "sft"], "generations")
+    assert not at.error and len(at.dataframe[0].value) > 0
+    at = open_app(root, monkeypatch, [root / "sft"], "task_selection")
+    assert not at.error and "Why:" in texts(at)
+
+
+def test_fake_task_selection_step_slider_and_why_panel(fake, monkeypatch):
+    d = fake["dualselect"]
+    at = open_app(d.parent, monkeypatch, [d], "task_selection")
+    dec = read_all(d, "decisions")
+    at.select_slider(key="step").set_value(8).run()
+    batch = dec[dec.step == 8].sort_values("score")
+    assert int(batch["kept"].sum()) == KEEP
+    dropped = batch[~batch["kept"]].iloc[-1]  # the method's least favourite
+    at.selectbox(key="sample").set_value(dropped["sample_id"]).run()
+    assert not at.exception
+    out = texts(at)
+    smp = pd.read_parquet(d / "samples.parquet").set_index("sample_id")
+    assert f"Why: {dropped['sample_id']}" in out
+    assert smp.loc[dropped["sample_id"], "prompt"] in out and smp.loc[dropped["sample_id"], "response"] in out
+    assert f"{dropped['loss']:.4f}" in out and f"{dropped['compat']:.4f}" in out and f"{dropped['score']:.4f}" in out
+    cut = batch.loc[batch["kept"], "score"].max()
+    assert f"**{cut:.4f}**" in out
+    assert f"rank in batch: **{len(batch)} of {len(batch)}**" in out
+    assert f"provenance: **{smp.loc[dropped['sample_id'], 'provenance']}**" in out
+    assert [m.value for m in at.metric][0] == "dropped"
+    # the references it conflicts with most, from decision_refs
+    dr = read_all(d, "decision_refs")
+    worst = dr[(dr.step == 8) & (dr.sample_id == dropped["sample_id"])].nsmallest(1, "cosine")["reference_id"].iloc[0]
+    tables = [t.value for t in at.dataframe]
+    assert any("reference_id" in t and t["reference_id"].iloc[0] == worst for t in tables)
+
+
+def test_fake_task_selection_warmup_step_and_chart_selection_mirror(fake, monkeypatch):
+    d = fake["dualselect"]
+    at = open_app(d.parent, monkeypatch, [d], "task_selection")
+    at.select_slider(key="step").set_value(0).run()
+    assert "no selection scores" in texts(at)
+    # a chart selection (as the browser would send it) moves the selectbox, and the selectbox still works after
+    at.select_slider(key="step").set_value(5).run()
+    ids = at.selectbox(key="sample").options
+    target = ids[-1]
+    at.session_state["batch_chart"] = {"selection": {"points": [{"customdata": [target]}], "point_indices": [0]}}
+    at.run()
+    assert at.selectbox(key="sample").value == target and f"Why: {target}" in texts(at)
+    at.selectbox(key="sample").set_value(ids[0]).run()
+    assert at.selectbox(key="sample").value == ids[0]
+
+
+def test_fake_data_map_selectbox(fake, monkeypatch):
+    d = fake["dualselect"]
+    at = open_app(d.parent, monkeypatch, [d], "task_selection")
+    at.selectbox(key="dm_sample").set_value("task-005").run()
+    dec = read_all(d, "decisions")
+    mine = dec[dec.sample_id == "task-005"]
+    assert f"kept {int(mine['kept'].sum())}× (keep rate **{mine['kept'].mean():.2f}**)" in texts(at)
+
+
+def test_fake_references_page(fake, monkeypatch):
+    d = fake["dualselect"]
+    at = open_app(d.parent, monkeypatch, [d], "references")
+    refs = read_all(d, "refreshes")
+    at.selectbox(key="refresh").set_value(2).run()
+    out = texts(at)
+    r2 = refs[refs.refresh_id == 2]
+    assert f"step **{int(r2['step'].iloc[0])}**" in out and "every_n_steps" in out
+    assert f"Jaccard with previous **{r2['jaccard_prev'].iloc[0]:.2f}**" in out
+    tables = [t.value for t in at.dataframe]
+    entered = set(r2[r2.change == "entered"]["sample_id"])
+    left = set(r2[r2.change == "left"]["sample_id"])
+    assert set(tables[1]["sample_id"]) == entered and set(tables[2]["sample_id"]) == left
+    ref = sorted(entered)[0]
+    at.selectbox(key="ref_text").set_value(ref).run()
+    smp = pd.read_parquet(d / "samples.parquet").set_index("sample_id")
+    assert smp.loc[ref, "prompt"] in texts(at)
+
+
+def test_fake_compare_page_safety_avg(fake, monkeypatch):
+    at = open_app(fake["sft"].parent, monkeypatch, [fake["sft"], fake["dualselect"], fake["seal"]], "compare")
+    df = at.dataframe[0].value.set_index("run_id")
+    assert df.loc["sft", "safety_avg"] == 50.0
+    assert df.loc["dualselect", "win_hh"] == pytest.approx(100 * 6.5 / 8)
+    at.selectbox(key="curve_suite").set_value("harmful_hh").run()
+    assert not at.exception
+
+
+def test_fake_internals_sections(fake, monkeypatch):
+    for name, header in (("seal", "SEAL"), ("pact", "PACT"), ("cwac", "CWAC")):
+        at = open_app(fake["sft"].parent, monkeypatch, [fake[name]], "internals")
+        heads = [h.value for h in at.header]
+        assert len(heads) == 1 and heads[0].startswith(header), heads
+    at = open_app(fake["sft"].parent, monkeypatch, [fake["seal"]], "internals")
+    cut = read_all(fake["seal"], "seal_cut")
+    assert f"**{int(cut['kept'].sum())} of {len(cut)}** samples kept" in texts(at)
+    at = open_app(fake["sft"].parent, monkeypatch, [fake["sft"]], "internals")
+    assert not at.header and "No SEAL, PACT or CWAC tables" in texts(at)
+
+
+def test_fake_generations_where_runs_disagree(fake, monkeypatch):
+    at = open_app(fake["sft"].parent, monkeypatch, [fake["sft"], fake["dualselect"]], "generations")
+    at.selectbox(key="suite").set_value("harmful_hh").run()
+    table = at.dataframe[0].value
+    # SFT harmful on prompts 0-5 at the end, DualSelect on prompt 0: they disagree on 1-5
+    assert sorted(table["sample_id"]) == [f"harmful_hh-{e:02d}" for e in range(1, 6)]
+    assert set(table["verdict / sft"]) == {"harmful (answers)"} and set(table["verdict / dualselect"]) == {"safe (refuses)"}
+    at.checkbox(key="disagree").uncheck().run()
+    assert len(at.dataframe[0].value) == 8
+    at.selectbox(key="prompt_id").set_value("harmful_hh-03").run()
+    out = texts(at)
+    assert "[details withheld]" in out and "held-out harmful prompt 3 of harmful_hh" in out
+
+
+def test_fake_a_running_run_shows_new_parts(fake, monkeypatch, tmp_path):
+    from _fake_runs import make_dualselect
+    from explorer.record.writer import RunWriter
+
+    root = tmp_path / "live"
+    run = make_dualselect(root, "live", status="running")
+    at = open_app(root, monkeypatch, [run], "task_selection")
+    steps_before = at.select_slider(key="step").options
+    w = RunWriter.open(run)
+    w.log("decisions", [{"step": 12, "sample_id": "task-001", "role": "task", "weight": 1.0, "kept": True,
+                         "loss": 0.5, "compat": 0.1, "score": 0.4}])
+    w.flush()
+    at.run()
+    assert len(at.select_slider(key="step").options) == len(steps_before) + 1
+
+
+# -- on real run folders ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_paths):
     from explorer.config import load_config
@@ -40,19 +236,7 @@ def runs(tmp_path_factory, tiny_paths):
 
 
 def app(runs, monkeypatch, selected=None):
-    from streamlit.testing.v1 import AppTest
-
-    monkeypatch.setenv("EXPLORER_RUNS_DIR", str(runs["root"]))
-    at = AppTest.from_file(MAIN, default_timeout=60)
-    if selected is not None:
-        at.session_state["selected_runs"] = [str(runs[k]) for k in selected]
-    return at.run()
-
-
-def texts(at) -> str:
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [e.value for e in at.error]
-    parts += [str(c.value) for c in at.code] + [t.value for t in at.title] + [s.value for s in at.subheader]
-    return "\n".join(str(p) for p in parts)
+    return open_app(runs["root"], monkeypatch, [runs[k] for k in selected] if selected is not None else None)
 
 
 def test_runs_page_lists_runs_and_flags_the_broken_one(runs, monkeypatch):
