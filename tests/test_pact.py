@@ -229,3 +229,20 @@ def test_config_rejects_bad_settings():
         PactConfig(max_response_tokens=65)
     with pytest.raises(ValueError, match="reduction"):
         PactConfig(reduction="batch")
+
+
+@pytest.mark.integration
+def test_pact_through_the_loop(short_config):
+    from explorer.runs import reader
+    from explorer.train.loop import run
+
+    d = run(short_config("method=pact", "method.k=10", "method.n_refusals=64", "max_steps=2"))
+    assert reader.manifest(d)["status"] == "complete"
+    tok = reader.table(d, "pact_tokens")
+    assert len(tok) == 10 and tok["token"].str.len().gt(0).all() and (tok["weight"] >= 0).all()
+    assert (tok["weight"] > 0).any() and tok["k"].eq(10).all()
+    steps = reader.steps(d)
+    assert {"ce", "kl", "pact_loss", "gate_mean"} <= set(steps.columns)
+    assert (steps["extra_loss"] > 0).all() and steps["loss"].notna().all()
+    pos = reader.table(d, "pact_positions")
+    assert set(pos["step"]) == {0, 1} and pos["gate"].between(0, 1).all()

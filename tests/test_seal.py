@@ -189,3 +189,41 @@ def test_lora_selector_restores_adapters_and_transfer_uses_another_model():
     assert ctx.loaded == ["toy:base"]
     assert all(torch.equal(start[k], p) for k, p in ctx.model.named_parameters())
     assert len(ctx.train_ids) == 7
+
+
+@pytest.mark.unit
+def test_resume_reuses_the_recorded_cut(tmp_path):
+    """prepare() runs again on --resume: the cut in the run folder is reused, no selector retraining."""
+    import pandas as pd
+
+    ctx = make_context()
+    (tmp_path / "seal_cut").mkdir()
+    ids = list(ctx.train_ids)
+    pd.DataFrame([{"step": 5, "sample_id": s, "omega": float(i), "kept": i >= 2}
+                  for i, s in enumerate(ids)]).to_parquet(tmp_path / "seal_cut" / "part-00000.parquet")
+    ctx.run_dir = str(tmp_path)
+    Seal(SealConfig()).prepare(ctx)
+    assert ctx.train_ids == ids[2:]
+    assert "seal_selector" not in ctx.logged and "seal_cut" not in ctx.logged
+
+
+@pytest.mark.integration
+def test_seal_through_the_loop(short_config):
+    from explorer.runs import reader
+    from explorer.train.loop import run
+
+    d = run(short_config("method=seal", "method.selector_epochs=1", "method.zip_mode=cycle_safe",
+                         "method.model_lr=2e-4", "max_steps=2"))
+    assert reader.manifest(d)["status"] == "complete"
+    cut = reader.table(d, "seal_cut")
+    samples = reader.samples(d)
+    mix = samples[samples["in_mix"]]
+    assert len(cut) == len(mix) == 64 and int(cut["kept"].sum()) == math.ceil(0.8 * 64)
+    assert set(mix[mix["in_train"]]["sample_id"]) == set(cut[cut["kept"]]["sample_id"])
+    sel = reader.table(d, "seal_selector")
+    assert sel["sample_id"].nunique() == 64 and (sel["phase"] == "selector").all()
+    assert not reader.table(d, "seal_epochs").empty and not reader.table(d, "seal_steps").empty
+    steps = reader.steps(d)
+    assert list(steps["phase"]) == ["sft", "sft"]
+    dec = reader.table(d, "decisions")
+    assert set(dec["sample_id"]) <= set(cut[cut["kept"]]["sample_id"]) and dec["omega"].notna().all()

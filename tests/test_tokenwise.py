@@ -121,3 +121,18 @@ def test_config_rejects_bad_settings():
         TokenwiseConfig(beta=0)
     with pytest.raises(ValueError, match="reference"):
         TokenwiseConfig(reference="frozen")
+
+
+@pytest.mark.integration
+def test_tokenwise_through_the_loop(short_config):
+    from explorer.runs import reader
+    from explorer.train.loop import run
+
+    d = run(short_config("method=tokenwise", "max_steps=2"))
+    assert reader.manifest(d)["status"] == "complete"
+    steps = reader.steps(d)
+    assert {"ce", "weighted_ce", "token_weight", "token_weight_first"} <= set(steps.columns)
+    # step 0 starts from the aligned model: every token weight is 1, the loss is plain CE
+    assert steps.loc[steps["step"] == 0, "token_weight"].iloc[0] == pytest.approx(1.0, abs=1e-4)
+    dec = reader.table(d, "decisions")
+    assert {"ce", "token_weight", "delta"} <= set(dec.columns)
