@@ -45,7 +45,9 @@ Who gets pulled. Tokens outside S do not enter the loss at all: their logits get
 gradient. A token of S with weight w_s = 0 gets target mass q_s = 0, so the reference's value on it
 has no influence whatever (the softmax normaliser cancels in the renormalisation); the KL still
 pushes such a token's probability within S down (gradient T · p_θ,s), since all target mass sits on
-the positively weighted tokens. This is the release's behaviour, kept as is.
+the positively weighted tokens. This is the release's behaviour, kept as is. Both distributions are
+renormalised over S, so the total probability the model puts on S is not constrained either: mass may
+move to a token outside S (a compliance opener such as "sure") without any KL cost.
 
 Reductions. `reduction: token` (the release): CE and KL are means over all response tokens of the
 batch; the loop's formula Σ w_i ℓ_i / Σ w_i with w_i = n_i response tokens gives exactly the token
