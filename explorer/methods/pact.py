@@ -17,6 +17,12 @@ base model π_B (`base_model`):
     S   = top-k tokens by p̄_A                                              (k = 50 in the README)
     v   = L2-normalise( z-score of d on S, 0 outside S );   w_s = max(v_s, 0)
 
+The K samples are the first K of the refusal pool; each sample's positions are averaged first, then
+the samples (as the release does). [choice] Both models see the run's chat format (the tiny base was
+trained on it); the release renders the base model's prompt as plain "User: … Assistant: " because a
+real base checkpoint has no chat template. The response tokens include the template's end-of-turn
+token when it falls within the first R.
+
 Stage 2 (in `decide`). L = CE_task + λ · L_PACT. A frozen reference π_ref (the aligned model) gives
 logits on the full sequence, z_full, and on the response with the prompt removed, z_post. Per
 response position t (counted from 0, as in the release), everything restricted to S:
