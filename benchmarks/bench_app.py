@@ -65,8 +65,8 @@ def build(out: Path, steps: int, batch: int, n_samples: int = 20_000, parts: int
     prov = np.where(rng.random(n_samples) < 0.1, "harmful", "benign")
     pq.write_table(pa.table({
         "sample_id": np.concatenate([ids, refs]), "pool": ["task"] * n_samples + ["reference"] * n_refs,
-        "family": "f", "category": "c",
-        "prompt": [f"prompt {i}" for i in range(n_samples + n_refs)], "response": "r",
+        "family": np.full(n_samples + n_refs, "f"), "category": np.full(n_samples + n_refs, "c"),
+        "prompt": [f"prompt {i}" for i in range(n_samples + n_refs)], "response": np.full(n_samples + n_refs, "r"),
         "provenance": np.concatenate([prov, np.full(n_refs, "benign")])}), run / "samples.parquet")
     per = steps // parts
     keep = batch // 2
@@ -96,7 +96,7 @@ def build(out: Path, steps: int, batch: int, n_samples: int = 20_000, parts: int
         "trigger": np.where(rid == 0, "warmup", "every_n_steps"), "sample_id": np.tile(refs, 40),
         "loss": rng.gamma(2, 0.2, len(rid)), "cosine": -sc / 10, "conflict": sc / 10, "score": sc,
         "weight": sel.astype(float), "rank": rk, "selected": sel, "change": np.where(sel, "entered", "out"),
-        "jaccard_prev": np.where(rid == 0, np.nan, 0.05), "estimator": "exact"}), run / "refreshes" / "part-00000.parquet")
+        "jaccard_prev": np.where(rid == 0, np.nan, 0.05), "estimator": np.full(len(rid), "exact")}), run / "refreshes" / "part-00000.parquet")
     _evals(run, "big-run", steps, 0.1, rng)
     _manifest(run, "big-run", "dualselect", steps)
     sft = out / "sft-run"

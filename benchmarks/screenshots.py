@@ -1,6 +1,10 @@
 """Save one screenshot per dashboard page (headless Debian Chromium + Playwright) into docs/.
 
-    python benchmarks/screenshots.py RUNS_DIR [OUT_DIR]
+    python benchmarks/screenshots.py RUNS_DIR [OUT_DIR] [--full]
+
+Starts the app on a free loopback port over RUNS_DIR, opens each page, waits until its text and its
+plotly charts are drawn, and saves docs/page_<name>.png (the first screenful; --full: a window tall
+enough for the page's main parts).
 """
 
 from __future__ import annotations
@@ -16,12 +20,16 @@ from pathlib import Path
 
 from explorer.app.launch import command
 
-PAGES = ["runs", "compare", "task_selection", "references", "internals", "generations"]
+#: page path -> (a text that appears once the page has rendered, window height in pixels). Streamlit
+#: scrolls inside its own container, so a "full page" screenshot is a tall window instead.
+PAGES = {"runs": ("Runs", 700), "compare": ("Safety Avg against SFT", 1900), "task_selection": ("Why:", 2300),
+         "references": ("Entered", 2100), "internals": ("Method internals", 2200),
+         "generations": ("Generations", 1300)}
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def main(runs_dir: str, out_dir: str = "docs") -> None:
+def main(runs_dir: str, out_dir: str = "docs", full: bool = False) -> None:
     from playwright.sync_api import sync_playwright
 
     with socket.socket() as s:
@@ -31,7 +39,7 @@ def main(runs_dir: str, out_dir: str = "docs") -> None:
                             env={**os.environ, "EXPLORER_RUNS_DIR": runs_dir})
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
+        for _ in range(180):
             try:
                 urllib.request.urlopen(url + "/_stcore/health", timeout=1)
                 break
@@ -40,18 +48,29 @@ def main(runs_dir: str, out_dir: str = "docs") -> None:
         Path(out_dir).mkdir(exist_ok=True)
         with sync_playwright() as p, tempfile.TemporaryDirectory() as prof:
             ctx = p.chromium.launch_persistent_context(prof, executable_path="/usr/bin/chromium", args=ARGS,
-                                                       headless=True, viewport={"width": 1400, "height": 1000})
+                                                       headless=True, viewport={"width": 1400, "height": 1100})
             page = ctx.new_page()
-            for name in PAGES:
-                page.goto(f"{url}/{name}", wait_until="networkidle")
-                page.wait_for_timeout(4000)  # let plotly draw
+            for name, (marker, height) in PAGES.items():
+                page.set_viewport_size({"width": 1400, "height": height if full else 1100})
+                page.goto(f"{url}/{'' if name == 'runs' else name}", wait_until="domcontentloaded")  # Runs is "/"
+                try:
+                    page.get_by_text(marker).first.wait_for(timeout=60_000)
+                except Exception:  # noqa: BLE001 - e.g. References on runs without refreshes: shoot what is there
+                    print(f"{name}: {marker!r} did not appear")
+                try:
+                    page.locator(".js-plotly-plot").first.wait_for(timeout=20_000)
+                except Exception:  # noqa: BLE001 - a page without charts (Runs, Generations)
+                    pass
+                page.wait_for_timeout(2500)  # let plotly finish laying out
                 path = Path(out_dir) / f"page_{name}.png"
-                page.screenshot(path=str(path), full_page=False)
+                page.screenshot(path=str(path))
                 print(path)
             ctx.close()
     finally:
         proc.terminate()
+        proc.wait(timeout=20)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    main(*args, full="--full" in sys.argv)

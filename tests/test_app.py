@@ -183,7 +183,9 @@ def test_fake_generations_where_runs_disagree(fake, monkeypatch):
     table = at.dataframe[0].value
     # SFT harmful on prompts 0-5 at the end, DualSelect on prompt 0: they disagree on 1-5
     assert sorted(table["sample_id"]) == [f"harmful_hh-{e:02d}" for e in range(1, 6)]
-    assert set(table["verdict / sft"]) == {"harmful (answers)"} and set(table["verdict / dualselect"]) == {"safe (refuses)"}
+    # columns carry short labels: method, harmful ratio, seed
+    assert set(table["verdict / sft p=0.2 s0"]) == {"harmful (answers)"}
+    assert set(table["verdict / dualselect p=0.2 s0"]) == {"safe (refuses)"}
     at.checkbox(key="disagree").uncheck().run()
     assert len(at.dataframe[0].value) == 8
     at.selectbox(key="prompt_id").set_value("harmful_hh-03").run()

@@ -75,6 +75,24 @@ def label(run_dir: str) -> str:
     return Path(run_dir).name
 
 
+def short_labels(run_dirs: list[str]) -> dict[str, str]:
+    """Short column labels for side-by-side views: "method p=0.1 s0" when that names one run, else the
+    run folder's name."""
+    df = list_runs(runs_dir())
+    info = df.set_index("path") if not df.empty else None
+    out = {}
+    for r in run_dirs:
+        if info is not None and r in info.index and info.loc[r, "status"] != "unreadable":
+            i = info.loc[r]
+            p = "" if pd.isna(i.get("harmful_ratio")) else f" p={i['harmful_ratio']:g}"
+            s = "" if pd.isna(i.get("seed")) else f" s{int(i['seed'])}"
+            out[r] = f"{i['method']}{p}{s}"
+        else:
+            out[r] = label(r)
+    counts = pd.Series(list(out.values())).value_counts()
+    return {r: (v if counts[v] == 1 else label(r)) for r, v in out.items()}
+
+
 def pick_one(key: str, prefer: Callable[[str], bool] | None = None, help: str | None = None) -> str | None:
     """A selectbox over the picked runs (all readable runs when none is picked); runs for which
     `prefer(run)` holds come first, so each page opens on a run that has what it shows."""

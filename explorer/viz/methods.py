@@ -64,7 +64,7 @@ def seal_ranking(selector: pd.DataFrame, cut: pd.DataFrame | None = None, sample
     d["provenance"] = d["provenance"].fillna("unknown")
     fig = px.line(d.sort_values(["sample_id", "step"]), x="step", y="rank", line_group="sample_id",
                   color="provenance", color_discrete_map=PROVENANCE_COLORS, hover_data=["sample_id", "omega"],
-                  custom_data=["sample_id"], title=title)
+                  custom_data=["sample_id"], title=title, render_mode="svg")  # WebGL lines vanish without a GPU
     fig.update_traces(opacity=0.6)
     fig.update_yaxes(autorange="reversed", title="rank (1 = highest omega)")
     if cut is not None and _need(cut, ("kept",)):
@@ -97,7 +97,12 @@ def pact_token_bars(tokens: pd.DataFrame, top: int = 50) -> go.Figure:
         return empty(title)
     label = "token" if "token" in tokens else "token_id"
     d = tokens.sort_values("weight", ascending=False).head(top).copy()
-    d["label"] = d[label].astype(str).map(lambda t: repr(t)[1:-1] if t.strip() != t or not t else t)
+    # plotly reads "<...>" as HTML, and equal labels would stack into one bar: escape and disambiguate
+    d["label"] = (d[label].astype(str).map(lambda t: repr(t)[1:-1] if t.strip() != t or not t else t)
+                  .str.replace("<", "&lt;").str.replace(">", "&gt;"))
+    if "token_id" in d and d["label"].duplicated(keep=False).any():
+        dup = d["label"].duplicated(keep=False)
+        d.loc[dup, "label"] = d.loc[dup, "label"] + " #" + d.loc[dup, "token_id"].astype(str)
     hover = [c for c in ("token_id", "d", "v", "p_aligned", "p_base") if c in d]
     fig = px.bar(d, x="label", y="weight", hover_data=hover, title=title, labels={"label": "token"})
     fig.update_xaxes(tickangle=-60)
@@ -142,7 +147,8 @@ def cwac_spectrum(spectra: pd.DataFrame) -> go.Figure:
     d["part"] = (d["in_projector"].astype(bool).map({True: "projected out (Π)", False: "kept free"})
                  if "in_projector" in d else "eigenvalue")
     fig = px.scatter(d, x="index", y="eigenvalue", color="part", facet_col="layer", facet_col_wrap=3, log_y=True,
-                     hover_data=[c for c in ("energy_cum",) if c in d], title=title)
+                     hover_data=[c for c in ("energy_cum",) if c in d], title=title,
+                     color_discrete_map={"projected out (Π)": "#E45756", "kept free": "#9aa5b1"})
     fig.update_traces(marker_size=5)
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
     return fig

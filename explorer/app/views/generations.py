@@ -24,6 +24,7 @@ picked = common.selected_runs()
 if not picked:
     st.info("Pick runs in the sidebar.")
     st.stop()
+names = common.short_labels(picked)
 frames = []
 for r in picked:
     try:
@@ -32,7 +33,7 @@ for r in picked:
         st.error(f"{common.label(r)}: {err}")
         continue
     if not e.empty:
-        frames.append(e.assign(run=common.label(r)))
+        frames.append(e.assign(run=names[r]))
 if not frames:
     st.info("No evaluations recorded in the picked runs.")
     st.stop()
@@ -61,8 +62,8 @@ st.dataframe(table, hide_index=True, width="stretch")
 prompts = wide.reset_index()["sample_id"].tolist()
 pid = st.selectbox("Read one prompt side by side", prompts, key="prompt_id")
 row = wide.reset_index().set_index("sample_id").loc[pid]
-st.code(str(row["prompt"]), language=None)
+st.code(str(row["prompt"]), language=None, wrap_lines=True)
 cols = st.columns(len(runs_here))
 for col, r in zip(cols, runs_here):
-    col.markdown(f"**{r}** — {row[r]}")
-    col.code(str(resp.reset_index().set_index("sample_id").loc[pid, r]), language=None)
+    col.markdown(f"**{r}**  \n{row[r]}")
+    col.code(str(resp.reset_index().set_index("sample_id").loc[pid, r]), language=None, wrap_lines=True)

@@ -85,15 +85,9 @@ if run is None:
 try:
     steps = common.read("steps", run)
     m = common.read("manifest", run)
-    st.caption(f"method **{m.get('method')}** · settings: `{m.get('method_config')}`")
-    base = {"run_id", "step", "epoch", "phase", "estimator", "refresh_id"}
-    method_cols = [c for c in steps.columns if c not in base and c not in schema.PART_TABLES["steps"]
-                   and c not in ("task_loss", "extra_loss", "time_decide_s")]
-    st.plotly_chart(viz.step_lines(steps, ["loss", "task_loss", "extra_loss", "kept_frac"], "losses and kept fraction"),
-                    width="stretch", key="losses")
-    if method_cols:
-        st.plotly_chart(viz.step_lines(steps, method_cols, "the method's per-step quantities"), width="stretch",
-                        key="method_steps")
+    st.caption(f"method **{m.get('method')}**")
+    with st.expander("the method's settings, as recorded in the run"):
+        st.json(m.get("method_config") or {})
     shown = []
     for title, fn in (("SEAL", seal_section), ("PACT", pact_section), ("CWAC", cwac_section)):
         if any(has(n) for n in SECTIONS[title]):
@@ -108,5 +102,14 @@ try:
         st.dataframe(df.head(200), hide_index=True, width="stretch")
     if not shown and not others:
         st.info("No SEAL, PACT or CWAC tables in this run: only its per-step quantities are shown.")
+    st.subheader("Per training step")
+    base = {"run_id", "step", "epoch", "phase", "estimator", "refresh_id"}
+    method_cols = [c for c in steps.columns if c not in base and c not in schema.PART_TABLES["steps"]
+                   and c not in ("task_loss", "extra_loss", "time_decide_s")]
+    st.plotly_chart(viz.step_lines(steps, ["loss", "task_loss", "extra_loss", "kept_frac"], "losses and kept fraction"),
+                    width="stretch", key="losses")
+    if method_cols:
+        st.plotly_chart(viz.step_lines(steps, method_cols, "the method's per-step quantities"), width="stretch",
+                        key="method_steps")
 except RunReadError as e:
     common.show_read_error(e)

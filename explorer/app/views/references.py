@@ -57,4 +57,4 @@ if not samples.empty and ref_id in set(samples["sample_id"]):
     history = refs[refs["sample_id"] == ref_id]
     n_sel = int(history["selected"].fillna(False).astype(bool).sum())
     st.markdown(f"**{ref_id}** · selected at {n_sel} of {len(ids)} refreshes")
-    st.code(f"prompt:   {s['prompt']}\nresponse: {s['response']}", language=None)
+    st.code(f"prompt:   {s['prompt']}\nresponse: {s['response']}", language=None, wrap_lines=True)

@@ -79,15 +79,18 @@ def why_panel(row: pd.Series) -> None:
             mc = m.get("method_config") or {}
             if m.get("method") == "dualselect" and {"loss", "compat"} <= set(row.index):
                 mu, nu = mc.get("mu_task", 1.0), mc.get("nu", 1.0)
-                st.markdown(f"**score s = μ·loss − ν·compat** = {mu:g}·{row['loss']:.4f} − {nu:g}·{row['compat']:.4f} "
+                compat = f"{row['compat']:.4f}" if row["compat"] >= 0 else f"({row['compat']:.4f})"
+                st.markdown(f"**score s = μ·loss − ν·compat** = {mu:g}·{row['loss']:.4f} − {nu:g}·{compat} "
                             f"= **{row['score']:.4f}**")
             else:
                 terms = " · ".join(f"{c} {row[c]:.4f}" for c in numeric if c not in ("score", "weight", "rank")
                                    and pd.notna(row[c]))
                 st.markdown(f"**score** = **{row['score']:.4f}** ({terms})")
-            side = "largest kept score (smaller is kept)" if cut.lower_is_kept else "smallest kept score"
+            side = ("the largest kept score; smaller scores are kept" if cut.lower_is_kept
+                    else "the smallest kept score; larger scores are kept")
             if cut.cut is not None:
-                st.markdown(f"cut ({side}): **{cut.cut:.4f}** · margin {cut.margin(row['score']):+.4f}")
+                st.markdown(f"cut: **{cut.cut:.4f}** ({side}) · this sample's margin {cut.margin(row['score']):+.4f} "
+                            "(positive = on the kept side)")
             else:
                 st.markdown("no cut at this step: every scored sample was kept")
             st.markdown(f"rank in batch: **{cut.rank(row['score'], batch['score'])} of {len(batch)}** "
@@ -100,9 +103,9 @@ def why_panel(row: pd.Series) -> None:
                     f"weight {row['weight']:.3f}")
     with w2:
         st.markdown("**Prompt**")
-        st.code(str(row.get("prompt", "")), language=None)
+        st.code(str(row.get("prompt", "")), language=None, wrap_lines=True)
         st.markdown("**Response (the supervised target)**")
-        st.code(str(row.get("response", "")), language=None)
+        st.code(str(row.get("response", "")), language=None, wrap_lines=True)
 
 
 def conflicts_panel(step: int, sample: str) -> None:
