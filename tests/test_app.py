@@ -296,7 +296,7 @@ def test_references_page_shows_a_refresh(runs, monkeypatch):
     assert f"step **{int(first['step'])}**" in out and "every_n_steps" in out
     tables = [d.value for d in at.dataframe]
     entered = set(r[(r.refresh_id == 1) & (r.change == "entered")]["sample_id"])
-    assert set(tables[0]["sample_id"]) == entered
+    assert set(tables[1]["sample_id"]) == entered  # tables[0] is the per-refresh summary
 
 
 def test_compare_page_reports_safety_avg(runs, monkeypatch):

@@ -35,6 +35,7 @@ if table["safety_avg"].isna().all():
 c1, c2 = st.columns(2)
 metric = c1.selectbox("Metric over steps", [schema.M_HARMFUL, schema.M_REFUSAL, schema.M_OVER, schema.M_ACC],
                       key="metric")
+names = common.short_labels(picked)
 frames = []
 for r in picked:
     try:
@@ -43,7 +44,7 @@ for r in picked:
         st.error(f"{common.label(r)}: {e}")
         continue
     if not m.empty:
-        frames.append(m.assign(label=common.label(r)))
+        frames.append(m.assign(label=names[r]))
 curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 suites = sorted(curves.loc[curves["metric"] == metric, "suite"].unique()) if not curves.empty else []
 suite = c2.selectbox("Suite", ["all"] + suites, key="curve_suite")

@@ -4,8 +4,8 @@ import streamlit as st
 
 from explorer.app import common
 
-COLUMNS = ["run_id", "method", "harmful_ratio", "seed", "status", "step", "total_steps", "HS hh", "HS hexphi",
-           "over-refusal", "task acc", "model", "data", "created_at", "updated_at", "note"]
+COLUMNS = ["run_id", "method", "harmful_ratio", "seed", "status", "HS hh", "HS hexphi", "task acc", "over-refusal",
+           "step", "total_steps", "model", "data", "created_at", "updated_at", "note"]
 
 st.title("Runs")
 df = common.list_runs(common.runs_dir())
