@@ -236,3 +236,39 @@ def test_state_dict_round_trip_restores_what_prepare_learned():
     assert torch.equal(m2.latents_, m.latents_) and torch.equal(m2.z_base_, m.z_base_)
     assert all(torch.equal(m2.subspaces_[n].U_top, m.subspaces_[n].U_top) for n in m.subspaces_)
     assert torch.equal(m2.sae_.W_enc, m.sae_.W_enc)
+
+
+@pytest.mark.integration
+@pytest.mark.slow           # ~45-80 s on the shared 2-core machine, mostly the start and end evaluations
+def test_cwac_through_the_loop(short_config):
+    """The real loop on the prepared tiny model: every CWAC table lands in the run folder, the SAE is
+    saved with safetensors, step metrics are recorded, and checkpoints take the method's state."""
+    from safetensors import safe_open
+
+    from explorer.interp.sae import TopKSAE
+    from explorer.runs import reader
+    from explorer.train.loop import run
+
+    d = run(short_config("method=cwac", "method.sae_steps=30", "method.sae_batch_tokens=256",
+                         "method.n_safety_latents=8", "method.latent_every=2", "method.cov_prompts=128",
+                         "method.selection_prompts=128", "method.n_base_prompts=64", "method.sae_texts=200",
+                         "max_steps=3", "eval_every=0", "final_eval_n=4", "checkpoint_every=2"))
+    assert reader.manifest(d)["status"] == "complete"
+    steps = reader.steps(d)
+    assert {"l_safety", "safety_loss", "removed_share_mean"} <= set(steps.columns)
+    assert steps["loss"].notna().all() and steps["removed_share_mean"].between(0, 1).all()
+    spec = reader.table(d, "cwac_spectra")
+    assert set(spec["layer"]) == {"model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"}
+    assert (spec.groupby("layer")["index"].count() == 384).all() and spec["threshold"].eq(0.99).all()
+    lay = reader.table(d, "cwac_layers")
+    assert sorted(set(lay["step"])) == [0, 1, 2] and lay["removed_share"].between(0, 1).all()
+    lat = reader.table(d, "cwac_latents")
+    assert sorted(set(lat["step"])) == [0, 2, 3] and lat["latent"].nunique() == 8
+    sae_row = reader.table(d, "cwac_sae").iloc[0]
+    assert sae_row["n_latents"] == 512 and sae_row["k"] == 16 and 0 <= sae_row["fvu"] < 1 and sae_row["steps"] == 30
+    prompts = reader.table(d, "cwac_latent_prompts")
+    assert len(prompts) and prompts["prompt"].str.len().gt(0).all()
+    sae = TopKSAE.load(d / "cwac_sae.safetensors")
+    assert sae.settings.n_latents == 512
+    with safe_open(str(d / "checkpoint" / "state.safetensors"), "pt") as f:
+        assert "method.z_base" in f.keys()

@@ -8,7 +8,8 @@ For a layer y = W x with inputs X = [x_1 … x_N] (columns) collected on harmful
     Û = [u_{r+1} … u_d]   (small eigenvalues)        Π = Û Ûᵀ = I − U_r U_rᵀ
 
 A gradient G [out, in] becomes G Π: every row loses its component along the top directions, so an
-SGD step ΔW = −η G Π satisfies ΔW X = −η G Û Ûᵀ X, and ‖Ûᵀ X‖² = λ_{r+1} + … + λ_d ≤ (1 − energy)·Σλ.
+SGD step ΔW = −η G Π satisfies ΔW X = −η G Û Ûᵀ X, and
+‖Ûᵀ X‖²_F = λ_{r+1} + … + λ_d ≤ (1 − energy)·Σλ.
 
 C is uncentred on purpose: ΔW X ≈ 0 is a statement about the raw inputs, not about their spread.
 We keep U_r (usually few columns) and apply Π as G − (G U_r) U_rᵀ, which never forms the d×d
