@@ -315,3 +315,19 @@ def test_generations_page_side_by_side(runs, monkeypatch):
     assert not at.exception
     table = at.dataframe[0].value
     assert any(c.startswith("response / ") for c in table.columns) and len(table) > 0
+
+
+# -- launching -----------------------------------------------------------------------------------------
+def test_explorer_app_binds_loopback_by_default():
+    import argparse
+
+    from explorer.app.launch import add_parser, command
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["app", "some/runs"])
+    assert (args.runs_dir, args.host, args.port) == ("some/runs", "127.0.0.1", 8501)
+    cmd = command(args.runs_dir, args.host, args.port)
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert cmd[-2:] == ["--runs-dir", "some/runs"]
+    assert parser.parse_args(["app", "--host", "0.0.0.0"]).host == "0.0.0.0"

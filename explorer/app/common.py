@@ -15,7 +15,8 @@ from typing import Callable
 import pandas as pd
 import streamlit as st
 
-from explorer.runs import reader
+from explorer.runs import reader, schema
+from explorer.runs.status import effective_status
 
 
 def runs_dir() -> str:
@@ -56,10 +57,30 @@ def compare(runs: list[str]) -> pd.DataFrame:
     return _compare(tuple(runs), tuple(fingerprint(r) for r in runs))
 
 
-@st.cache_data(show_spinner=False, ttl=2)
+@st.cache_data(show_spinner=False, max_entries=1024)
+def _run_row(run_dir: str, fp: tuple) -> dict:
+    try:
+        return reader.run_row(run_dir)
+    except reader.RunReadError as e:
+        return {"run_id": Path(run_dir).name, "path": run_dir, "status": "unreadable", "error": str(e)}
+
+
 def list_runs(root: str) -> pd.DataFrame:
-    # a short ttl rather than a fingerprint: new run folders appear under root while the app is open
-    return reader.list_runs(root)
+    """reader.list_runs, with each run's row cached until that run folder changes (new run folders
+    appear at the next rerun; a finished run's files are checked once)."""
+    base = Path(root)
+    dirs = sorted(str(m.parent) for m in base.rglob(schema.MANIFEST)) if base.exists() else []
+    rows = []
+    for d in dirs:
+        row = _run_row(d, fingerprint(d))
+        if row.get("status") == schema.STATUS_RUNNING:
+            # a killed run writes nothing more, so its cached row would say "running" for ever
+            try:
+                row = {**row, "status": effective_status(reader.manifest(d))}
+            except reader.RunReadError:
+                pass
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def readable_runs() -> list[str]:
