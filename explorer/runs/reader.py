@@ -125,6 +125,23 @@ def columns(run_dir, name: str) -> list[str]:
     return list(query(run_dir, name, "SELECT * FROM t LIMIT 0").columns)
 
 
+def n_rows(run_dir, name: str) -> int:
+    """Rows of a table from the Parquet footers alone (no data read); 0 when absent."""
+    import pyarrow.parquet as pq
+
+    d = Path(run_dir)
+    files = sorted((d / name).glob("part-*.parquet")) if (d / name).is_dir() else [d / f"{name}.parquet"]
+    total = 0
+    for f in files:
+        if not f.exists():
+            continue
+        try:
+            total += pq.read_metadata(f).num_rows
+        except Exception as e:  # noqa: BLE001 - any unreadable footer
+            raise RunReadError(_run_name(d), f, f"unreadable Parquet (truncated or corrupt: {e})") from None
+    return total
+
+
 def table(run_dir, name: str) -> pd.DataFrame:
     """Any table by name: a folder of parts or a single <name>.parquet (method tables)."""
     return query(run_dir, name)

@@ -8,6 +8,9 @@ from explorer.app import common
 from explorer.runs.reader import RunReadError
 from explorer.runs.selection import batch_cut
 
+#: above this many decision rows a sample's history (a scan of every step) is shown on request only
+HISTORY_ROWS = 2_000_000
+
 st.title("Task selection")
 run = common.pick_one("ts_run", prefer=lambda r: "score" in common.read("score_columns", r))
 if run is None:
@@ -33,43 +36,9 @@ def step_picker(steps: list[int]) -> int:
     return int(st.select_slider("Step", options=steps, key="step"))
 
 
-try:
-    step = step_picker(steps)
-    batch = common.read("batch_at", run, step)
-except RunReadError as e:
-    common.show_read_error(e)
-    st.stop()
-if batch.empty:
-    st.info(f"No task decisions at step {step}.")
-    st.stop()
-numeric = [c for c in batch.columns if pd.api.types.is_numeric_dtype(batch[c]) and c not in ("step", "kept")
-           and batch[c].notna().any()]
-c1, c2 = st.columns(2)
-x = c1.selectbox("x axis", numeric, index=numeric.index("compat") if "compat" in numeric else 0, key="x")
-y = c2.selectbox("y axis", numeric, index=numeric.index("loss") if "loss" in numeric else 0, key="y")
-
-cut = batch_cut(batch, "score")
-order = batch.sort_values("score" if cut is not None else "sample_id", ascending=cut.lower_is_kept if cut else True)
-ids = order["sample_id"].tolist()
-# the chart's selection and the selectbox mirror each other (keyboard users and tests drive the selectbox)
-picked = common.chart_pick("batch_chart", "_batch_chart_seen")
-if picked in ids:
-    st.session_state["sample"] = picked
-if st.session_state.get("sample") not in ids:
-    st.session_state["sample"] = ids[0]
-st.plotly_chart(viz.selection_scatter(batch, x, y, selected=st.session_state["sample"],
-                                      cut=cut.cut if cut else None),
-                width="stretch", on_select="rerun", selection_mode="points", key="batch_chart")
-st.caption(f"step {step}: {int(batch['kept'].sum())} of {len(batch)} kept · circle = kept, x = dropped · colour = "
-           "provenance (for analysis only; no method reads it) · click a point or choose below")
-
-sample = st.selectbox("Sample", ids, key="sample",
-                      help="ordered by score, the method's favourite first; mirrors the chart selection")
-row = batch[batch["sample_id"] == sample].iloc[0]
-
-
-def why_panel(row: pd.Series) -> None:
-    """The sample's score terms against the cut, its rank, provenance and text."""
+def why_panel(row: pd.Series, batch: pd.DataFrame, cut, numeric: list[str]) -> None:
+    """The sample's score terms against the cut (a selection.Cut, None without scores), its rank in
+    the batch, provenance and text."""
     st.subheader(f"Why: {row['sample_id']}")
     w1, w2 = st.columns([1, 2])
     with w1:
@@ -130,14 +99,61 @@ def conflicts_panel(step: int, sample: str) -> None:
         st.dataframe(act[cols].head(5), hide_index=True, width="stretch")
 
 
-why_panel(row)
-conflicts_panel(step, sample)
-try:
-    hist = common.read("sample_history", run, sample)
-    st.plotly_chart(viz.step_lines(hist, ["score", "loss", "compat", "weight"], f"{sample} over the run"),
-                    width="stretch", key="hist")
-except RunReadError as e:
-    common.show_read_error(e)
+@st.fragment
+def step_view() -> None:
+    """The step slider and everything that depends on the step: a fragment, so that moving the slider
+    reruns only this part, not the whole-run data map below."""
+    try:
+        step = step_picker(steps)
+        batch = common.read("batch_at", run, step)
+    except RunReadError as e:
+        common.show_read_error(e)
+        return
+    if batch.empty:
+        st.info(f"No task decisions at step {step}.")
+        return
+    numeric = [c for c in batch.columns if pd.api.types.is_numeric_dtype(batch[c]) and c not in ("step", "kept")
+               and batch[c].notna().any()]
+    c1, c2 = st.columns(2)
+    x = c1.selectbox("x axis", numeric, index=numeric.index("compat") if "compat" in numeric else 0, key="x")
+    y = c2.selectbox("y axis", numeric, index=numeric.index("loss") if "loss" in numeric else 0, key="y")
+
+    cut = batch_cut(batch, "score")
+    order = batch.sort_values("score" if cut is not None else "sample_id", ascending=cut.lower_is_kept if cut else True)
+    ids = order["sample_id"].tolist()
+    # the chart's selection and the selectbox mirror each other (keyboard users and tests drive the selectbox)
+    picked = common.chart_pick("batch_chart", "_batch_chart_seen")
+    if picked in ids:
+        st.session_state["sample"] = picked
+    if st.session_state.get("sample") not in ids:
+        st.session_state["sample"] = ids[0]
+    st.plotly_chart(viz.selection_scatter(batch, x, y, selected=st.session_state["sample"],
+                                          cut=cut.cut if cut else None),
+                    width="stretch", on_select="rerun", selection_mode="points", key="batch_chart")
+    st.caption(f"step {step}: {int(batch['kept'].sum())} of {len(batch)} kept · circle = kept, x = dropped · colour = "
+               "provenance (for analysis only; no method reads it) · click a point or choose below")
+
+    sample = st.selectbox("Sample", ids, key="sample",
+                          help="ordered by score, the method's favourite first; mirrors the chart selection")
+    row = batch[batch["sample_id"] == sample].iloc[0]
+    why_panel(row, batch, cut, numeric)
+    conflicts_panel(step, sample)
+    try:
+        n_dec = common.read("n_rows", run, "decisions")
+    except RunReadError as e:
+        common.show_read_error(e)
+        return
+    if st.toggle(f"Show {sample} over the whole run", value=n_dec <= HISTORY_ROWS, key="show_hist",
+                 help=f"reads every step's decisions ({n_dec:,} rows); off by default above {HISTORY_ROWS:,}"):
+        try:
+            hist = common.read("sample_history", run, sample)
+            st.plotly_chart(viz.step_lines(hist, ["score", "loss", "compat", "weight"], f"{sample} over the run"),
+                            width="stretch", key="hist")
+        except RunReadError as e:
+            common.show_read_error(e)
+
+
+step_view()
 
 st.subheader("Over the whole run: the data map")
 try:
@@ -152,7 +168,8 @@ dm_ids = stats["sample_id"].tolist() if not stats.empty else []
 if dm_pick in dm_ids:
     st.session_state["dm_sample"] = dm_pick
 if st.session_state.get("dm_sample") not in dm_ids and dm_ids:
-    st.session_state["dm_sample"] = sample if sample in dm_ids else dm_ids[0]
+    cur = st.session_state.get("sample")
+    st.session_state["dm_sample"] = cur if cur in dm_ids else dm_ids[0]
 st.plotly_chart(viz.data_map(stats), width="stretch", on_select="rerun", selection_mode="points", key="datamap")
 if dm_ids:
     who = st.selectbox("Sample on the map", dm_ids, key="dm_sample")
