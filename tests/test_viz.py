@@ -116,8 +116,9 @@ def test_pact_and_cwac_figures(runs):
     assert {tr.name for tr in gates.data} == {"gate", "I_trained", "I_post"}
     spec = pd.read_parquet(runs["cwac"] / "cwac_spectra.parquet")
     fig = viz.cwac_spectrum(spec)
-    n_proj = sum(len(tr.x) for tr in fig.data if tr.name.startswith("projected"))
-    assert n_proj == int(spec["in_projector"].sum()) > 0
+    n_free = sum(len(tr.x) for tr in fig.data if tr.name.startswith("free"))
+    n_protected = sum(len(tr.x) for tr in fig.data if tr.name.startswith("protected"))
+    assert n_free == int(spec["in_projector"].sum()) > 0 and n_protected == int((~spec["in_projector"]).sum()) > 0
     share = viz.cwac_removed_share(read_all(runs["cwac"], "cwac_layers"))
     assert len(share.data) == spec["layer"].nunique()
     drift = viz.cwac_latent_drift(read_all(runs["cwac"], "cwac_latents"), top=3)

@@ -137,18 +137,21 @@ def pact_kl_by_position(positions: pd.DataFrame) -> go.Figure:
 
 # -- CWAC ------------------------------------------------------------------------------------------
 def cwac_spectrum(spectra: pd.DataFrame) -> go.Figure:
-    """Eigenvalues of C_l = X_l X_l^T per constrained layer (log scale), the directions in the
-    projector (small eigenvalues, beyond the energy cut) marked."""
-    title = "CWAC: eigen-spectrum per layer (projected directions = small eigenvalues)"
+    """Eigenvalues of C_l = X_l X_l^T (inputs on harmful prompts) per constrained layer, log scale.
+
+    The top directions holding `energy` of the spectrum are protected — removed from every gradient —
+    and the small-eigenvalue rest spans Π (in_projector), where the update stays free: G ← G Π."""
+    title = "CWAC: eigen-spectrum of harmful inputs per layer (top directions protected, the rest free)"
     if not _need(spectra, ("layer", "index", "eigenvalue")):
         return empty(title)
     d = spectra.copy()
     d["eigenvalue"] = d["eigenvalue"].clip(lower=1e-12)
-    d["part"] = (d["in_projector"].astype(bool).map({True: "projected out (Π)", False: "kept free"})
+    protected, free = "protected: removed from the gradient", "free: in Π, the gradient keeps it"
+    d["part"] = (d["in_projector"].astype(bool).map({True: free, False: protected})
                  if "in_projector" in d else "eigenvalue")
     fig = px.scatter(d, x="index", y="eigenvalue", color="part", facet_col="layer", facet_col_wrap=3, log_y=True,
                      hover_data=[c for c in ("energy_cum",) if c in d], title=title,
-                     color_discrete_map={"projected out (Π)": "#E45756", "kept free": "#9aa5b1"})
+                     color_discrete_map={protected: "#E45756", free: "#9aa5b1"})
     fig.update_traces(marker_size=5)
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
     return fig

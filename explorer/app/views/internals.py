@@ -12,7 +12,7 @@ from explorer.runs.reader import RunReadError
 SECTIONS = {
     "SEAL": ("seal_selector", "seal_cut", "seal_steps", "seal_epochs"),
     "PACT": ("pact_tokens", "pact_positions"),
-    "CWAC": ("cwac_spectra", "cwac_layers", "cwac_latents", "cwac_latent_prompts"),
+    "CWAC": ("cwac_spectra", "cwac_layers", "cwac_latents", "cwac_latent_prompts", "cwac_safety_latents", "cwac_sae"),
 }
 
 
@@ -22,6 +22,11 @@ def has(name: str) -> bool:
 
 def tbl(name: str):
     return common.read("table", run, name)
+
+
+def show(df: pd.DataFrame) -> None:
+    """A method table as a table, without the run_id column every row repeats."""
+    st.dataframe(df.drop(columns=["run_id"], errors="ignore"), hide_index=True, width="stretch")
 
 
 def seal_section() -> None:
@@ -43,7 +48,7 @@ def seal_section() -> None:
         st.plotly_chart(viz.step_lines(tbl("seal_steps"), ["safe_loss", "ft_loss", "weighted_loss", "selector_loss", "u"],
                                        "SEAL selector training"), width="stretch", key="seal_steps")
     if has("seal_epochs"):
-        st.dataframe(tbl("seal_epochs"), hide_index=True, width="stretch")
+        show(tbl("seal_epochs"))
 
 
 def pact_section() -> None:
@@ -64,7 +69,8 @@ def pact_section() -> None:
 def cwac_section() -> None:
     st.header("CWAC — coupled weight and activation constraints")
     st.caption("Weights: each constrained layer's gradient is projected onto the small-eigenvalue directions of its "
-               "inputs on harmful prompts. Activations: safety latents of an SAE are held near their base values.")
+               "inputs on harmful prompts, so the directions harmful inputs use most are protected. Activations: "
+               "safety latents of an SAE are held near their base values.")
     spec = tbl("cwac_spectra") if has("cwac_spectra") else pd.DataFrame()
     lay = tbl("cwac_layers") if has("cwac_layers") else pd.DataFrame()
     lat = tbl("cwac_latents") if has("cwac_latents") else pd.DataFrame()
@@ -72,9 +78,12 @@ def cwac_section() -> None:
     c1, c2 = st.columns(2)
     c1.plotly_chart(viz.cwac_removed_share(lay), width="stretch", key="cwac_share")
     c2.plotly_chart(viz.cwac_latent_drift(lat), width="stretch", key="cwac_drift")
+    if has("cwac_safety_latents"):
+        st.markdown("**The safety latents** (largest mean activation difference, refused-harmful against benign)")
+        show(tbl("cwac_safety_latents"))
     if has("cwac_latent_prompts"):
         st.markdown("**Top-activating prompts per safety latent**")
-        st.dataframe(tbl("cwac_latent_prompts"), hide_index=True, width="stretch")
+        show(tbl("cwac_latent_prompts"))
 
 
 st.title("Method internals")
@@ -99,7 +108,7 @@ try:
         st.subheader(name)
         df = tbl(name)
         st.plotly_chart(viz.method_table(df, name), width="stretch", key=f"t_{name}")
-        st.dataframe(df.head(200), hide_index=True, width="stretch")
+        show(df.head(200))
     if not shown and not others:
         st.info("No SEAL, PACT or CWAC tables in this run: only its per-step quantities are shown.")
     st.subheader("Per training step")
