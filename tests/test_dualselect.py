@@ -119,6 +119,7 @@ def test_selections_with_exact_estimator_equal_the_per_sample_loop(short_config)
     ("method.filter_task=false", "all_kept"),
     ("method.reference_selection=random", "no_cosines"),
     ("method.correction=pcgrad", "pcgrad"),
+    ("method.ref_grad=current", "current"),
 ])
 def test_ablations_are_settings(short_config, setting, check):
     from explorer.train.loop import run
@@ -131,5 +132,59 @@ def test_ablations_are_settings(short_config, setting, check):
         assert dec["kept"].all() and r["refresh_id"].nunique() > 1
     elif check == "no_cosines":
         assert r["cosine"].isna().all() and (r.groupby("refresh_id")["selected"].sum() == 6).all()
+    elif check == "current":  # the reference loss is re-differentiated (and recorded) every filtered step
+        assert (steps.loc[steps.step > 0, "extra_loss"] > 0).all()
     else:
         assert "pcgrad_dot" in steps.columns and "correction_share" not in steps.columns
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("estimator", ["exact", "loop"])
+def test_assembled_update_equals_the_weighted_backward_plus_correction(tiny_paths, estimator):
+    """DualSelect builds the update from the per-sample gradients it scored with (the authors' way):
+    it must equal ∇(Σ w_i ℓ_i / Σ w_i) from a plain backward, and the correction must add η·g_ref."""
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from explorer.data.sample import read_sample_file, sample_data_dir
+    from explorer.data.tokenize import collate, encode_all
+    from explorer.methods.dualselect import DualSelect
+    from explorer.train.losses import per_sample_nll
+
+    tok = AutoTokenizer.from_pretrained(tiny_paths["aligned"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_paths["aligned"])
+    d = sample_data_dir()
+    recs = read_sample_file(d / "harmful_train.jsonl")[:4] + read_sample_file(d / "task_train.jsonl")[::400][:6]
+    enc, _ = encode_all(tok, recs, 64)
+    batch = collate(enc, tok.pad_token_id)
+    params = [p for p in model.parameters() if p.requires_grad]
+    P = sum(p.numel() for p in params)
+
+    cfg = DualSelectConfig(warmup_steps=0, keep=4, reference_selection="static", estimator=estimator, eta=0.3)
+    m = DualSelect(cfg)
+    ctx = SimpleNamespace(model=model, config=SimpleNamespace(seed=0), autocast_dtype=None,
+                          pools={"reference": ["r0"]}, step=5, steps_per_epoch=100)
+    m.prepare(ctx)
+    g = torch.Generator().manual_seed(0)
+    m.g_ref_full_ = torch.randn(P, generator=g) * 1e-2   # a reference direction, as a refresh leaves it
+    m.g_ref_, m.ref_loss_, m.refresh_id_ = m.g_ref_full_, 0.0, 0
+    dec = m.decide(batch, ctx)
+    assert dec.grads is not None and dec.grads.shape == (P,) and int((dec.weights > 0).sum()) == 4
+
+    model.zero_grad(set_to_none=True)
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    losses = per_sample_nll(out.logits, batch.labels)
+    w = dec.weights.float()
+    ((w * losses).sum() / w.sum()).backward()
+    want = torch.cat([p.grad.reshape(-1) for p in params])
+    torch.testing.assert_close(dec.losses, losses.detach(), atol=1e-5, rtol=1e-4)
+    assert (dec.grads - want).abs().max() <= 1e-5 * want.abs().max()
+
+    off = 0
+    for p in params:  # what the loop does with decision.grads, then the method's correction
+        p.grad = dec.grads[off:off + p.numel()].view_as(p).clone()
+        off += p.numel()
+    m.transform_grads(ctx)
+    corrected = torch.cat([p.grad.reshape(-1) for p in params])
+    torch.testing.assert_close(corrected, dec.grads + 0.3 * m.g_ref_full_)

@@ -9,7 +9,7 @@ that implements :class:`Method`. The loop (``explorer/train/loop.py``) calls, in
         decision = method.decide(batch, ctx)   weights over the batch (0 = dropped), score columns,
                                                optional extra loss (already multiplied by its weight)
         loss = sum_i w_i * l_i / sum_i w_i + decision.extra_loss
-        loss.backward()
+        loss.backward()                        (or .grad = decision.grads when the method assembled it)
         method.transform_grads(ctx)            optional: edit .grad before clipping (projection ...)
         clip, optimiser step
         method.after_step(ctx)                 optional: refresh schedules, selector updates
@@ -69,6 +69,10 @@ class Decision:
     step_metrics: scalars recorded in the `steps` row of this step (e.g. cos_task_ref).
     losses: the per-sample losses [B] with graph, if the method already computed them on the
         current parameters; the loop then reuses them instead of a second forward pass.
+    grads: the update gradient, flat over the trainable parameters in `named_parameters` order, if
+        the method assembled it itself (DualSelect sums the per-sample gradients it scored with, as
+        its authors' code does). The loop then skips its forward and backward, writes these into
+        `.grad`, and takes `losses` (required then, graph not needed) for the records.
     """
 
     weights: "torch.Tensor"
@@ -76,6 +80,7 @@ class Decision:
     extra_loss: "torch.Tensor | None" = None
     step_metrics: dict[str, float] = field(default_factory=dict)
     losses: "torch.Tensor | None" = None
+    grads: "torch.Tensor | None" = None
 
 
 class Method(Protocol):

@@ -13,14 +13,21 @@ experiments/dualselect/train_dualselect.py. Specification: shared/ALGORITHMS.md 
     3. per mini-batch: compat_i = cos(g_i, g_ref),  s_i = μ_task · ℓ_i − ν · compat_i
        hard: keep the k smallest s_i; soft: w = softmin(s/τ_task), keep the top-k
        g_task = weighted mean of the kept g_i
-    4. correction: g = g_task + η · g_ref, i.e. descend ℓ_task + η · Σ_r w_r ℓ_r / Σ_r w_r over the
-       selected references (an extra loss); variants: PCGrad-style projection, none
+    4. correction: g = g_task + η · g_ref with the g_ref of the last refresh, added to the assembled
+       gradient as the authors' corrected_direction does; variants: PCGrad-style projection, none, and
+       `ref_grad=current` (re-differentiate η · Σ_r w_r ℓ_r / Σ_r w_r every step)
     5. refresh schedules: `epoch` (authors': d = mean of the previous epoch's g_task),
        `every_n_steps`, `on_drift` (cos(running task direction, d at the last refresh) < threshold)
 
 Ablations are settings: reference_selection=static (never refresh) | random (periodic random
 references); uniform_ref_weights; filter_task=false (correction only); correction=none (task-only
 filtering). Per-sample gradients come from explorer.scoring; `estimator` is recorded with every row.
+
+The update is assembled from the per-sample gradients already computed for scoring (g_task = the
+weighted mean of the kept g_i, as the authors' select_task_batch does), so an exact estimator costs
+one batched forward and backward per step, not a second pass. Sketched features (projected) and
+directional products (jvp) cannot be assembled into a parameter update; with those the loop runs
+the weighted backward itself and the correction is added to that gradient.
 """
 
 from __future__ import annotations
@@ -69,6 +76,10 @@ class DualSelectConfig:
     correction: str = _h("additive: g_task + η g_ref | pcgrad: remove g_task's component against g_ref | none",
                          "additive")
     eta: float = _h("η: weight of the reference gradient in the correction", 0.2)
+    ref_grad: str = _h("which g_ref the correction adds: refresh = the direction computed at the last refresh "
+                       "(the authors' corrected_direction) | current = re-differentiate η·Σ w_r ℓ_r over the "
+                       "selected references every step (a variant: fresher, one reference forward per step)",
+                       "refresh")
     # refresh schedule
     refresh: str = _h("epoch (authors') | every_n_steps | on_drift", "epoch")
     refresh_every: int = _h("steps between refreshes for every_n_steps", 0)
@@ -84,6 +95,7 @@ class DualSelectConfig:
                   "reference_selection": ("scored", "static", "random"),
                   "correction": ("additive", "pcgrad", "none"),
                   "refresh": ("epoch", "every_n_steps", "on_drift"),
+                  "ref_grad": ("refresh", "current"),
                   "estimator": ("exact", "hooks", "vmap", "loop", "projected", "jvp")}
         for k, allowed in checks.items():
             if getattr(self, k) not in allowed:
@@ -188,6 +200,7 @@ class DualSelect(MethodBase):
                                          projection_dim=c.projection_dim, seed=ctx.config.seed,
                                          chunk_size=c.chunk_size, autocast_dtype=ctx.autocast_dtype)
         self.est_name_ = c.estimator if c.estimator != "exact" else "exact(hooks)"
+        self.full_space_ = c.estimator in ("exact", "hooks", "vmap", "loop")  # features = parameter gradients
         self.pool_ = ctx.pools.get(c.ref_pool) or []
         if not self.pool_:
             raise ValueError(f"dualselect: the reference pool {c.ref_pool!r} is empty; expected safety "
@@ -336,12 +349,23 @@ class DualSelect(MethodBase):
                 total = g_task + c.eta * g_ref
                 metrics["correction_share"] = float((c.eta * g_ref).norm() / total.norm().clamp_min(1e-12))
             self._accumulate(g_task.detach())
-        extra = None
-        if c.correction == "additive" and c.eta > 0:
+        extra, grads = None, None
+        current = c.correction == "additive" and c.eta > 0 and c.ref_grad == "current"
+        if feats is not None and self.full_space_:
+            # the update from the scoring pass itself: no second forward/backward over the batch
+            grads = g_task
+            if current:
+                ref_loss = c.eta * self._ref_loss(ctx)
+                gs = torch.autograd.grad(ref_loss, list(self.params_.values()), allow_unused=True)
+                grads = grads + torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float()
+                                           for g, p in zip(gs, self.params_.values())])
+                extra = ref_loss.detach()
+        elif current:
             extra = c.eta * self._ref_loss(ctx)
         self.steps_since_ += 1
         return Decision(weights=w.to(dev), scores={"compat": compat, "score": s, "rank": rank.float()},
-                        extra_loss=extra, step_metrics=metrics)
+                        extra_loss=extra, step_metrics=metrics, losses=losses if grads is not None else None,
+                        grads=grads)
 
     def _accumulate(self, g_task: torch.Tensor) -> None:
         self.dir_sum_ = g_task.clone() if self.dir_sum_ is None else self.dir_sum_ + g_task
@@ -355,7 +379,18 @@ class DualSelect(MethodBase):
             g = self._flat_grad()
             self.warm_sum_ = g if self.warm_sum_ is None else self.warm_sum_ + g
             return None
-        if c.correction != "pcgrad" or self.g_ref_full_ is None:
+        if self.g_ref_full_ is None:
+            return None
+        if c.correction == "additive" and c.ref_grad == "refresh" and c.eta > 0:
+            # the authors' corrected_direction: g = g_task + η g_ref, g_ref from the last refresh
+            off = 0
+            for p in self.params_.values():
+                n = p.numel()
+                corr = c.eta * self.g_ref_full_[off:off + n].view_as(p).to(p.dtype)
+                p.grad = corr.clone() if p.grad is None else p.grad + corr
+                off += n
+            return None
+        if c.correction != "pcgrad":
             return None
         # PCGrad-style: remove the component of g_task that points against g_ref
         g = self._flat_grad()

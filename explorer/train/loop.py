@@ -365,7 +365,16 @@ def _train(cfg, mcfg, writer, model, tok, device, autocast_dtype, records, pools
             decision = method.decide(batch, ctx)
             t_decide = time.time() - t0
             w = decision.weights.detach().float().to(device)                          # [B]
-            if decision.losses is not None:
+            opt.zero_grad(set_to_none=True)
+            if decision.grads is not None:  # the method assembled the update from per-sample gradients
+                if decision.losses is None:
+                    raise ValueError(f"{cfg.method_name}: a Decision with grads must also carry the per-sample losses")
+                losses = decision.losses.detach()
+                off = 0
+                for p in params:
+                    p.grad = decision.grads[off:off + p.numel()].view_as(p).to(p.dtype).clone()
+                    off += p.numel()
+            elif decision.losses is not None:
                 losses = decision.losses                                               # [B]
             else:
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
@@ -373,8 +382,7 @@ def _train(cfg, mcfg, writer, model, tok, device, autocast_dtype, records, pools
                 losses = per_sample_nll(out.logits, batch.labels)                      # [B]
             task_loss = (w * losses).sum() / w.sum().clamp_min(1e-8)
             loss = task_loss + (decision.extra_loss if decision.extra_loss is not None else 0.0)
-            opt.zero_grad(set_to_none=True)
-            if loss.requires_grad:
+            if decision.grads is None and loss.requires_grad:
                 loss.backward()
             extra_metrics = method.transform_grads(ctx) or {}
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip) if cfg.clip > 0 else torch.tensor(0.0)
