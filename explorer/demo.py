@@ -86,7 +86,9 @@ def _has_tabulate() -> bool:
 
 
 def run_methods(methods: list[str], harmful_ratio: float, seed: int, runs_dir: str,
-                overrides: list[str]) -> list[Path]:
+                overrides: list[str], method_overrides: dict[str, list[str]] | None = None) -> list[Path]:
+    """Run each method from its demo config (configs/<name>_demo.yaml, else the defaults) with the same
+    ratio, seed and `overrides`; `method_overrides[name]` adds settings for that method only."""
     from explorer.config import load_config
     from explorer.train.loop import run
 
@@ -96,6 +98,7 @@ def run_methods(methods: list[str], harmful_ratio: float, seed: int, runs_dir: s
         ov = [f"harmful_ratio={harmful_ratio}", f"seed={seed}", f"runs_dir={runs_dir}"] + list(overrides)
         if cfg_path is None:
             ov.append(f"method={name}")
+        ov += list((method_overrides or {}).get(name, []))
         cfg = load_config(cfg_path, ov)
         t = time.time()
         d = run(cfg)
