@@ -39,6 +39,7 @@ import torch
 
 from explorer.methods.base import Batch, Decision, MethodBase, register
 from explorer.scoring import cosine, directional, make_estimator, trainable_params, weighted_mean
+from explorer.scoring.estimators import HooksEstimator
 from explorer.train.losses import per_sample_nll
 
 
@@ -190,6 +191,7 @@ class DualSelect(MethodBase):
         self.d_last_ = None         # direction used at the last refresh
         self.steps_since_ = 0
         self.warm_sum_ = None
+        self.buf_ = None            # the per-step [B, P] per-sample gradient buffer (hooks estimator)
 
     # -- set-up ---------------------------------------------------------------------------------
     def prepare(self, ctx) -> None:
@@ -329,7 +331,11 @@ class DualSelect(MethodBase):
             compat = dots / self.g_ref_full_.norm().clamp_min(1e-12)   # projection length, not a cosine
             feats = None
         else:
-            f = self.estimator_.features(ctx.model, batch, self.params_)
+            if isinstance(self.estimator_, HooksEstimator):  # reuse one [B, P] buffer across steps
+                f = self.estimator_.features(ctx.model, batch, self.params_, buffer=self.buf_)
+                self.buf_ = f.grads
+            else:
+                f = self.estimator_.features(ctx.model, batch, self.params_)
             losses, feats = f.losses, f.grads
             compat = cosine(feats, self.g_ref_)
         s = task_scores(losses, compat, c.mu_task, c.nu)
