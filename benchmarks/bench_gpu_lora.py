@@ -4,9 +4,10 @@
 
 No checkpoint is needed (random weights; timings do not depend on them). bf16 weights, LoRA r=16,
 α=32 on q_proj/v_proj (the DualSelect authors' setting). Median of 5 timed repeats after 2 warm-ups,
-with CUDA synchronisation. "DualSelect step" = scoring the batch (exact, hooks) + the correction's
-reference forward/backward (16 references) + the weighted batch forward/backward + AdamW: the work
-explorer's DualSelect does per step between refreshes.
+with CUDA synchronisation. "DualSelect step" = explorer's own DualSelect.decide on the batch (exact
+per-sample gradients by hooks, compat against a reference direction, hard top-half filter, the update
+assembled from the kept per-sample gradients) + the correction η·g_ref (transform_grads) + clipping +
+AdamW: the work a training step does between refreshes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import time
 
 import torch
 
+from types import SimpleNamespace
+
 from explorer.methods.base import Batch
+from explorer.methods.dualselect import DualSelect, DualSelectConfig
 from explorer.scoring import directional, make_estimator
 from explorer.train.losses import per_sample_nll
 
@@ -69,7 +73,6 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | {n_all / 1e9:.2f} B parameters, "
           f"{sum(p.numel() for p in params) / 1e6:.2f} M LoRA | seq {a.seq}")
     opt = torch.optim.AdamW(params, lr=2e-5)
-    refs = make_batch(16, a.seq, dev)
     rows = []
     for B in a.batches:
         b = make_batch(B, a.seq, dev)
@@ -80,16 +83,23 @@ def main() -> None:
             l.backward()
             opt.step()
 
-        hooks = make_estimator("hooks")
+        ds = DualSelect(DualSelectConfig(warmup_steps=0, keep_fraction=0.5, reference_selection="static"))
+        ctx = SimpleNamespace(model=model, config=SimpleNamespace(seed=0), autocast_dtype=None,
+                              pools={"reference": ["r0"]}, step=1, steps_per_epoch=10**9)
+        ds.prepare(ctx)
+        P = sum(p.numel() for p in params)
+        ds.g_ref_full_ = torch.randn(P, device=dev) * 1e-3     # a reference direction, as a refresh leaves it
+        ds.g_ref_, ds.ref_loss_, ds.refresh_id_ = ds.g_ref_full_, 0.0, 0
 
         def dual_step():
-            f = hooks.features(model, b)
-            w = (f.losses <= f.losses.median()).float()
-            l = per_sample_nll(model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits, b.labels)
-            lr = per_sample_nll(model(input_ids=refs.input_ids, attention_mask=refs.attention_mask).logits, refs.labels)
-            loss = (w * l).sum() / w.sum() + 0.2 * lr.mean()
+            dec = ds.decide(b, ctx)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            off = 0
+            for p in params:  # what explorer's loop does with Decision.grads
+                p.grad = dec.grads[off:off + p.numel()].view_as(p).to(p.dtype)
+                off += p.numel()
+            ds.transform_grads(ctx)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
 
         t_sft = bench(sft)
