@@ -16,7 +16,7 @@ import plotly.express as px
 import torch
 
 from explorer.data.sample import read_sample_file, sample_data_dir
-from explorer.data.tokenize import collate, encode_all
+from explorer.data.tokenize import encode_batch
 from explorer.model import tiny
 from explorer.model.load import load_model
 from explorer.scoring import cosine, make_estimator
@@ -28,8 +28,7 @@ model, tok, _ = load_model("tiny:aligned")
 data = sample_data_dir()
 
 def batch(records):
-    enc, _ = encode_all(tok, records, 64)
-    return collate(enc, tok.pad_token_id)
+    return encode_batch(tok, records, max_length=64)
 
 # %% [markdown]
 # ## Per-sample gradients, batched

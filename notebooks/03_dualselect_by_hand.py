@@ -16,7 +16,7 @@ import torch
 from explorer import viz
 from explorer.config import load_config
 from explorer.data.sample import read_sample_file, sample_data_dir
-from explorer.data.tokenize import collate, encode_all
+from explorer.data.tokenize import encode_batch
 from explorer.methods.dualselect import reference_scores, select_references, select_task, task_scores
 from explorer.model import tiny
 from explorer.model.load import load_model
@@ -31,8 +31,7 @@ data = sample_data_dir()
 est = make_estimator("hooks")
 
 def batch(records):
-    enc, _ = encode_all(tok, records, 64)
-    return collate(enc, tok.pad_token_id)
+    return encode_batch(tok, records, max_length=64)
 
 # %% [markdown]
 # ## 1. A task direction d and the reference scores

@@ -23,7 +23,7 @@ import torch
 from explorer import viz
 from explorer.config import load_config
 from explorer.data.sample import read_sample_file, repo_root, sample_data_dir
-from explorer.data.tokenize import collate, encode_all
+from explorer.data.tokenize import encode_batch
 from explorer.interp.hooks import capture, decoder_layers, modules_named
 from explorer.interp.sae import encode_batched, train_sae
 from explorer.interp.subspace import CovarianceAccumulator, energy_cut, project_right, small_eigen_subspace
@@ -41,8 +41,7 @@ model, tok, _ = load_model("tiny:aligned")
 data = sample_data_dir()
 
 def batch(records):
-    enc, _ = encode_all(tok, records, 64)
-    return collate(enc, tok.pad_token_id)
+    return encode_batch(tok, records, max_length=64)
 
 harmful = batch(read_sample_file(data / "reference_pool.jsonl")[:128])   # harmful prompt -> refusal
 benign = batch(read_sample_file(data / "task_train.jsonl")[::31][:128])  # task samples

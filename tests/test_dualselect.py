@@ -148,7 +148,7 @@ def test_assembled_update_equals_the_weighted_backward_plus_correction(tiny_path
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from explorer.data.sample import read_sample_file, sample_data_dir
-    from explorer.data.tokenize import collate, encode_all
+    from explorer.data.tokenize import encode_batch
     from explorer.methods.dualselect import DualSelect
     from explorer.train.losses import per_sample_nll
 
@@ -156,8 +156,7 @@ def test_assembled_update_equals_the_weighted_backward_plus_correction(tiny_path
     model = AutoModelForCausalLM.from_pretrained(tiny_paths["aligned"])
     d = sample_data_dir()
     recs = read_sample_file(d / "harmful_train.jsonl")[:4] + read_sample_file(d / "task_train.jsonl")[::400][:6]
-    enc, _ = encode_all(tok, recs, 64)
-    batch = collate(enc, tok.pad_token_id)
+    batch = encode_batch(tok, recs, 64)
     params = [p for p in model.parameters() if p.requires_grad]
     P = sum(p.numel() for p in params)
 

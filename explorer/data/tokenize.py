@@ -108,3 +108,10 @@ def pad_id_of(tokenizer) -> int:
     if tokenizer.eos_token_id is not None:
         return tokenizer.eos_token_id
     return 0
+
+
+def encode_batch(tokenizer, records: list[Record], max_length: int = 64, device=None) -> Batch:
+    """Records -> one right-padded Batch (strict: a record longer than the context raises), for
+    notebooks, tests and benchmarks that score a hand-picked set of records."""
+    enc, _ = encode_all(tokenizer, records, max_length, strict=True)
+    return collate(enc, pad_id_of(tokenizer), device)
