@@ -187,3 +187,29 @@ def test_assembled_update_equals_the_weighted_backward_plus_correction(tiny_path
     m.transform_grads(ctx)
     corrected = torch.cat([p.grad.reshape(-1) for p in params])
     torch.testing.assert_close(corrected, dec.grads + 0.3 * m.g_ref_full_)
+
+
+@pytest.mark.integration
+def test_decision_refs_name_each_samples_cosine_with_each_selected_reference(short_config):
+    """With one selected reference g_ref = g_r, so the recorded per-reference cosine must equal compat;
+    with six, every (sample, reference in force) pair of a recorded step is there."""
+    from explorer.runs import reader
+    from explorer.train.loop import run
+
+    d = run(short_config(*DS, "method.k_ref=1", "method.ref_cosines_every=1", "run_name=one"))
+    dr, dec, ref = parts(d, "decision_refs"), parts(d, "decisions"), parts(d, "refreshes")
+    m = dr.merge(dec[["step", "sample_id", "compat"]], on=["step", "sample_id"])
+    assert len(m) == len(dec[dec.step >= 1]) > 0
+    torch.testing.assert_close(torch.tensor(m["cosine"].values), torch.tensor(m["compat"].values), atol=1e-5, rtol=1e-4)
+    for step, g in dr.groupby("step"):  # the reference named is the one in force at that step
+        force = reader.references_in_force(d, step)
+        assert set(g["reference_id"]) == set(force["sample_id"])
+    assert set(ref.loc[ref.selected, "sample_id"]) >= set(dr["reference_id"])
+
+    d6 = run(short_config(*DS, "method.ref_cosines_every=2", "run_name=six"))
+    dr6 = parts(d6, "decision_refs")
+    steps = sorted(dr6["step"].unique())
+    assert steps == list(range(1, int(parts(d6, "steps")["step"].max()) + 1, 2))  # every 2nd filtered step
+    assert (dr6.groupby(["step", "sample_id"]).size() == 6).all() and dr6["cosine"].between(-1, 1).all()
+    top = reader.sample_reference_conflicts(d6, steps[0], dr6["sample_id"].iloc[0], top=3)
+    assert len(top) == 3 and top["cosine"].is_monotonic_increasing

@@ -90,6 +90,11 @@ class DualSelectConfig:
     estimator: str = _h("exact (= hooks) | vmap | loop | projected | jvp", "exact")
     projection_dim: int = _h("D for the projected estimator (the authors' diagnostic: 512)", 512)
     chunk_size: int = _h("samples per chunk when scoring references / vmap", 32)
+    # records
+    ref_cosines_every: int = _h("every N filtered steps record cos(g_i, g_r) of each batch sample with each "
+                                "selected reference (table decision_refs: the dashboard's 'references this "
+                                "sample conflicts with most'); 0 = never. Keeps the selected references' "
+                                "gradient features from the refresh (K_ref × features floats)", 0)
 
     def __post_init__(self):
         checks = {"task_mode": ("hard", "soft"), "ref_mode": ("hard", "soft"),
@@ -103,6 +108,8 @@ class DualSelectConfig:
                 raise ValueError(f"method.{k} = {getattr(self, k)!r}: expected one of {', '.join(allowed)}")
         if self.refresh == "every_n_steps" and self.refresh_every <= 0:
             raise ValueError("method.refresh_every must be > 0 when method.refresh = every_n_steps")
+        if self.ref_cosines_every < 0:
+            raise ValueError(f"method.ref_cosines_every = {self.ref_cosines_every}: expected >= 0")
         if not 0 <= self.token_budget <= 1 or not 0 <= self.keep_fraction <= 1:
             raise ValueError("method.token_budget and method.keep_fraction must lie in [0, 1]")
 
@@ -192,6 +199,8 @@ class DualSelect(MethodBase):
         self.steps_since_ = 0
         self.warm_sum_ = None
         self.buf_ = None            # the per-step [B, P] per-sample gradient buffer (hooks estimator)
+        self.ref_unit_ = None       # unit gradient features of the selected references (decision_refs)
+        self.n_filtered_ = 0        # filtered steps so far
 
     # -- set-up ---------------------------------------------------------------------------------
     def prepare(self, ctx) -> None:
@@ -269,9 +278,26 @@ class DualSelect(MethodBase):
             rows.append({"refresh_id": self.refresh_id_, "step": ctx.step, "trigger": trigger, "sample_id": rid,
                          "selected": False, "change": "left", "jaccard_prev": jac, "estimator": self.est_name_})
         ctx.log("refreshes", rows)
+        if c.ref_cosines_every and c.estimator != "jvp":
+            self.ref_unit_ = self._unit_features(ctx, self.ref_ids_)
         self._update_g_ref(ctx)
         self.d_last_ = self.d_
         self.dir_sum_, self.dir_n_, self.steps_since_ = None, 0, 0
+
+    def _unit_features(self, ctx, ids: list[str]) -> torch.Tensor:
+        """Unit-norm gradient features [K, D] of the given references (for decision_refs)."""
+        out = []
+        for s in range(0, len(ids), self.config.chunk_size):
+            b = ctx.encode([ctx.records[i] for i in ids[s:s + self.config.chunk_size]])
+            g = self.estimator_.features(ctx.model, b, self.params_).grads
+            out.append(g / g.norm(dim=1, keepdim=True).clamp_min(1e-12))
+        return torch.cat(out)
+
+    def _log_ref_cosines(self, ctx, batch: Batch, feats: torch.Tensor) -> None:
+        cos = (feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)) @ self.ref_unit_.T   # [B, K]
+        vals = cos.float().cpu().tolist()
+        ctx.log("decision_refs", [{"step": ctx.step, "sample_id": sid, "reference_id": rid, "cosine": vals[i][k]}
+                                  for i, sid in enumerate(batch.sample_ids) for k, rid in enumerate(self.ref_ids_)])
 
     def _ref_loss(self, ctx) -> torch.Tensor:
         """Σ_r w_r ℓ_r / Σ_r w_r over the selected references, with graph."""
@@ -338,6 +364,10 @@ class DualSelect(MethodBase):
                 f = self.estimator_.features(ctx.model, batch, self.params_)
             losses, feats = f.losses, f.grads
             compat = cosine(feats, self.g_ref_)
+        if (c.ref_cosines_every and feats is not None and getattr(self, "ref_unit_", None) is not None
+                and self.n_filtered_ % c.ref_cosines_every == 0):
+            self._log_ref_cosines(ctx, batch, feats)
+        self.n_filtered_ += 1
         s = task_scores(losses, compat, c.mu_task, c.nu)
         if c.filter_task:
             w, rank = select_task(s, n_keep(c, B), c.task_mode, c.tau_task, batch.n_target_tokens, c.token_budget)
@@ -420,8 +450,9 @@ class DualSelect(MethodBase):
             self.epoch_sum_, self.epoch_n_ = None, 0
 
     # -- resume ---------------------------------------------------------------------------------
-    _TENSORS = ("d_", "g_ref_full_", "g_ref_", "ref_w_", "dir_sum_", "epoch_sum_", "d_last_", "warm_sum_", "epoch_prev_")
-    _SCALARS = ("refresh_id_", "dir_n_", "epoch_n_", "steps_since_", "ref_loss_")
+    _TENSORS = ("d_", "g_ref_full_", "g_ref_", "ref_w_", "dir_sum_", "epoch_sum_", "d_last_", "warm_sum_", "epoch_prev_",
+                "ref_unit_")
+    _SCALARS = ("refresh_id_", "dir_n_", "epoch_n_", "steps_since_", "ref_loss_", "n_filtered_")
 
     def state_dict(self) -> dict:
         out = {k: getattr(self, k) for k in self._TENSORS if getattr(self, k, None) is not None}
