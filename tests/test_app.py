@@ -220,7 +220,7 @@ def runs(tmp_path_factory, tiny_paths):
 
     root = tmp_path_factory.mktemp("runs")
     ds = ["method=dualselect", "method.warmup_steps=1", "method.keep_fraction=0.5", "method.k_ref=6",
-          "method.ref_cap=24", "method.refresh=every_n_steps", "method.refresh_every=2"]
+          "method.ref_cap=24", "method.refresh=every_n_steps", "method.refresh_every=2", "method.ref_cosines_every=1"]
     sft = run(load_config(None, [f"runs_dir={root}", *SHORT_RUN, "method=sft"]))
     dual = run(load_config(None, [f"runs_dir={root}", *SHORT_RUN, *ds]))
     logdir = tmp_path_factory.mktemp("log")
@@ -281,6 +281,12 @@ def test_task_selection_slider_and_sample_why_panel(runs, monkeypatch):
     rank = int((batch["score"] < dropped["score"]).sum()) + 1
     assert f"rank in batch: **{rank} of {len(batch)}**" in out
     assert [m.value for m in at.metric][0] == "dropped"
+    # the references it conflicts with most, from the decision_refs DualSelect recorded at this step
+    dr = pd.concat(pd.read_parquet(p) for p in sorted((runs["dual"] / "decision_refs").glob("part-*.parquet")))
+    mine = dr[(dr["step"] == step) & (dr["sample_id"] == dropped["sample_id"])].sort_values("cosine")
+    assert f"The references {dropped['sample_id']} conflicts with most" in out
+    shown = [t for t in at.dataframe if "reference_id" in t.value.columns][0].value
+    assert list(shown["reference_id"]) == list(mine["reference_id"].head(len(shown)))
 
 
 def test_references_page_shows_a_refresh(runs, monkeypatch):
