@@ -35,7 +35,7 @@ VARIANTS = {
     },
 }
 COLUMNS = ["method", "p", "seed", "HS hh", "HS hexphi", "Safety Avg", "over-refusal", "task acc", "acc comparison",
-           "drop prec", "drop recall", "wall / SFT"]
+           "drop prec", "drop recall", "wall / SFT", "step / SFT"]
 
 
 def main() -> None:

@@ -58,12 +58,17 @@ def comparison_table(run_dirs: list[Path], baseline: str = "sft") -> pd.DataFram
         row["drop prec"] = pr["precision"]
         row["drop recall"] = pr["recall"]
         row["wall s"] = m.get("wall_seconds")
+        st = _read(d, "steps")
+        row["step s"] = float(st["time_s"].median()) if "time_s" in st and len(st) else None
         rows.append(row)
     df = pd.DataFrame(rows)
     if not df.empty and baseline in set(df["method"]):
         base_wall = df[df["method"] == baseline].groupby(["p", "seed"])["wall s"].first()
         df["wall / SFT"] = [r["wall s"] / base_wall.get((r["p"], r["seed"]), float("nan"))
                             if r["wall s"] else None for _, r in df.iterrows()]
+        base_step = df[df["method"] == baseline].groupby(["p", "seed"])["step s"].first()
+        df["step / SFT"] = [r["step s"] / base_step.get((r["p"], r["seed"]), float("nan"))
+                            if r["step s"] else None for _, r in df.iterrows()]
     return df
 
 
@@ -108,7 +113,7 @@ def run_methods(methods: list[str], harmful_ratio: float, seed: int, runs_dir: s
 
 
 DEMO_COLUMNS = ["method", "p", "seed", "HS hh", "HS hexphi", "over-refusal", "task acc", "acc comparison",
-                "Safety Avg", "drop prec", "drop recall", "wall s", "wall / SFT"]
+                "Safety Avg", "drop prec", "drop recall", "wall s", "wall / SFT", "step / SFT"]
 
 
 def demo(harmful_ratio: float = 0.1, seed: int = 0, runs_dir: str = "runs/demo",
