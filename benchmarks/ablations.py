@@ -32,8 +32,15 @@ VARIANTS = {
         "cwac (both)": [],
         "weight only": ["method.constraints=weight"],
         "activation only": ["method.constraints=activation"],
+        # settings, not ablations (run with --variants): where the activation constraint might bite harder
+        "sae layer 1": ["method.sae_layer=1"],
+        "last prompt token": ["method.position=last_prompt"],
+        "relu codes": ["method.activation=relu"],
+        "lambda 5": ["method.lam=5"],
     },
 }
+#: what runs without --variants (the paper's ablation for CWAC; everything for DualSelect)
+DEFAULT = {"dualselect": list(VARIANTS["dualselect"]), "cwac": ["cwac (both)", "weight only", "activation only"]}
 COLUMNS = ["method", "p", "seed", "HS hh", "HS hexphi", "Safety Avg", "over-refusal", "task acc", "acc comparison",
            "drop prec", "drop recall", "wall / SFT", "step / SFT"]
 
@@ -44,7 +51,7 @@ def main() -> None:
     ap.add_argument("--ratios", type=float, nargs="*", default=[0.1, 0.2])
     ap.add_argument("--seeds", type=int, nargs="*", default=[0])
     ap.add_argument("--runs-dir", default="runs/ablations")
-    ap.add_argument("--variants", nargs="*", default=None, help="names from VARIANTS (default: all)")
+    ap.add_argument("--variants", nargs="*", default=None, help="names from VARIANTS (default: DEFAULT)")
     args = ap.parse_args()
     variants = VARIANTS[args.method]
     dirs, names = [], {}
@@ -52,7 +59,7 @@ def main() -> None:
         for p in args.ratios:
             dirs += run_methods(["sft"], p, seed, args.runs_dir, ["progress=false"])
             names[dirs[-1].name] = "SFT"
-            for v in args.variants or list(variants):
+            for v in args.variants or DEFAULT[args.method]:
                 tag = "".join(ch if ch.isalnum() else "-" for ch in v.split()[0])
                 d = run_methods([args.method], p, seed, args.runs_dir,
                                 ["progress=false", f"run_name={args.method}-{tag}"] + variants[v])[0]
