@@ -294,7 +294,7 @@ class DualSelect(MethodBase):
         return torch.cat(out)
 
     def _log_ref_cosines(self, ctx, batch: Batch, feats: torch.Tensor) -> None:
-        cos = (feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)) @ self.ref_unit_.T   # [B, K]
+        cos = (feats @ self.ref_unit_.T) / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)   # [B, K]
         vals = cos.float().cpu().tolist()
         ctx.log("decision_refs", [{"step": ctx.step, "sample_id": sid, "reference_id": rid, "cosine": vals[i][k]}
                                   for i, sid in enumerate(batch.sample_ids) for k, rid in enumerate(self.ref_ids_)])
