@@ -17,6 +17,7 @@ VARIANTS = {
     "dualselect": {
         "dualselect": [],
         "token budget 0.9": ["method.keep_fraction=0", "method.token_budget=0.9"],
+        "epoch refresh (authors')": ["method.refresh=epoch"],
         "static refs": ["method.reference_selection=static"],
         "random refs": ["method.reference_selection=random"],
         "uniform ref weights": ["method.ref_mode=soft", "method.uniform_ref_weights=true"],
