@@ -28,6 +28,10 @@ VARIANTS = {
         "current g_ref": ["method.ref_grad=current"],
         "projected D=512": ["method.estimator=projected"],
         "jvp compat": ["method.estimator=jvp"],
+        # off by default (run with --variants): is a stale g_ref what breaks the static and per-epoch
+        # schedules? The same schedules with the reference gradient re-taken every step.
+        "static refs, current g_ref": ["method.reference_selection=static", "method.ref_grad=current"],
+        "epoch refresh, current g_ref": ["method.refresh=epoch", "method.ref_grad=current"],
     },
     "cwac": {
         "cwac (both)": [],
@@ -35,13 +39,15 @@ VARIANTS = {
         "activation only": ["method.constraints=activation"],
         # settings, not ablations (run with --variants): where the activation constraint might bite harder
         "sae layer 1": ["method.sae_layer=1"],
+        "activation only, sae layer 1": ["method.constraints=activation", "method.sae_layer=1"],
         "last prompt token": ["method.position=last_prompt"],
         "relu codes": ["method.activation=relu"],
         "lambda 5": ["method.lam=5"],
     },
 }
 #: what runs without --variants (the paper's ablation for CWAC; everything for DualSelect)
-DEFAULT = {"dualselect": list(VARIANTS["dualselect"]), "cwac": ["cwac (both)", "weight only", "activation only"]}
+DEFAULT = {"dualselect": [v for v in VARIANTS["dualselect"] if ", current g_ref" not in v],
+           "cwac": ["cwac (both)", "weight only", "activation only"]}
 COLUMNS = ["method", "p", "seed", "HS hh", "HS hexphi", "Safety Avg", "over-refusal", "task acc", "acc comparison",
            "drop prec", "drop recall", "wall / SFT", "step / SFT"]
 
