@@ -45,9 +45,11 @@ VARIANTS = {
         "lambda 5": ["method.lam=5"],
     },
 }
-#: what runs without --variants (the paper's ablation for CWAC; everything for DualSelect)
-DEFAULT = {"dualselect": [v for v in VARIANTS["dualselect"] if ", current g_ref" not in v],
-           "cwac": ["cwac (both)", "weight only", "activation only"]}
+#: variants that run only when named with --variants (the follow-up questions marked above)
+OPT_IN = {"static refs, current g_ref", "epoch refresh, current g_ref",
+          "sae layer 1", "activation only, sae layer 1", "last prompt token", "relu codes", "lambda 5"}
+#: what runs without --variants: every ablation of DualSelect, the paper's ablation for CWAC
+DEFAULT = {method: [v for v in variants if v not in OPT_IN] for method, variants in VARIANTS.items()}
 COLUMNS = ["method", "p", "seed", "HS hh", "HS hexphi", "Safety Avg", "over-refusal", "task acc", "acc comparison",
            "drop prec", "drop recall", "wall / SFT", "step / SFT"]
 
