@@ -83,7 +83,7 @@ def small_reference_pool(out: Path, n: int = 40) -> Path:
 def record(name: str, model_dir: Path, runs_dir: Path, reference: Path) -> dict:
     """Run one of RUNS on the model in `model_dir` and return its steps and decisions."""
     from explorer.config import load_config
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     config, overrides = RUNS[name]
     cfg = load_config(REPO / config if config else None,
