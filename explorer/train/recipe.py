@@ -366,12 +366,14 @@ class Recipe:
         save_file({n: p.detach().cpu().contiguous() for n, p in self.model.named_parameters() if p.requires_grad},
                   str(d / "model.safetensors"))
         tensors, scalars = {"generator": self.gen.get_state()}, {}
-        for i, (k, st) in enumerate(self.opt.state.items()):
-            for name, v in st.items():
+        # keyed by parameter name: AdamW keeps no state for a parameter that has had no gradient yet,
+        # so positions in opt.state need not match positions among the trainable parameters
+        for n, p in self.model.named_parameters():
+            for name, v in self.opt.state.get(p, {}).items():
                 if torch.is_tensor(v):
-                    tensors[f"opt.{i}.{name}"] = v.detach().cpu().contiguous()
+                    tensors[f"opt/{n}/{name}"] = v.detach().cpu().contiguous()
                 else:
-                    scalars[f"opt.{i}.{name}"] = v
+                    scalars[f"opt/{n}/{name}"] = v
         for k, v in self.method.state_dict().items():
             if torch.is_tensor(v):
                 tensors[f"method.{k}"] = v.detach().cpu().contiguous()
@@ -397,14 +399,9 @@ class Recipe:
             for n, v in ck["model"].items():
                 params[n].copy_(v)
         self.gen.set_state(ck["tensors"]["generator"])
-        for i, p in enumerate(self.params):
-            st = {}
-            for key, v in ck["tensors"].items():
-                if key.startswith(f"opt.{i}."):
-                    st[key.split(".", 2)[2]] = v.to(p.device)
-            for key, v in ck["scalars"].items():
-                if key.startswith(f"opt.{i}."):
-                    st[key.split(".", 2)[2]] = v
+        for n, p in params.items():
+            st = {key.rsplit("/", 1)[1]: v.to(p.device) if torch.is_tensor(v) else v
+                  for key, v in {**ck["tensors"], **ck["scalars"]}.items() if key.startswith(f"opt/{n}/")}
             if st:
                 self.opt.state[p] = st
         self.method.load_state_dict({k[len("method."):]: v for k, v in {**ck["tensors"], **ck["scalars"]}.items()
