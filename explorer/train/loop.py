@@ -31,7 +31,7 @@ import torch
 
 from explorer.config import RunConfig, method_config, to_dict
 from explorer.data.records import Record
-from explorer.data.sample import read_sample_file, sample_data_dir
+from explorer.data.assemble import build_pools
 from explorer.data.tokenize import collate, encode_all, pad_id_of
 from explorer.eval.evaluate import evaluate, load_suites, summarize
 from explorer.eval.judges import make_judge
@@ -60,30 +60,6 @@ def get_lr(step: int, total: int, peak: float, warmup: int) -> float:
 def make_run_id(cfg: RunConfig) -> str:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
     return f"{cfg.run_name or cfg.method_name}-p{cfg.harmful_ratio:g}-s{cfg.seed}-{stamp}"
-
-
-def load_pool(path: str, default: Path, pool: str, strict: bool) -> list[Record]:
-    """A user file through the strict loaders, else the tiny world's own file."""
-    if path:
-        from explorer.data.load import load_records
-
-        return load_records(path, pool, strict=strict)
-    return read_sample_file(default)
-
-
-def build_mix(task: list[Record], harmful: list[Record], cfg: RunConfig) -> list[Record]:
-    """n_train samples: round(p * n_train) harmful (request -> compliance), the rest benign tasks."""
-    rng = random.Random(cfg.seed)
-    if cfg.task_families:
-        task = [r for r in task if r.family in cfg.task_families]
-    n_h = round(cfg.harmful_ratio * cfg.n_train)
-    n_b = cfg.n_train - n_h
-    if n_b > len(task) or n_h > len(harmful):
-        raise ValueError(f"n_train={cfg.n_train} with harmful_ratio={cfg.harmful_ratio} needs {n_b} task "
-                         f"and {n_h} harmful samples; have {len(task)} and {len(harmful)}")
-    mix = rng.sample(task, n_b) + rng.sample(harmful, n_h)
-    rng.shuffle(mix)
-    return mix
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,27 +166,8 @@ def run(cfg: RunConfig, run_id: str | None = None, resume_dir: str | Path | None
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
 
     # -- data ----------------------------------------------------------------------------------
-    data_dir = Path(cfg.data_dir) if cfg.data_dir else sample_data_dir()
-    task = load_pool(cfg.task_data, data_dir / "task_train.jsonl", "task", cfg.strict)
-    harmful = load_pool(cfg.harmful_data, data_dir / "harmful_train.jsonl", "harmful", cfg.strict)
-    reference = load_pool(cfg.reference_data, data_dir / "reference_pool.jsonl", "reference", cfg.strict)
-    safety = load_pool(cfg.safety_data, data_dir / "safety_demos.jsonl", "safety", cfg.strict)
-    mix = build_mix(task, harmful, cfg)
-    families = tuple(sorted({r.family for r in mix if r.provenance == "benign"}))
-    suites = load_suites(data_dir, families=families)
-    eval_prompts = [r for s in suites if s.kind != "task" for r in s.records]
-    from explorer.data.checks import check_disjoint
-
-    check_disjoint(reference, eval_prompts, "reference pool", "evaluation prompts")
-    records: dict[str, Record] = {}
-    pools: dict[str, list[str]] = {}
-    for name, recs in (("task", mix), ("reference", reference), ("safety", safety)):
-        for r in recs:
-            if r.sample_id in records and records[r.sample_id] != r:
-                raise ValueError(f"sample id {r.sample_id!r} appears in two pools with different "
-                                 "content; expected ids unique across task, reference and safety data")
-            records[r.sample_id] = r
-        pools[name] = [r.sample_id for r in recs]
+    data = build_pools(cfg)
+    records, pools, suites = data.records, data.pools, data.suites
 
     # -- run folder ----------------------------------------------------------------------------
     resume = None
@@ -225,14 +182,8 @@ def run(cfg: RunConfig, run_id: str | None = None, resume_dir: str | Path | None
     run_id = run_id or make_run_id(cfg)
     writer = writer or RunWriter.create(cfg.runs_dir, run_id, {
         "method": cfg.method_name, "config": to_dict(cfg), "method_config": mcfg.__dict__,
-        "seed": cfg.seed, "harmful_ratio": cfg.harmful_ratio, "model": cfg.model,
-        "model_info": model_info, "device": str(device), "data": str(data_dir),
-        "data_files": {"task": cfg.task_data or str(data_dir / "task_train.jsonl"),
-                       "harmful": cfg.harmful_data or str(data_dir / "harmful_train.jsonl"),
-                       "reference": cfg.reference_data or str(data_dir / "reference_pool.jsonl"),
-                       "safety": cfg.safety_data or str(data_dir / "safety_demos.jsonl")},
-        "n_train": len(mix), "n_harmful_in_mix": sum(r.provenance == "harmful" for r in mix),
-        "task_families": list(families), "progress": {"step": 0, "total_steps": None}})
+        "seed": cfg.seed, "model": cfg.model, "model_info": model_info, "device": str(device),
+        **data.manifest, "progress": {"step": 0, "total_steps": None}})
     previous = _raise_on_sigterm()
     try:
         return _train(cfg, mcfg, writer, model, tok, device, autocast_dtype, records, pools, suites, resume)
