@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -32,7 +33,7 @@ import torch
 from explorer.config import RunConfig, method_config, to_dict
 from explorer.data.records import Record
 from explorer.data.assemble import build_pools
-from explorer.data.tokenize import collate, encode_all, pad_id_of
+from explorer.data.tokenize import collate, encode_all, overlong_counts, pad_id_of
 from explorer.eval.evaluate import evaluate, load_suites, summarize
 from explorer.eval.judges import make_judge
 from explorer.methods import make_method
@@ -57,9 +58,11 @@ def get_lr(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def make_run_id(cfg: RunConfig) -> str:
+def make_run_id(cfg: RunConfig, p_label: str | None = None) -> str:
+    """p_label: the harmful share as the data knows it ("0.1", "0.0967", "unknown")."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
-    return f"{cfg.run_name or cfg.method_name}-p{cfg.harmful_ratio:g}-s{cfg.seed}-{stamp}"
+    p_label = p_label if p_label is not None else f"{cfg.harmful_ratio:g}"
+    return f"{cfg.run_name or cfg.method_name}-p{p_label}-s{cfg.seed}-{stamp}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -179,7 +182,7 @@ def run(cfg: RunConfig, run_id: str | None = None, resume_dir: str | Path | None
                       pid=os.getpid())
     else:
         writer = None
-    run_id = run_id or make_run_id(cfg)
+    run_id = run_id or make_run_id(cfg, data.run_label)
     writer = writer or RunWriter.create(cfg.runs_dir, run_id, {
         "method": cfg.method_name, "config": to_dict(cfg), "method_config": mcfg.__dict__,
         "seed": cfg.seed, "model": cfg.model, "model_info": model_info, "device": str(device),
@@ -215,8 +218,15 @@ def _train(cfg, mcfg, writer, model, tok, device, autocast_dtype, records, pools
     judges = [make_judge(j) for j in cfg.judges]
 
     def encode(recs: list[Record]):
-        enc, _ = encode_all(tok, recs, cfg.max_length, strict=False)
+        # the Batch's sample_ids are the records kept (overlong=skip may leave some out): align by them
+        enc, _ = encode_all(tok, recs, cfg.max_length, overlong="skip" if cfg.overlong == "error" else cfg.overlong)
         return collate(enc, pad, device)
+
+    # over-long records of every pool, counted (and refused up front with overlong=error)
+    overlong = {"policy": cfg.overlong, "max_length": cfg.max_length,
+                **{name: overlong_counts(tok, [records[i] for i in ids], cfg.max_length, cfg.overlong,
+                                         f"{name} pool") for name, ids in pools.items()}}
+    writer.update(overlong=overlong)
 
     ref_copy: dict[str, torch.nn.Module] = {}
 
@@ -249,8 +259,8 @@ def _train(cfg, mcfg, writer, model, tok, device, autocast_dtype, records, pools
             from explorer.eval.evaluate import Suite
 
             rng = random.Random(cfg.seed)
-            sub = [Suite(s.name, s.kind, sorted(rng.sample(s.records, min(n, len(s.records))),
-                                                key=lambda r: r.sample_id)) for s in suites]
+            sub = [dataclasses.replace(s, records=sorted(rng.sample(s.records, min(n, len(s.records))),
+                                                         key=lambda r: r.sample_id)) for s in suites]
         rows, metrics = evaluate(model, tok, sub, judges, step=step, max_new_tokens=cfg.eval_max_new_tokens,
                                  batch_size=cfg.eval_batch_size)
         writer.log("evals", rows)
@@ -271,7 +281,7 @@ def _train(cfg, mcfg, writer, model, tok, device, autocast_dtype, records, pools
 
     method.prepare(ctx)
     train_recs = [records[i] for i in ctx.train_ids]
-    enc, skipped = encode_all(tok, train_recs, cfg.max_length, strict=cfg.strict, source="fine-tuning set")
+    enc, skipped = encode_all(tok, train_recs, cfg.max_length, source="fine-tuning set", overlong=cfg.overlong)
     in_train = {e.sample_id for e in enc}
     writer.write_samples([{**r.to_row(), "in_train": r.sample_id in in_train,
                            "in_mix": r.sample_id in set(pools["task"])} for r in records.values()]
@@ -291,7 +301,7 @@ def _train(cfg, mcfg, writer, model, tok, device, autocast_dtype, records, pools
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc=f"{cfg.method_name} p={cfg.harmful_ratio:g}", disable=not cfg.progress,
+    bar = tqdm(total=total, desc=f"{cfg.method_name} p={writer.manifest.get('harmful_share')}", disable=not cfg.progress,
                mininterval=1.0)
     harm = harmful_now(start_summary)
     step, epoch, start_pos, order = 0, 0, 0, None
