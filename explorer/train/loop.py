@@ -61,7 +61,8 @@ def get_lr(step: int, total: int, peak: float, warmup: int) -> float:
 def make_run_id(cfg: RunConfig, p_label: str | None = None) -> str:
     """p_label: the harmful share as the data knows it ("0.1", "0.0967", "unknown")."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
-    p_label = p_label if p_label is not None else f"{cfg.harmful_ratio:g}"
+    if p_label is None:
+        p_label = "unknown" if cfg.harmful_ratio is None else f"{cfg.harmful_ratio:g}"
     return f"{cfg.run_name or cfg.method_name}-p{p_label}-s{cfg.seed}-{stamp}"
 
 
@@ -301,8 +302,9 @@ def _train(cfg, mcfg, writer, model, tok, device, autocast_dtype, records, pools
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc=f"{cfg.method_name} p={writer.manifest.get('harmful_share')}", disable=not cfg.progress,
-               mininterval=1.0)
+    p_shown = writer.manifest.get("harmful_ratio")
+    bar = tqdm(total=total, desc=f"{cfg.method_name} p={'unknown' if p_shown is None else p_shown}",
+               disable=not cfg.progress, mininterval=1.0)
     harm = harmful_now(start_summary)
     step, epoch, start_pos, order = 0, 0, 0, None
     if resume is not None:
