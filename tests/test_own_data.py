@@ -121,3 +121,29 @@ def test_dualselect_skipping_long_references_keeps_ids_aligned(own):
     scored = ref[ref["loss"].notna()]
     assert not scored.empty and not (set(scored["sample_id"]) & long_ids)
     assert not (set(ref.loc[ref["selected"], "sample_id"]) & long_ids)
+
+
+def test_no_file_is_read_that_the_run_does_not_use(tmp_path):
+    """A data_dir with only a task file and the eval files the run uses: p = 0 reads no harmful file, and
+    no reference or safety file is needed by a method that uses none."""
+    import shutil
+
+    from explorer.config import load_config
+    from explorer.data.assemble import build_pools
+    from explorer.data.sample import sample_data_dir
+
+    d = tmp_path / "mine"
+    d.mkdir()
+    for f in ("task_train.jsonl", "task_test.jsonl", "eval_harmful_hh.jsonl", "eval_harmful_hexphi.jsonl",
+              "eval_over_refusal.jsonl"):
+        shutil.copy(sample_data_dir() / f, d / f)
+    pools = build_pools(load_config(None, [f"data_dir={d}", "harmful_ratio=0", "n_train=50"]))
+    assert len(pools.pools["task"]) == 50 and pools.pools["reference"] == [] and pools.manifest["n_harmful_in_mix"] == 0
+    assert "harmful" not in pools.manifest["data_files"]
+    # with its own suites the run reads none of the tiny world's evaluation files
+    (d / "eval_harmful_hh.jsonl").unlink()
+    p = tmp_path / "c.yaml"
+    p.write_text(f"data_dir: {d}\nharmful_ratio: 0\nn_train: 50\neval_suites:\n"
+                 f"  - {{name: adv, kind: harmful, file: {FIX / 'advbench.csv'}}}\n")
+    pools = build_pools(load_config(p))
+    assert [s.name for s in pools.suites] == ["adv"] and pools.manifest["eval_suites"][0]["n"] == 40

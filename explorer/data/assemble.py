@@ -43,11 +43,15 @@ log = logging.getLogger(__name__)
 
 
 def load_pool(path: str, default: Path, pool: str, cfg: RunConfig, provenance: str | None = None,
-              provenance_field: str | None = None) -> list[Record]:
-    """A user file through the strict loaders, else the tiny world's own file."""
+              provenance_field: str | None = None, optional: bool = False) -> list[Record]:
+    """A user file through the strict loaders, else the tiny world's own file (an `optional` one that
+    is not there — a data_dir without reference_pool.jsonl — is an empty pool: a method that needs it
+    says so)."""
     if path:
         return load_records(path, pool, strict=cfg.strict, provenance=provenance, id_field=cfg.id_field or None,
                             provenance_field=provenance_field)
+    if optional and not default.exists():
+        return []
     return read_sample_file(default)
 
 
@@ -156,13 +160,15 @@ def build_pools(cfg: RunConfig) -> Pools:
     else:
         task = load_pool(cfg.task_data, tiny("task_train.jsonl"), "task", cfg,
                          provenance_field=cfg.provenance_field or None)
-        harmful = load_pool(cfg.harmful_data, tiny("harmful_train.jsonl"), "harmful", cfg, provenance="harmful")
+        harmful = ([] if p == 0 else  # nothing to mix in: the harmful file is not read
+                   load_pool(cfg.harmful_data, tiny("harmful_train.jsonl"), "harmful", cfg, provenance="harmful"))
         mix = build_mix(task, harmful, cfg)
-    reference = load_pool(cfg.reference_data, tiny("reference_pool.jsonl"), "reference", cfg)
+    reference = load_pool(cfg.reference_data, tiny("reference_pool.jsonl"), "reference", cfg, optional=True)
     same = cfg.safety_data and Path(cfg.safety_data).expanduser().resolve() == Path(
         cfg.reference_data or tiny("reference_pool.jsonl")).expanduser().resolve()
     # the same file as references and safety demonstrations: read once (one warning), the same ids
-    safety = reference if same else load_pool(cfg.safety_data, tiny("safety_demos.jsonl"), "safety", cfg)
+    safety = reference if same else load_pool(cfg.safety_data, tiny("safety_demos.jsonl"), "safety", cfg,
+                                              optional=True)
     families = tuple(sorted({r.family for r in mix if r.provenance != "harmful"}))
 
     if cfg.eval_suites:
@@ -183,7 +189,7 @@ def build_pools(cfg: RunConfig) -> Pools:
     files = {"task": cfg.task_data or str(tiny("task_train.jsonl")),
              "reference": cfg.reference_data or str(tiny("reference_pool.jsonl")),
              "safety": cfg.safety_data or str(tiny("safety_demos.jsonl"))}
-    if p is not None:
+    if p:
         files["harmful"] = cfg.harmful_data or str(tiny("harmful_train.jsonl"))
     if cfg.harmful_reference:
         files["harmful_reference"] = cfg.harmful_reference
