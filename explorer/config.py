@@ -39,17 +39,30 @@ class RunConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
-    max_length: int = 64                  # tokens per sample (prompt + response); longer ones are skipped
+    max_length: int = 64                  # tokens per sample (prompt + response)
+    overlong: str = "truncate"            # a sample over max_length: truncate (cut the prompt from the left,
+                                          # keep the response) | skip | error; counted in the manifest
     # -- data ("" = the tiny world's sample_data/ file)
     data_dir: str = ""                    # folder of the tiny world's files (default: sample_data/)
     task_data: str = ""                   # benign task samples (any supported format)
     task_families: tuple[str, ...] = ()   # restrict to these families (empty = all)
     harmful_data: str = ""                # harmful request -> compliance samples mixed in at `harmful_ratio`
-    harmful_ratio: float = 0.1            # p: share of harmful samples in the fine-tuning mix
-    n_train: int = 1000                   # size of the fine-tuning mix (benign + harmful)
+    harmful_ratio: float | None = None    # p: share of harmful samples mixed in. None: 0.1 when samples are
+                                          # mixed (tiny world, or harmful_data given); a user task_data
+                                          # without harmful_data is used as it is (a ratio > 0 is an error)
+    n_train: int | None = None            # size of the fine-tuning set. None: 1000 for a mix, every record
+                                          # of a task file used as it is
+    provenance_field: str = ""            # task_data field saying harmful / benign (true/false, 1/0 ...)
+    harmful_reference: str = ""           # file of harmful prompts: task records whose prompt is there are
+                                          # harmful, the others benign (neither given: provenance unknown)
+    id_field: str = ""                    # field holding the id ("": sample_id, else id; "none": positions);
+                                          # a non-unique one gives content-hash ids (one warning)
     reference_data: str = ""              # safety reference pool (harmful prompt -> safe response)
     safety_data: str = ""                 # safety demonstrations (SafeInstr mixes these in)
     strict: bool = True                   # bad records stop the run (False: skip and count them)
+    eval_suites: tuple[dict, ...] = ()    # [{name, kind: harmful|over_refusal|task, file, scorer:
+                                          # exact|label|contains, labels}] (explorer/eval/suites.py);
+                                          # empty: the tiny world's suites
     # -- optimisation
     epochs: int = 3
     max_steps: int = 0                    # > 0 caps the number of optimiser steps
@@ -202,18 +215,40 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def validate(cfg: RunConfig, where: str = "config") -> None:
-    if not 0.0 <= cfg.harmful_ratio <= 1.0:
+    if cfg.harmful_ratio is not None and not 0.0 <= cfg.harmful_ratio <= 1.0:
         raise ConfigError(f"{where}: harmful_ratio = {cfg.harmful_ratio}: expected a number in [0, 1]")
     for k in ("batch_size", "n_train", "max_length", "flush_every"):
-        if getattr(cfg, k) <= 0:
+        if getattr(cfg, k) is not None and getattr(cfg, k) <= 0:
             raise ConfigError(f"{where}: {k} = {getattr(cfg, k)}: expected a positive integer")
     if cfg.lr_schedule not in ("constant", "linear", "cosine"):
         raise ConfigError(f"{where}: lr_schedule = {cfg.lr_schedule!r}: expected constant, linear or cosine")
     if not 0.0 <= cfg.lr_min_ratio <= 1.0:
         raise ConfigError(f"{where}: lr_min_ratio = {cfg.lr_min_ratio}: expected a number in [0, 1]")
+    validate_data(cfg, where)
     if cfg.epochs <= 0 and cfg.max_steps <= 0:
         raise ConfigError(f"{where}: epochs and max_steps are both 0; expected one of them positive")
     method_config(cfg, where)  # validates the method section
+
+
+def validate_data(cfg: RunConfig, where: str = "config") -> None:
+    """The data settings of explorer/data/assemble.py, checked before anything is loaded."""
+    from explorer.eval.suites import SuiteError, parse_suites
+
+    if cfg.overlong not in ("truncate", "skip", "error"):
+        raise ConfigError(f"{where}: overlong = {cfg.overlong!r}: expected truncate, skip or error")
+    if cfg.task_data and not cfg.harmful_data and cfg.harmful_ratio:
+        raise ConfigError(
+            f"{where}: harmful_ratio = {cfg.harmful_ratio:g} with task_data = {cfg.task_data} and no harmful_data: "
+            "there is nothing to mix in. Expected harmful_ratio unset (null) to use your task file as it is "
+            "(pre-mixed harmful samples included; say which ones with provenance_field= or harmful_reference=), "
+            "or harmful_data=FILE to mix that file's samples in at this ratio")
+    if (cfg.provenance_field or cfg.harmful_reference) and not cfg.task_data:
+        raise ConfigError(f"{where}: provenance_field / harmful_reference describe a task_data file; expected "
+                          "task_data=FILE with them")
+    try:
+        parse_suites(cfg.eval_suites, f"{where}: eval_suites")
+    except SuiteError as e:
+        raise ConfigError(str(e)) from None
 
 
 def method_config(cfg: RunConfig, where: str = "config"):

@@ -191,9 +191,8 @@ def test_resume_after_sigkill_gives_the_same_records_as_an_uninterrupted_run(tmp
         pd.testing.assert_frame_equal(a.drop(columns=drop), b.drop(columns=drop), check_exact=False, rtol=1e-5)
 
 
-def test_prompts_longer_than_the_context_are_skipped_or_refused(tmp_path, short_config):
-    """A record that does not fit max_length: a logged skip with a count, or an error with strict."""
-    from explorer.data.load import DataError  # noqa: F401  (the loaders raise DataError for bad files)
+def test_prompts_longer_than_the_context_are_truncated_skipped_or_refused(tmp_path, short_config):
+    """A record that does not fit max_length: truncated (default), skipped, or an error (overlong=)."""
     from explorer.data.tokenize import ContextLengthError
     from explorer.train.recipe import run
 
@@ -201,9 +200,15 @@ def test_prompts_longer_than_the_context_are_skipped_or_refused(tmp_path, short_
     rows = [{"id": f"ok{i}", "prompt": "what is 2 plus 3 ?", "response": "5"} for i in range(70)]
     rows.append({"id": "too-long", "prompt": " ".join(["review"] * 200), "response": "positive"})
     long.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    d = run(short_config(f"task_data={long}", "harmful_ratio=0", "n_train=71", "strict=false"))
+    d = run(short_config(f"task_data={long}", "n_train=71"))
     m = json.loads((d / "run.json").read_text())
-    assert m["status"] == "complete" and m["n_skipped_too_long"] == 1
+    assert m["status"] == "complete" and m["n_skipped_too_long"] == 0
+    assert m["overlong"]["policy"] == "truncate" and m["overlong"]["task"] == {"n": 71, "over": 1, "truncated": 1,
+                                                                                "skipped": 0}
+    assert "too-long" in set(read_table(d, "decisions")["sample_id"])
+    d = run(short_config(f"task_data={long}", "n_train=71", "overlong=skip"))
+    m = json.loads((d / "run.json").read_text())
+    assert m["status"] == "complete" and m["n_skipped_too_long"] == 1 and m["overlong"]["task"]["skipped"] == 1
     with pytest.raises(ContextLengthError) as e:
-        run(short_config(f"task_data={long}", "harmful_ratio=0", "n_train=71", "strict=true"))
+        run(short_config(f"task_data={long}", "n_train=71", "overlong=error"))
     assert "too-long" in str(e.value) and "exceed the context of 64 tokens" in str(e.value)

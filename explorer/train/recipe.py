@@ -19,6 +19,7 @@ Tests drive the same `step` through `Recipe.for_context(method, ctx, cfg)`, with
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -36,8 +37,8 @@ import torch
 from explorer.config import RunConfig, build_dataclass, method_config, to_dict
 from explorer.data.assemble import build_pools
 from explorer.data.records import Record
-from explorer.data.tokenize import collate, encode_all, pad_id_of
-from explorer.eval.evaluate import Suite, evaluate, summarize
+from explorer.data.tokenize import collate, encode_all, overlong_counts, pad_id_of
+from explorer.eval.evaluate import evaluate, summarize
 from explorer.eval.judges import make_judge
 from explorer.methods import make_method
 from explorer.methods.base import Batch, Decision
@@ -68,9 +69,12 @@ def get_lr(step: int, total: int, peak: float, warmup: int, schedule: str = "cos
     raise ValueError(f"lr_schedule = {schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
 
 
-def make_run_id(cfg: RunConfig) -> str:
+def make_run_id(cfg: RunConfig, p_label: str | None = None) -> str:
+    """p_label: the harmful share as the data knows it ("0.1", "0.0967", "unknown")."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
-    return f"{cfg.run_name or cfg.method_name}-p{cfg.harmful_ratio:g}-s{cfg.seed}-{stamp}"
+    if p_label is None:
+        p_label = "unknown" if cfg.harmful_ratio is None else f"{cfg.harmful_ratio:g}"
+    return f"{cfg.run_name or cfg.method_name}-p{p_label}-s{cfg.seed}-{stamp}"
 
 
 class Recipe:
@@ -100,8 +104,10 @@ class Recipe:
         lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets) if cfg.lora else None
         self.model, self.tok, self.model_info = load_model(cfg.model, self.device, cfg.dtype, lora=lora)
         self.autocast_dtype = torch.bfloat16 if self.device.type == "cuda" else None
-        self.records, self.pools, self.suites, self.data_info = build_pools(cfg)
+        self.data = build_pools(cfg)
+        self.records, self.pools, self.suites = self.data.records, self.data.pools, self.data.suites
         self._open_run_folder()
+        self._count_overlong()
         self._setup_method()
         self.t_start = time.time()
         if self.checkpoint is None:
@@ -129,12 +135,20 @@ class Recipe:
             self.writer.update(status=schema.STATUS_RUNNING, resumed_from_step=self.checkpoint["step"],
                                error=None, pid=os.getpid())
         else:
-            self.writer = RunWriter.create(cfg.runs_dir, self.run_id or make_run_id(cfg), {
+            self.writer = RunWriter.create(cfg.runs_dir, self.run_id or make_run_id(cfg, self.data.run_label), {
                 "method": cfg.method_name, "config": to_dict(cfg), "method_config": self.mcfg.__dict__,
-                "seed": cfg.seed, "harmful_ratio": cfg.harmful_ratio, "model": cfg.model,
-                "model_info": self.model_info, "device": str(self.device), **self.data_info,
+                "seed": cfg.seed, "model": cfg.model, "model_info": self.model_info,
+                "device": str(self.device), **self.data.manifest,
                 "progress": {"step": 0, "total_steps": None}})
         self.log = self.writer.log
+
+    def _count_overlong(self) -> None:
+        """Over-long records of every pool, counted (and refused up front with overlong=error)."""
+        cfg = self.cfg
+        self.writer.update(overlong={
+            "policy": cfg.overlong, "max_length": cfg.max_length,
+            **{name: overlong_counts(self.tok, [self.records[i] for i in ids], cfg.max_length, cfg.overlong,
+                                     f"{name} pool") for name, ids in self.pools.items()}})
 
     def _setup_method(self) -> None:
         cfg = self.cfg
@@ -153,8 +167,8 @@ class Recipe:
         """Tokenise the fine-tuning set the method left in ctx.train_ids; record every sample."""
         cfg, records = self.cfg, self.records
         train_recs = [records[i] for i in self.ctx.train_ids]
-        self.enc, skipped = encode_all(self.tok, train_recs, cfg.max_length, strict=cfg.strict,
-                                       source="fine-tuning set")
+        self.enc, skipped = encode_all(self.tok, train_recs, cfg.max_length, source="fine-tuning set",
+                                       overlong=cfg.overlong)
         in_train = {e.sample_id for e in self.enc}
         in_mix = set(self.pools["task"])
         self.writer.write_samples([{**r.to_row(), "in_train": r.sample_id in in_train,
@@ -189,7 +203,9 @@ class Recipe:
     # -- what the Context offers methods ----------------------------------------------------------
 
     def encode(self, recs: list[Record]) -> Batch:
-        enc, _ = encode_all(self.tok, recs, self.cfg.max_length, strict=False)
+        # the Batch's sample_ids are the records kept (overlong=skip may leave some out): align by them
+        enc, _ = encode_all(self.tok, recs, self.cfg.max_length,
+                            overlong="skip" if self.cfg.overlong == "error" else self.cfg.overlong)
         return collate(enc, self.pad, self.device)
 
     def reference_model(self) -> torch.nn.Module:
@@ -218,7 +234,8 @@ class Recipe:
         from tqdm.auto import tqdm
 
         cfg = self.cfg
-        bar = tqdm(total=self.total_steps, desc=f"{cfg.method_name} p={cfg.harmful_ratio:g}",
+        p_shown = self.writer.manifest.get("harmful_ratio")
+        bar = tqdm(total=self.total_steps, desc=f"{cfg.method_name} p={'unknown' if p_shown is None else p_shown}",
                    disable=not cfg.progress, mininterval=1.0)
         bar.update(self.step_no)
         while self.step_no < self.total_steps:
@@ -342,8 +359,8 @@ class Recipe:
         cfg, sub = self.cfg, self.suites
         if n:
             rng = random.Random(cfg.seed)
-            sub = [Suite(s.name, s.kind, sorted(rng.sample(s.records, min(n, len(s.records))),
-                                                key=lambda r: r.sample_id)) for s in self.suites]
+            sub = [dataclasses.replace(s, records=sorted(rng.sample(s.records, min(n, len(s.records))),
+                                                         key=lambda r: r.sample_id)) for s in self.suites]
         rows, metrics = evaluate(self.model, self.tok, sub, self.judges, step=step,
                                  max_new_tokens=cfg.eval_max_new_tokens, batch_size=cfg.eval_batch_size)
         self.writer.log("evals", rows)
