@@ -36,17 +36,18 @@ import torch
 
 from explorer.config import RunConfig, build_dataclass, method_config, to_dict
 from explorer.data.assemble import build_pools
+from explorer.data.batch import Batch
 from explorer.data.records import Record
 from explorer.data.tokenize import collate, encode_all, overlong_counts, pad_id_of
 from explorer.eval.evaluate import evaluate, summarize
 from explorer.eval.judges import make_judge
 from explorer.methods import make_method
-from explorer.methods.base import Batch, Decision
+from explorer.methods.protocol import Context, Decision
 from explorer.model.load import LoraSettings, load_model, pick_device
+from explorer.model.losses import per_sample_nll
+from explorer.model.plumbing import autocast, set_flat_grad
 from explorer.record.writer import RunWriter
 from explorer.runs import schema
-from explorer.train.context import Context
-from explorer.train.losses import per_sample_nll
 
 CHECKPOINT = "checkpoint"
 LR_SCHEDULES = ("constant", "linear", "cosine")
@@ -162,6 +163,9 @@ class Recipe:
                            load_model=self.other_model, run_dir=str(self.writer.run_dir),
                            generator=self.gen, autocast_dtype=self.autocast_dtype)
         self.method = make_method(cfg.method_name, self.mcfg)
+        if (cfg.checkpoint_every or self.resume_dir) and not hasattr(self.method, "load_state_dict"):
+            raise ValueError(f"method {cfg.method_name!r} keeps no state_dict/load_state_dict (MethodBase "
+                             "has them); it cannot be checkpointed or resumed: set checkpoint_every=0")
 
     def _setup_training_set(self) -> None:
         """Tokenise the fine-tuning set the method left in ctx.train_ids; record every sample."""
@@ -189,14 +193,18 @@ class Recipe:
         self.ctx.optimizer = self.opt
 
     @classmethod
-    def for_context(cls, method, ctx: Context, cfg: RunConfig, total_steps: int) -> "Recipe":
+    def for_context(cls, method, ctx: Context, cfg: RunConfig, total_steps: int,
+                    optimizer: torch.optim.Optimizer | None = None) -> "Recipe":
         """A recipe around a Context built elsewhere (tests, notebooks): the same `step`, recording
-        into `ctx.log`, with no run folder, evaluation or checkpoints."""
+        into `ctx.log`, with no run folder or evaluation. `optimizer` replaces AdamW (e.g. plain SGD
+        to test a projection that Adam's per-coordinate scaling would blur)."""
         self = cls(cfg)
         self.model, self.device, self.autocast_dtype = ctx.model, ctx.device, ctx.autocast_dtype
         self.ctx, self.method, self.log, self.gen = ctx, method, ctx.log, ctx.generator
         self.total_steps = ctx.total_steps = total_steps
         self._setup_optimizer(cfg)
+        if optimizer is not None:
+            self.opt = ctx.optimizer = optimizer
         self.model.train()
         return self
 
@@ -295,8 +303,7 @@ class Recipe:
             g["lr"] = lr
 
     def per_sample_losses(self, batch: Batch) -> torch.Tensor:
-        dtype = self.autocast_dtype
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+        with autocast(self.device, self.autocast_dtype):
             out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         return per_sample_nll(out.logits, batch.labels)                                # [B]
 
@@ -304,10 +311,7 @@ class Recipe:
         """Write the method's flat update into .grad; return its per-sample losses (for the records)."""
         if decision.losses is None:
             raise ValueError(f"{self.method.name}: a Decision with grads must also carry the per-sample losses")
-        off = 0
-        for p in self.params:
-            p.grad = decision.grads[off:off + p.numel()].view_as(p).to(p.dtype).clone()
-            off += p.numel()
+        set_flat_grad(self.params, decision.grads)
         return decision.losses.detach()
 
     def clip_grads(self) -> torch.Tensor:
@@ -318,10 +322,8 @@ class Recipe:
     def record(self, batch, decision, w, losses, task_loss, loss, grad_norm, extra_metrics, seconds,
                t_decide) -> dict[str, Any]:
         """The `steps` row and one `decisions` row per sample of this step."""
-        phase = decision.step_metrics.get("phase")
         n_kept = int((w > 0).sum())
-        row = {"step": self.step_no, "epoch": self.epoch,
-               "phase": decision.step_metrics.pop("phase") if isinstance(phase, str) else "train",
+        row = {"step": self.step_no, "epoch": self.epoch, "phase": "train",  # a method's "phase" overrides it
                "loss": float(loss.detach()), "task_loss": float(task_loss.detach()),
                "extra_loss": float(decision.extra_loss.detach()) if decision.extra_loss is not None else 0.0,
                "lr": self.opt.param_groups[0]["lr"], "grad_norm": float(grad_norm), "n_batch": len(batch),
@@ -376,8 +378,6 @@ class Recipe:
         (safetensors + JSON only: a run folder never holds a pickle)."""
         from safetensors.torch import save_file
 
-        if not hasattr(self.method, "state_dict"):
-            return  # a method without state_dict cannot be resumed faithfully; said at resume time
         d = self.writer.run_dir / (CHECKPOINT + ".tmp")
         d.mkdir(exist_ok=True)
         save_file({n: p.detach().cpu().contiguous() for n, p in self.model.named_parameters() if p.requires_grad},
@@ -408,9 +408,6 @@ class Recipe:
 
     def restore_checkpoint(self, ck: dict) -> None:
         """Put weights, optimiser, generator, method state and the loop position back."""
-        if not hasattr(self.method, "load_state_dict"):
-            raise RuntimeError(f"method {self.method.name!r} keeps no state_dict/load_state_dict; "
-                               "it cannot be resumed")
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for n, v in ck["model"].items():
