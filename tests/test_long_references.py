@@ -72,3 +72,23 @@ def test_dualselect_refresh_with_overlong_references_keeps_ids_aligned(short_con
     # the selected references are the highest-scoring ones of their refresh
     for _, g in r.groupby("refresh_id"):
         assert set(g.nlargest(3, "score")["sample_id"]) == set(g.loc[g.selected, "sample_id"])
+
+
+@pytest.mark.unit
+def test_chunks_stay_within_the_budget_grouped_by_length():
+    from explorer.scoring.chunking import parse_chunk_size, plan_chunks
+
+    lengths = [50, 10, 40, 10, 30, 60, 20]
+    chunks = plan_chunks(lengths, budget=100)
+    assert sorted(i for c in chunks for i in c) == list(range(len(lengths)))        # every row once
+    assert all(len(c) * max(lengths[i] for i in c) <= 100 for c in chunks)          # padded tokens in budget
+    flat = [lengths[i] for c in chunks for i in c]
+    assert flat == sorted(flat)                                                      # shortest first
+    # a per-row cost (gradient rows) makes chunks smaller; a row over budget alone is its own chunk
+    assert max(len(c) for c in plan_chunks(lengths, 100, per_row=40)) < max(len(c) for c in chunks)
+    assert plan_chunks([500, 5], 100) == [[1], [0]]
+    assert [len(c) for c in plan_chunks(lengths, float("inf"), max_rows=3)] == [3, 3, 1]
+    assert parse_chunk_size("auto") == "auto" and parse_chunk_size(8) == 8
+    for bad in (0, -1, "big", 2.5, True):
+        with pytest.raises(ValueError, match="chunk_size"):
+            parse_chunk_size(bad)

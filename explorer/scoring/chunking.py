@@ -19,7 +19,7 @@ never by position (an encoder may skip over-long records).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -97,6 +97,7 @@ class ChunkPolicy:
 
     size: int | str = "auto"
     memory_mb: float = 0.0          # auto: budget of one chunk in MB; 0 = one training step's activations
+    probed: dict = field(default_factory=dict, compare=False, repr=False)   # (model, T) -> bytes per token
 
     def plan(self, model, batch: Batch, n_params: int, train_tokens: int, keep_rows: int = 0,
              autocast_dtype=None) -> tuple[list[list[int]], bool]:
@@ -109,7 +110,10 @@ class ChunkPolicy:
             # the old rule: n rows per chunk; kept rows fit when they are no more than one chunk's
             return plan_chunks(lengths, float("inf"), max_rows=int(self.size)), keep_rows <= int(self.size)
         longest = max(range(len(lengths)), key=lambda i: lengths[i])
-        a = saved_bytes_per_token(model, trim(batch.subset([longest])), autocast_dtype)
+        key = (id(model), lengths[longest], str(autocast_dtype))
+        if key not in self.probed:   # shapes do not change during a run: probe each length once
+            self.probed[key] = saved_bytes_per_token(model, trim(batch.subset([longest])), autocast_dtype)
+        a = self.probed[key]
         budget = self.memory_mb * 2 ** 20 if self.memory_mb > 0 else train_tokens * a
         keep = keep_rows * row <= budget / 2
         if keep:
