@@ -240,8 +240,15 @@ class Cwac(MethodBase):
     def _batches(self, ctx, recs):
         """Yield encoded batches (records too long for the context are skipped by ctx.encode)."""
         bs = self.config.encode_batch_size
+        from explorer.data.tokenize import ContextLengthError
+
         for i in range(0, len(recs), bs):
-            b = ctx.encode(recs[i:i + bs])
+            try:
+                b = ctx.encode(recs[i:i + bs])
+            except ContextLengthError:   # overlong=error: the user asked for the error
+                raise
+            except ValueError:           # collate() of an empty list: every record of the chunk was too long
+                continue
             if len(b):
                 yield b
 
@@ -412,10 +419,11 @@ class Cwac(MethodBase):
             return Decision(weights=weights)
         rows = self._harmful_batch_ids(ctx.step)
         hb = ctx.encode([self._base_recs[self.base_ids_[i]] for i in rows])
-        # ctx.encode skipped nothing here: the z_base set was encoded with the same function
+        # pair each encoded row with its own z_base row by sample id, never by position
+        row_of = {sid: i for i, sid in enumerate(self.base_ids_)}
         z = pool_codes(self._codes(self._resid(ctx, hb, grad=True))[..., self.latents_], prompt_mask(hb),
                        self.config.position)                                   # [b, m]
-        l_safety = safety_loss(z, self.z_base_[rows].to(z.device))
+        l_safety = safety_loss(z, self.z_base_[[row_of[sid] for sid in hb.sample_ids]].to(z.device))
         extra = self.config.lam * l_safety
         return Decision(weights=weights, extra_loss=extra,
                         step_metrics={"l_safety": float(l_safety.detach()), "safety_loss": float(extra.detach())})
@@ -473,7 +481,8 @@ class Cwac(MethodBase):
         n = min(self.config.drift_prompts, len(self.base_ids_))
         with eval_mode(ctx.model):
             ids, z = self._pooled(ctx, [self._base_recs[s] for s in self.base_ids_[:n]], self.latents_)
-        zb = self.z_base_[:n].to(z.device)
+        row_of = {sid: i for i, sid in enumerate(self.base_ids_)}
+        zb = self.z_base_[[row_of[s] for s in ids]].to(z.device)     # by sample id, never by position
         drift = ((z - zb) ** 2).mean(0)
         ctx.log("cwac_latents", [{"step": step, "latent": int(j), "rank": r, "drift": float(drift[r]),
                                   "z_mean": float(z[:, r].mean()), "z_base_mean": float(zb[:, r].mean())}

@@ -32,6 +32,7 @@ the weighted backward itself and the correction is added to that gradient.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -40,9 +41,13 @@ import torch
 from explorer.methods.base import Batch, Decision, MethodBase, register
 from explorer.methods.base import help_field as _h
 from explorer.scoring import cosine, directional, make_estimator, trainable_params, weighted_mean
+from explorer.scoring.chunking import ChunkPolicy, parse_chunk_size, trim
 from explorer.scoring.estimators import HooksEstimator
 from explorer.model.losses import per_sample_nll
 from explorer.model.plumbing import add_flat_grad, flat_grad, flatten_grads
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,12 @@ class DualSelectConfig:
     # scoring backend
     estimator: str = _h("exact (= hooks) | vmap | loop | projected | jvp", "exact")
     projection_dim: int = _h("D for the projected estimator (the authors' diagnostic: 512)", 512)
-    chunk_size: int = _h("samples per chunk when scoring references / vmap", 32)
+    chunk_size: int | str = _h("references per scoring chunk: an integer, or auto = as many as fit "
+                               "chunk_memory_mb (rows are grouped by length either way)", "auto")
+    chunk_memory_mb: float = _h("auto chunks: memory budget in MB of one scoring chunk (the activations "
+                                "autograd keeps, measured per token by a probe forward, plus one gradient "
+                                "row per reference); 0 = the activations of one training step "
+                                "(batch_size × max_length tokens), so a refresh peaks about where a step does", 0.0)
     # records
     ref_cosines_every: int = _h("every N filtered steps record cos(g_i, g_r) of each batch sample with each "
                                 "selected reference (table decision_refs: the dashboard's 'references this "
@@ -108,6 +118,12 @@ class DualSelectConfig:
             raise ValueError("method.refresh_every must be > 0 when method.refresh = every_n_steps")
         if self.ref_cosines_every < 0:
             raise ValueError(f"method.ref_cosines_every = {self.ref_cosines_every}: expected >= 0")
+        try:
+            parse_chunk_size(self.chunk_size)
+        except ValueError as e:
+            raise ValueError(f"method.{e}") from None
+        if self.chunk_memory_mb < 0:
+            raise ValueError(f"method.chunk_memory_mb = {self.chunk_memory_mb}: expected >= 0 (0 = one training step)")
         if not 0 <= self.token_budget <= 1 or not 0 <= self.keep_fraction <= 1:
             raise ValueError("method.token_budget and method.keep_fraction must lie in [0, 1]")
 
@@ -216,7 +232,10 @@ class DualSelect(MethodBase):
         self.names_ = list(self.params_)
         self.estimator_ = make_estimator("hooks" if c.estimator == "jvp" else c.estimator,
                                          projection_dim=c.projection_dim, seed=ctx.config.seed,
-                                         chunk_size=c.chunk_size, autocast_dtype=ctx.autocast_dtype)
+                                         chunk_size=c.chunk_size if isinstance(c.chunk_size, int) else None,
+                                         autocast_dtype=ctx.autocast_dtype)
+        self.chunking_ = ChunkPolicy(parse_chunk_size(c.chunk_size), c.chunk_memory_mb)
+        self.n_params_ = sum(p.numel() for p in self.params_.values())
         self.est_name_ = c.estimator if c.estimator != "exact" else "exact(hooks)"
         self.full_space_ = c.estimator in ("exact", "hooks", "vmap", "loop")  # features = parameter gradients
         self.pool_ = ctx.pools.get(c.ref_pool) or []
@@ -229,6 +248,25 @@ class DualSelect(MethodBase):
         return self.estimator_.to_feature(v_full) if hasattr(self.estimator_, "to_feature") else v_full
 
     # -- refresh --------------------------------------------------------------------------------
+    def _encoded(self, ctx, ids: list[str]) -> Batch | None:
+        """The references `ids` in one encoded batch. The encoder may leave out records longer than
+        max_length, so rows are named by the batch's sample_ids, never by positions in `ids`."""
+        from explorer.data.tokenize import ContextLengthError   # here: explorer.data imports explorer.methods
+
+        try:
+            b = ctx.encode([ctx.records[i] for i in ids])
+        except ContextLengthError:
+            raise
+        except ValueError:  # collate() of an empty list: no reference fits the context
+            return None
+        return b if len(b) else None
+
+    def _chunks(self, ctx, b: Batch, keep_rows: int = 0):
+        """(chunks of `b`, whether `keep_rows` gradient rows fit beside them): see explorer.scoring.chunking."""
+        rows, keep = self.chunking_.plan(ctx.model, b, self.n_params_, ctx.config.batch_size * ctx.config.max_length,
+                                         keep_rows, ctx.autocast_dtype)
+        return [trim(b.subset(r)) for r in rows], keep
+
     def _refresh(self, ctx, trigger: str) -> None:
         c = self.config
         prev = set(self.state.ref_ids)
@@ -236,30 +274,57 @@ class DualSelect(MethodBase):
         if c.ref_cap and len(ids) > c.ref_cap:
             pick = torch.randperm(len(ids), generator=ctx.generator)[:c.ref_cap].tolist()
             ids = [ids[i] for i in sorted(pick)]
-        losses, cos_d = [], []
+        enc = self._encoded(ctx, ids)
+        if enc is None:
+            raise ValueError(f"dualselect: none of the {len(ids)} references of pool {c.ref_pool!r} fits "
+                             f"max_length={ctx.config.max_length} tokens; expected references (prompt + "
+                             "response) within the context")
+        if len(enc) < len(ids) and not getattr(self, "warned_long_", False):
+            log.warning("dualselect: %d of %d references are longer than max_length=%d and are not scored",
+                        len(ids) - len(enc), len(ids), ctx.config.max_length)
+            self.warned_long_ = True
+        ids = list(enc.sample_ids)  # the references actually scored, in the order of the rows below
+        row_of = {rid: i for i, rid in enumerate(ids)}
+        scored = c.reference_selection != "random"
+        # with parameter-space features the selected references' gradient rows give g_ref directly
+        # (Σ w_r g_r / Σ w_r, the authors' way); a running top-K by score keeps K rows, not the pool's
+        want_rows = scored and self.full_space_
+        chunks, keep = self._chunks(ctx, enc, keep_rows=self.k_ref_ if want_rows else 0)
+        keep = keep and want_rows
+        loss = torch.full((len(ids),), float("nan"))
+        cos_to_d = torch.full((len(ids),), float("nan") if not scored else 0.0)
+        top_ids: list[str] = []
+        top_score = top_rows = None
         d = self.state.d
         was_training = ctx.model.training
         ctx.model.eval()  # no dropout while scoring
-        for s in range(0, len(ids), c.chunk_size):
-            b = ctx.encode([ctx.records[i] for i in ids[s:s + c.chunk_size]])
-            if c.reference_selection == "random":
-                with torch.no_grad():
-                    out = ctx.model(input_ids=b.input_ids, attention_mask=b.attention_mask)
-                losses.append(per_sample_nll(out.logits, b.labels).float())
-                cos_d.append(torch.full((len(b),), float("nan"), device=b.input_ids.device))
-                continue
-            f = self.estimator_.features(ctx.model, b, self.params_)
-            losses.append(f.losses)
-            cos_d.append(cosine(f.grads, d) if d is not None and d.norm() > 0
-                         else torch.zeros(len(b), device=f.losses.device))
-            del f
-        if was_training:
-            ctx.model.train()
-        loss = torch.cat(losses)
-        cos_to_d = torch.cat(cos_d)
+        try:
+            for b in chunks:
+                at = torch.tensor([row_of[rid] for rid in b.sample_ids])
+                if not scored:
+                    with torch.no_grad():
+                        out = ctx.model(input_ids=b.input_ids, attention_mask=b.attention_mask)
+                    loss[at] = per_sample_nll(out.logits, b.labels).float().cpu()
+                    del out
+                    continue
+                f = self.estimator_.features(ctx.model, b, self.params_)
+                loss[at] = f.losses.float().cpu()
+                if d is not None and d.norm() > 0:
+                    cos_to_d[at] = cosine(f.grads, d).float().cpu()
+                if keep:
+                    s_chunk = reference_scores(loss[at], cos_to_d[at], c.mu_ref, c.nu)[1]
+                    cand_s = s_chunk if top_score is None else torch.cat([top_score, s_chunk])
+                    cand_r = f.grads if top_rows is None else torch.cat([top_rows, f.grads])
+                    cand_i = top_ids + list(b.sample_ids)
+                    best = torch.topk(cand_s, min(self.k_ref_, len(cand_i))).indices
+                    top_score, top_rows = cand_s[best], cand_r[best.to(cand_r.device)].clone()
+                    top_ids = [cand_i[j] for j in best.tolist()]
+                del f
+        finally:
+            ctx.model.train(was_training)
         conflict, score = reference_scores(loss, cos_to_d, c.mu_ref, c.nu)
         if c.reference_selection == "random":
-            score = torch.rand(len(ids), generator=ctx.generator).to(loss.device)  # a random ranking
+            score = torch.rand(len(ids), generator=ctx.generator)  # a random ranking
         w, rank, selected = select_references(score, self.k_ref_, c.ref_mode, c.tau_ref, c.uniform_ref_weights)
         sel_idx = torch.nonzero(selected).flatten().tolist()
         self.state.ref_ids = [ids[i] for i in sel_idx]
@@ -277,24 +342,39 @@ class DualSelect(MethodBase):
                          "score": float(score[i]), "weight": float(w[i]), "rank": int(rank[i]),
                          "selected": sel, "change": change, "jaccard_prev": jac, "estimator": self.est_name_,
                          "k_ref": self.k_ref_})
-        for rid in prev - set(ids):  # left because it was not scored this time (ref_cap)
+        for rid in prev - set(ids):  # left because it was not scored this time (ref_cap, or too long)
             rows.append({"refresh_id": self.state.refresh_id, "step": ctx.step, "trigger": trigger, "sample_id": rid,
                          "selected": False, "change": "left", "jaccard_prev": jac, "estimator": self.est_name_})
         ctx.log("refreshes", rows)
+        kept_rows = None
+        if keep and set(top_ids) >= now:  # ties at the K-th score can pick another row: then recompute
+            pos = {rid: j for j, rid in enumerate(top_ids)}
+            kept_rows = top_rows[[pos[rid] for rid in self.state.ref_ids]]
+        del top_rows
         if c.ref_cosines_every and c.estimator != "jvp":
-            self.state.ref_unit = self._unit_features(ctx, self.state.ref_ids)
-        self._update_g_ref(ctx)
+            self.state.ref_unit = (kept_rows / kept_rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                              if kept_rows is not None else self._unit_features(ctx, self.state.ref_ids))
+        if kept_rows is not None:
+            wr = self.state.ref_w.to(kept_rows.device)
+            self.state.g_ref_full = weighted_mean(kept_rows, wr)
+            self.state.g_ref = self._to_feature(self.state.g_ref_full)
+            self.state.ref_loss = float((self.state.ref_w * loss[sel_idx]).sum() / self.state.ref_w.sum().clamp_min(1e-12))
+        else:
+            self._update_g_ref(ctx)
         self.state.d_last = self.state.d
         self.state.dir_sum, self.state.dir_n, self.state.steps_since = None, 0, 0
 
     def _unit_features(self, ctx, ids: list[str]) -> torch.Tensor:
-        """Unit-norm gradient features [K, D] of the given references (for decision_refs)."""
-        out = []
-        for s in range(0, len(ids), self.config.chunk_size):
-            b = ctx.encode([ctx.records[i] for i in ids[s:s + self.config.chunk_size]])
+        """Unit-norm gradient features [K, D] of the given references (for decision_refs), rows in `ids` order."""
+        enc = self._encoded(ctx, ids)
+        pos = {rid: i for i, rid in enumerate(enc.sample_ids)}
+        out = torch.empty(0)
+        for b in self._chunks(ctx, enc)[0]:
             g = self.estimator_.features(ctx.model, b, self.params_).grads
-            out.append(g / g.norm(dim=1, keepdim=True).clamp_min(1e-12))
-        return torch.cat(out)
+            if out.numel() == 0:
+                out = torch.empty(len(enc), g.shape[1], device=g.device)
+            out[[pos[rid] for rid in b.sample_ids]] = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return out[[pos[rid] for rid in ids]]
 
     def _log_ref_cosines(self, ctx, batch: Batch, feats: torch.Tensor) -> None:
         cos = (feats @ self.state.ref_unit.T) / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)   # [B, K]
@@ -302,21 +382,31 @@ class DualSelect(MethodBase):
         ctx.log("decision_refs", [{"step": ctx.step, "sample_id": sid, "reference_id": rid, "cosine": vals[i][k]}
                                   for i, sid in enumerate(batch.sample_ids) for k, rid in enumerate(self.state.ref_ids)])
 
-    def _ref_loss(self, ctx) -> torch.Tensor:
-        """Σ_r w_r ℓ_r / Σ_r w_r over the selected references, with graph."""
-        b = ctx.encode([ctx.records[i] for i in self.state.ref_ids])
+    def _ref_loss(self, ctx, b: Batch | None = None) -> torch.Tensor:
+        """Σ_r w_r ℓ_r / Σ_r w_r over the selected references (or the rows of `b` of them), with graph."""
+        b = b if b is not None else self._encoded(ctx, self.state.ref_ids)
+        w_of = dict(zip(self.state.ref_ids, self.state.ref_w.tolist()))
         out = ctx.model(input_ids=b.input_ids, attention_mask=b.attention_mask)
         l = per_sample_nll(out.logits, b.labels)
-        w = self.state.ref_w.to(l.device)
-        return (w * l).sum() / w.sum().clamp_min(1e-12)
+        w = torch.tensor([w_of[rid] for rid in b.sample_ids], device=l.device, dtype=l.dtype)
+        return (w * l).sum() / self.state.ref_w.sum().clamp_min(1e-12)
+
+    def _ref_grad(self, ctx) -> tuple[torch.Tensor, float]:
+        """∇ of the weighted reference loss, flat, accumulated chunk by chunk (the sum splits over rows)."""
+        plist = list(self.params_.values())
+        total, value = None, 0.0
+        for b in self._chunks(ctx, self._encoded(ctx, self.state.ref_ids))[0]:
+            loss = self._ref_loss(ctx, b)
+            gs = torch.autograd.grad(loss, plist, allow_unused=True)
+            g = flatten_grads(gs, plist)
+            total = g if total is None else total + g
+            value += float(loss.detach())
+        return total, value
 
     def _update_g_ref(self, ctx) -> None:
-        """g_ref = Σ w_r g_r / Σ w_r = ∇ of the weighted reference loss (one backward)."""
-        loss = self._ref_loss(ctx)
-        gs = torch.autograd.grad(loss, list(self.params_.values()), allow_unused=True)
-        self.state.g_ref_full = flatten_grads(gs, self.params_.values())
+        """g_ref = Σ w_r g_r / Σ w_r = ∇ of the weighted reference loss (one backward per chunk)."""
+        self.state.g_ref_full, self.state.ref_loss = self._ref_grad(ctx)
         self.state.g_ref = self._to_feature(self.state.g_ref_full)
-        self.state.ref_loss = float(loss.detach())
 
     # -- per step -------------------------------------------------------------------------------
     def _due(self, ctx) -> str | None:
@@ -393,10 +483,9 @@ class DualSelect(MethodBase):
             # the update from the scoring pass itself: no second forward/backward over the batch
             grads = g_task
             if current:
-                ref_loss = c.eta * self._ref_loss(ctx)
-                gs = torch.autograd.grad(ref_loss, list(self.params_.values()), allow_unused=True)
-                grads = grads + flatten_grads(gs, self.params_.values())
-                extra = ref_loss.detach()
+                g_cur, value = self._ref_grad(ctx)
+                grads = grads + c.eta * g_cur
+                extra = torch.tensor(c.eta * value)
         elif current:
             extra = c.eta * self._ref_loss(ctx)
         self.state.steps_since += 1

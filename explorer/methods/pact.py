@@ -78,7 +78,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from explorer.data.tokenize import pad_id_of
+from explorer.data.tokenize import ContextLengthError, pad_id_of
 from explorer.methods.base import Batch, Decision, MethodBase, register
 from explorer.methods.base import help_field as _h
 from explorer.model.losses import per_sample_nll
@@ -284,8 +284,10 @@ class Pact(MethodBase):
         for i in range(0, len(recs), c.stage1_batch_size):
             try:
                 batch = ctx.encode(recs[i:i + c.stage1_batch_size])
+            except ContextLengthError:
+                raise     # overlong=error: the user asked for the error
             except ValueError:
-                continue  # every record of the chunk was too long
+                continue  # every record of the chunk was too long (collate() of an empty list)
             z_a = self._ref_logits(ctx, batch.input_ids, batch.attention_mask).float()
             with torch.no_grad():
                 z_b = base(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
