@@ -337,3 +337,92 @@ def test_explorer_app_binds_loopback_by_default():
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
     assert cmd[-2:] == ["--runs-dir", "some/runs"]
     assert parser.parse_args(["app", "--host", "0.0.0.0"]).host == "0.0.0.0"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_explorer_app_stopped_with_sigterm_takes_the_dashboard_down(tmp_path):
+    """SIGTERM to `explorer app` must not leave its streamlit child serving on the port."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    repo = Path(MAIN).parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    # its own session, so that teardown can reach whatever the launcher left in its group
+    proc = subprocess.Popen([sys.executable, "-m", "explorer.cli", "app", str(tmp_path), "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, "the dashboard did not start"
+                time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        deadline = time.time() + 20
+        while _port_open(port) and time.time() < deadline:
+            time.sleep(0.25)
+        assert not _port_open(port), "the streamlit child still serves after `explorer app` got SIGTERM"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_launch_is_headless_even_when_a_browser_is_wanted(monkeypatch):
+    """`make demo` launches with open_browser=True; a non-headless streamlit asks for an e-mail address on first
+    use and exits without a terminal, so the command must be headless, loopback-bound and without usage stats."""
+    import subprocess
+
+    from explorer.app import launch as launch_mod
+
+    seen = {}
+
+    class FakeProc:
+        pid = -1
+
+        def __init__(self, cmd, **kw):
+            seen["cmd"] = cmd
+
+        def wait(self, timeout=None):
+            return 0
+
+        def poll(self):
+            return 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(subprocess, "Popen", FakeProc)
+    monkeypatch.setattr(launch_mod, "_open_browser_when_up", lambda *a, **k: None, raising=False)
+    assert launch_mod.launch("some/runs", open_browser=True) == 0
+    cmd = seen["cmd"]
+    assert cmd[cmd.index("--server.headless") + 1] == "true"
+    assert cmd[cmd.index("--browser.gatherUsageStats") + 1] == "false"
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
