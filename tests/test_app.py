@@ -165,6 +165,16 @@ def test_fake_compare_page_safety_avg(fake, monkeypatch):
     assert not at.exception
 
 
+def test_fake_compare_first_view_includes_sft(fake, monkeypatch):
+    """A newcomer opens the dashboard without picking anything: the default picks include the SFT run (its
+    folder sorts after six others here), so Compare shows win rates, not "No SFT run among the picked runs"."""
+    at = open_app(fake["sft"].parent, monkeypatch, page="compare")
+    df = at.dataframe[0].value.set_index("run_id")
+    assert "sft" in df.index and df.loc["sft", "safety_avg"] == 50.0
+    assert df["safety_avg"].notna().sum() >= 2
+    assert "No SFT run" not in texts(at)
+
+
 def test_fake_internals_sections(fake, monkeypatch):
     for name, header in (("seal", "SEAL"), ("pact", "PACT"), ("cwac", "CWAC")):
         at = open_app(fake["sft"].parent, monkeypatch, [fake[name]], "internals")
@@ -426,3 +436,18 @@ def test_launch_is_headless_even_when_a_browser_is_wanted(monkeypatch):
     assert cmd[cmd.index("--server.headless") + 1] == "true"
     assert cmd[cmd.index("--browser.gatherUsageStats") + 1] == "false"
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+
+
+def test_common_logs_the_runs_it_skips(caplog):
+    """An unreadable run passed over while ordering a page's run list is logged, not skipped in silence."""
+    import logging
+
+    from explorer.app import common
+    from explorer.runs.reader import RunReadError
+
+    def unreadable(run):
+        raise RunReadError(run, f"{run}/run.json", "unreadable manifest")
+
+    with caplog.at_level(logging.WARNING, logger="explorer.app.common"):
+        assert common._safe(unreadable, "runs/broken") is False
+    assert any("runs/broken" in r.getMessage() and "unreadable manifest" in r.getMessage() for r in caplog.records)
