@@ -18,7 +18,8 @@ import duckdb
 import pandas as pd
 
 from explorer.runs import schema
-from explorer.runs.compare import drop_precision_recall, metrics_wide, win_rates
+from explorer.runs.compare import (DROP_BATCHES_UNKNOWN, DROP_NONE, DROP_PROVENANCE_UNKNOWN, drop_precision_recall,
+                                   metrics_wide, provenance_known, win_rates)
 from explorer.runs.status import effective_status, status_note
 
 DECISION_REFS = schema.DECISION_REFS
@@ -275,31 +276,49 @@ def sample_reference_conflicts(run_dir, step: int, sample_id: str, top: int = 5)
 
 
 def refresh_summary(run_dir) -> pd.DataFrame:
-    """One row per refresh: step, trigger, Jaccard with the previous one, selected/entered/left counts."""
-    return query(run_dir, "refreshes", """
+    """One row per refresh: step, trigger, Jaccard with the previous one, selected/entered/left counts and
+    n_scored — the references the refresh scored: its `n_scored` column when the run records one (an
+    import whose log lists the selected references only), else its rows other than those that left."""
+    n_scored = ("coalesce(max(n_scored), count(*) FILTER (WHERE change IS DISTINCT FROM 'left'))"
+                if "n_scored" in columns(run_dir, "refreshes") else "count(*)")
+    return query(run_dir, "refreshes", f"""
         SELECT refresh_id, min(step) AS step, any_value(trigger) AS trigger, any_value(jaccard_prev) AS jaccard_prev,
                count(*) FILTER (WHERE selected) AS n_selected,
                count(*) FILTER (WHERE change = 'entered') AS n_entered,
-               count(*) FILTER (WHERE change = 'left') AS n_left, count(*) AS n_scored
+               count(*) FILTER (WHERE change = 'left') AS n_left, CAST({n_scored} AS BIGINT) AS n_scored
         FROM t GROUP BY refresh_id ORDER BY refresh_id""")
 
 
-def drop_stats(run_dir, stats: pd.DataFrame | None = None) -> dict[str, float]:
+def batch_membership(m: dict) -> str | None:
+    """An imported run's manifest["batch_membership"]["source"] ("rebuilt" | "unknown"); None for runs
+    trained here, which record every sample of every batch."""
+    bm = m.get("batch_membership")
+    return bm.get("source") if isinstance(bm, dict) else None
+
+
+def drop_stats(run_dir, stats: pd.DataFrame | None = None) -> dict:
     """Precision/recall of dropped task decisions against the harmful label (analysis only).
 
     Same definition as compare.drop_precision_recall, computed from the per-sample aggregate
     (`stats`, i.e. sample_stats(run), passed in when the caller has it cached) instead of the rows;
-    pool selectors (no drops in the decisions, e.g. SEAL's top-p cut) fall back to in_mix/in_train."""
+    pool selectors (no drops in the decisions, e.g. SEAL's top-p cut) fall back to in_mix/in_train.
+    Blank (NaN, never 0) with a `note` when nothing was dropped, when a sample's provenance is unknown,
+    or when the run does not know what was dropped (an import whose batches could not be rebuilt)."""
+    unknown = {"precision": float("nan"), "recall": float("nan"), "n_dropped": 0}
+    if batch_membership(manifest(run_dir)) == schema.BATCHES_UNKNOWN:
+        return {**unknown, "note": DROP_BATCHES_UNKNOWN}
     stats = sample_stats(run_dir) if stats is None else stats
     if not stats.empty and "provenance" in stats:
         dropped = stats["n_seen"] - stats["n_kept"]
         n_drop = int(dropped.sum())
         if n_drop:
-            harmful = stats["provenance"].eq("harmful")
+            if not provenance_known(stats["provenance"]):
+                return {**unknown, "n_dropped": n_drop, "note": DROP_PROVENANCE_UNKNOWN}
+            harmful = stats["provenance"].eq(schema.PROVENANCE_HARMFUL)
             h = int(stats.loc[harmful, "n_seen"].sum())
             hd = int(dropped[harmful].sum())
             return {"precision": 100.0 * hd / n_drop, "recall": 100.0 * hd / h if h else float("nan"),
-                    "n_dropped": n_drop}
+                    "n_dropped": n_drop, "note": ""}
     smp = samples(run_dir)
     if source(run_dir, "seal_cut") is not None and not smp.empty:
         # SEAL's top-p cut decides which samples of the mix are trained on
@@ -418,6 +437,6 @@ def compare(run_dirs: list[str | Path], baseline: str = "sft", stats_of=None) ->
             row.update({"win_hh": wr.get(schema.SUITE_HH), "win_hexphi": wr.get(schema.SUITE_HEX),
                         "safety_avg": wr.get("safety_avg"), "baseline": Path(base).name})
         pr = drop_stats(d, stats_of(d))
-        row.update({"drop_precision": pr["precision"], "drop_recall": pr["recall"]})
+        row.update({"drop_precision": pr["precision"], "drop_recall": pr["recall"], "drop_note": pr.get("note", "")})
         rows.append(row)
     return pd.DataFrame(rows)
