@@ -175,6 +175,64 @@ def test_fake_compare_first_view_includes_sft(fake, monkeypatch):
     assert "No SFT run" not in texts(at)
 
 
+def test_fake_compare_drop_recall_is_blank_for_a_method_that_never_drops(fake, monkeypatch):
+    at = open_app(fake["sft"].parent, monkeypatch, [fake["sft"], fake["dualselect"]], "compare")
+    df = at.dataframe[0].value.set_index("run_id")
+    assert pd.isna(df.loc["sft", "drop_recall"]) and pd.isna(df.loc["sft", "drop_precision"])
+    assert df.loc["sft", "drop_note"] == "no drops"
+    assert pd.notna(df.loc["dualselect", "drop_recall"])
+
+
+# -- an imported authors' log whose batches dropped samples ------------------------------------------
+@pytest.fixture(scope="module")
+def authors_run(tmp_path_factory):
+    from _dualselect_log import write_authors_log
+    from explorer.importers.dualselect_log import import_dualselect
+
+    d = tmp_path_factory.mktemp("authors")
+    log, task, refs, lines, batches = write_authors_log(d, n_task=100, batch_size=32, top_k=16, n_ref=600)
+    run = import_dualselect(log, task, refs, d / "runs", "authors", seed=42, batch_size=32, warmup_steps=10)
+    return run, lines, batches
+
+
+def test_imported_task_selection_shows_the_whole_batch(authors_run, monkeypatch):
+    run, lines, batches = authors_run
+    at = open_app(run.parent, monkeypatch, [run], "task_selection")
+    at.select_slider(key="step").set_value(0).run()
+    kept = {f"task-{i:05d}" for i in lines[1]["indices"]}
+    at.selectbox(key="sample").set_value(sorted(kept)[0]).run()
+    out = texts(at)
+    assert "step 0: 16 of 32 kept" in out and "16 of 16" not in out
+    assert "no cut at this step" not in out and "cut: not known" in out
+    assert "provenance: **unknown**" in out and "benign" not in out
+    dropped = sorted({f"task-{i:05d}" for i in batches[0]} - kept)[0]
+    at.selectbox(key="sample").set_value(dropped).run()
+    assert not at.exception
+    assert [m.value for m in at.metric][0] == "dropped" and "its score was not logged" in texts(at)
+    # the data map: keep rates below 1 (not 1.00 for every sample)
+    assert "keep rate **1.00**" not in texts(at) or "keep rate **0." in texts(at)
+
+
+def test_imported_references_n_scored_and_who_left(authors_run, monkeypatch):
+    run, lines, batches = authors_run
+    at = open_app(run.parent, monkeypatch, [run], "references")
+    summary = at.dataframe[0].value
+    assert list(summary["n_scored"]) == [600, 600] and list(summary["step"]) == [0, len(batches) // 2]
+    at.selectbox(key="refresh").set_value(1).run()
+    out = texts(at)
+    assert "were not logged: the log records the selected references only" in out
+    left = at.dataframe[2].value
+    assert len(left) > 0 and left["score"].notna().all() and (left["refresh_id"] == 0).all()
+    assert "600 were scored" in out
+
+
+def test_imported_compare_drop_recall_unknown_not_zero(authors_run, monkeypatch):
+    run, _, _ = authors_run
+    at = open_app(run.parent, monkeypatch, [run], "compare")
+    row = at.dataframe[0].value.iloc[0]
+    assert pd.isna(row["drop_recall"]) and pd.isna(row["drop_precision"]) and row["drop_note"] == "provenance unknown"
+
+
 def test_fake_internals_sections(fake, monkeypatch):
     for name, header in (("seal", "SEAL"), ("pact", "PACT"), ("cwac", "CWAC")):
         at = open_app(fake["sft"].parent, monkeypatch, [fake[name]], "internals")

@@ -168,6 +168,12 @@ def _safe(fn: Callable[[str], bool], run: str) -> bool:
         return False
 
 
+def provenance_label(value) -> str:
+    """harmful / benign as recorded; anything else (the data's "unknown", a sample missing from the samples
+    table) shows as unknown — never as benign."""
+    return value if value in (schema.PROVENANCE_HARMFUL, schema.PROVENANCE_BENIGN) else schema.PROVENANCE_UNKNOWN
+
+
 def show_read_error(e: Exception) -> None:
     st.error(f"This run cannot be read: {e}")
 
