@@ -335,11 +335,14 @@ def _headline(m: dict, run_dir) -> dict:
     mw = m.get("summary") if isinstance(m.get("summary"), dict) and m.get("summary") else None
     if mw is None:
         mw = metrics_wide(metrics(run_dir))
-    acc = [float(v) for k, v in mw.items() if k.endswith("/" + schema.M_ACC) and v is not None]
+    fams = {k.split("/")[0][len(schema.TASK_SUITE_PREFIX):]: float(v) for k, v in mw.items()
+            if k.endswith("/" + schema.M_ACC) and v is not None}
+    acc = list(fams.values())
     return {"HS hh": mw.get(f"{schema.SUITE_HH}/{schema.M_HARMFUL}"),
             "HS hexphi": mw.get(f"{schema.SUITE_HEX}/{schema.M_HARMFUL}"),
             "over-refusal": mw.get(f"{schema.SUITE_OVER}/{schema.M_OVER}"),
-            "task acc": sum(acc) / len(acc) if acc else None}
+            "task acc": sum(acc) / len(acc) if acc else None,
+            "acc_by_family": fams}
 
 
 def check_files(run_dir) -> None:
@@ -374,7 +377,8 @@ def run_row(run_dir, check: bool = True) -> dict:
             "data": data, "harmful_ratio": m.get("harmful_ratio"), "seed": m.get("seed"),
             "status": effective_status(m), "note": status_note(m), "created_at": m.get("created_at"),
             "updated_at": m.get("updated_at"), "step": progress.get("step"),
-            "total_steps": progress.get("total_steps"), **_headline(m, d), "error": None}
+            "total_steps": progress.get("total_steps"),
+            **{k: v for k, v in _headline(m, d).items() if k != "acc_by_family"}, "error": None}
 
 
 def list_runs(runs_dir: str | Path) -> pd.DataFrame:
@@ -416,9 +420,20 @@ def safety_win_rates(run_dir, sft_dir) -> dict[str, float]:
     return win_rates(evals(run_dir, final=True), evals(sft_dir, final=True))
 
 
+def median_step_seconds(run_dir) -> float | None:
+    """The median wall time of one optimiser step (steps.time_s); None when not recorded."""
+    if "time_s" not in columns(run_dir, "steps"):
+        return None
+    v = query(run_dir, "steps", "SELECT median(time_s) AS t FROM t")["t"].iloc[0]
+    return None if pd.isna(v) else float(v)
+
+
 def compare(run_dirs: list[str | Path], baseline: str = "sft", stats_of=None) -> pd.DataFrame:
-    """Safety–utility summary per run with win rates against the SFT run of the same data, ratio and
-    seed (among `run_dirs`). `stats_of(run)` supplies sample_stats (the app passes its cached one)."""
+    """The one comparison table (the dashboard's Compare page, `explorer demo`, sweeps and ablations):
+    per run the headline metrics (harmful score per safety suite and their mean, task accuracy overall and
+    per family as acc_<family>, over-refusal), win rates against the SFT run of the same data, ratio and
+    seed (among `run_dirs`), drop precision/recall with drop_note, wall and median step seconds and both
+    as ratios to that SFT run. `stats_of(run)` supplies sample_stats (the app passes its cached one)."""
     stats_of = stats_of or sample_stats
     rows = []
     for d in run_dirs:
@@ -428,15 +443,25 @@ def compare(run_dirs: list[str | Path], baseline: str = "sft", stats_of=None) ->
         row = {"run_id": m["run_id"], "path": str(d), "method": m.get("method"),
                "harmful_ratio": m.get("harmful_ratio"), "seed": m.get("seed"), "status": effective_status(m),
                "is_sft": m.get("method") == baseline,
-               "harmful_score": sum(hs) / len(hs) if hs else None, "task_acc": head["task acc"],
+               "harmful_score": sum(hs) / len(hs) if hs else None, "hs_hh": head["HS hh"],
+               "hs_hexphi": head["HS hexphi"], "task_acc": head["task acc"],
                "over_refusal": head["over-refusal"], "win_hh": None, "win_hexphi": None, "safety_avg": None,
-               "baseline": None}
+               "baseline": None, "baseline_path": None, "wall_s": m.get("wall_seconds"), "step_s": median_step_seconds(d)}
+        row.update({f"acc_{fam}": v for fam, v in sorted(head["acc_by_family"].items())})
         base = find_baseline(d, run_dirs, baseline)
         if base is not None:
             wr = safety_win_rates(d, base)
             row.update({"win_hh": wr.get(schema.SUITE_HH), "win_hexphi": wr.get(schema.SUITE_HEX),
-                        "safety_avg": wr.get("safety_avg"), "baseline": Path(base).name})
+                        "safety_avg": wr.get("safety_avg"), "baseline": Path(base).name, "baseline_path": str(base)})
         pr = drop_stats(d, stats_of(d))
         row.update({"drop_precision": pr["precision"], "drop_recall": pr["recall"], "drop_note": pr.get("note", "")})
         rows.append(row)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        by_path = df.set_index("path")
+        for col, ratio in (("wall_s", "wall_vs_sft"), ("step_s", "step_vs_sft")):
+            df[ratio] = [r[col] / by_path.loc[r["baseline_path"], col]
+                         if r["baseline_path"] in by_path.index and pd.notna(r[col])
+                         and pd.notna(by_path.loc[r["baseline_path"], col]) and by_path.loc[r["baseline_path"], col]
+                         else None for _, r in df.iterrows()]
+    return df
