@@ -11,6 +11,7 @@ import pytest
 
 from _dualselect_log import write_fake_log
 from _fake_runs import KEEP, make_runs, read_all
+from explorer.runs import reader
 
 pytestmark = pytest.mark.app
 MAIN = str(Path(__file__).resolve().parents[1] / "explorer" / "app" / "main.py")
@@ -332,7 +333,7 @@ def test_task_selection_slider_and_sample_why_panel(runs, monkeypatch):
 
     at = app(runs, monkeypatch, selected=["dual"])
     at.switch_page("views/task_selection.py").run()
-    dec = pd.concat(pd.read_parquet(p) for p in sorted((runs["dual"] / "decisions").glob("part-*.parquet")))
+    dec = reader.decisions(runs["dual"])
     step = int(dec["step"].max())
     at.select_slider(key="step").set_value(step).run()
     batch = dec[dec["step"] == step].sort_values("score")
@@ -340,7 +341,7 @@ def test_task_selection_slider_and_sample_why_panel(runs, monkeypatch):
     at.selectbox(key="sample").set_value(dropped["sample_id"]).run()
     assert not at.exception
     out = texts(at)
-    samples = pd.read_parquet(runs["dual"] / "samples.parquet").set_index("sample_id")
+    samples = reader.samples(runs["dual"]).set_index("sample_id")
     assert f"Why: {dropped['sample_id']}" in out
     assert samples.loc[dropped["sample_id"], "prompt"] in out
     assert f"{dropped['score']:.4f}" in out
@@ -350,7 +351,7 @@ def test_task_selection_slider_and_sample_why_panel(runs, monkeypatch):
     assert f"rank in batch: **{rank} of {len(batch)}**" in out
     assert [m.value for m in at.metric][0] == "dropped"
     # the references it conflicts with most, from the decision_refs DualSelect recorded at this step
-    dr = pd.concat(pd.read_parquet(p) for p in sorted((runs["dual"] / "decision_refs").glob("part-*.parquet")))
+    dr = reader.table(runs["dual"], "decision_refs")
     mine = dr[(dr["step"] == step) & (dr["sample_id"] == dropped["sample_id"])].sort_values("cosine")
     assert f"The references {dropped['sample_id']} conflicts with most" in out
     shown = [t for t in at.dataframe if "reference_id" in t.value.columns][0].value
@@ -362,7 +363,7 @@ def test_references_page_shows_a_refresh(runs, monkeypatch):
 
     at = app(runs, monkeypatch, selected=["dual"])
     at.switch_page("views/references.py").run()
-    r = pd.concat(pd.read_parquet(p) for p in sorted((runs["dual"] / "refreshes").glob("part-*.parquet")))
+    r = reader.refreshes(runs["dual"])
     at.selectbox(key="refresh").set_value(1).run()
     assert not at.exception
     out = texts(at)

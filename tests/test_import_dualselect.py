@@ -11,12 +11,13 @@ import pytest
 from _dualselect_log import write_fake_log
 from explorer.data.load import DataError
 from explorer.importers.dualselect_log import import_dualselect
+from explorer.runs import reader
 
 pytestmark = pytest.mark.unit
 
 
 def parts(d, t):
-    return pd.concat([pd.read_parquet(p) for p in sorted((d / t).glob("part-*.parquet"))], ignore_index=True)
+    return reader.table(d, t)
 
 
 def test_import_writes_a_run_with_selected_items_only(tmp_path):
@@ -65,7 +66,6 @@ def test_bad_log_lines(tmp_path, line, needle):
 
 # -- a log in the authors' format, with the samples each batch dropped ------------------------------
 from _dualselect_log import write_authors_log  # noqa: E402
-from explorer.runs import reader  # noqa: E402
 
 
 @pytest.fixture
