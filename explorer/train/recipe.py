@@ -42,7 +42,7 @@ from explorer.eval.judges import make_judge
 from explorer.methods import make_method
 from explorer.methods.base import Batch, Decision
 from explorer.model.load import LoraSettings, load_model, pick_device
-from explorer.record.writer import RunWriter
+from explorer.runs.writer import RunWriter
 from explorer.runs import schema
 from explorer.train.context import Context
 from explorer.train.losses import per_sample_nll
