@@ -510,3 +510,12 @@ def test_common_logs_the_runs_it_skips(caplog):
     with caplog.at_level(logging.WARNING, logger="explorer.app.common"):
         assert common._safe(unreadable, "runs/broken") is False
     assert any("runs/broken" in r.getMessage() and "unreadable manifest" in r.getMessage() for r in caplog.records)
+
+
+def test_fake_imported_run_with_unknown_batches_says_so(fake, monkeypatch):
+    d = fake["imported"]
+    at = open_app(d.parent, monkeypatch, [d], "task_selection")
+    out = texts(at) + "\n".join(w.value for w in at.warning)
+    assert "the samples each step dropped are unknown" in out
+    assert "selected samples logged (the dropped ones are unknown)" in out and " kept ·" not in out
+    assert "no cut at this step" not in out
