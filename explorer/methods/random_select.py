@@ -38,8 +38,14 @@ class RandomSelect(MethodBase):
     def decide(self, batch: Batch, ctx) -> Decision:
         B = len(batch)
         w = torch.ones(B)
-        if self.config.scope == "batch":
-            k = max(1, math.ceil(self.config.keep * B))
-            drop = torch.randperm(B, generator=ctx.generator)[k:]
-            w[drop] = 0.0
-        return Decision(weights=w.to(batch.input_ids.device), scores={"random_rank": torch.argsort(w, descending=True).float()})
+        if self.config.scope != "batch":
+            return Decision(weights=w.to(batch.input_ids.device))  # the pool was cut once, in prepare
+        k = max(1, math.ceil(self.config.keep * B))
+        perm = torch.randperm(B, generator=ctx.generator)  # the random order: its first k are kept
+        w[perm[k:]] = 0.0
+        # each sample's rank in that order (1 = drawn first); argsort(w) would be a permutation of
+        # positions, not ranks
+        rank = torch.empty(B)
+        rank[perm] = torch.arange(1, B + 1, dtype=rank.dtype)
+        return Decision(weights=w.to(batch.input_ids.device), scores={"random_rank": rank})
+

@@ -46,7 +46,7 @@ from explorer.methods.protocol import Context, Decision
 from explorer.model.load import LoraSettings, load_model, pick_device
 from explorer.model.losses import per_sample_nll
 from explorer.model.plumbing import autocast, set_flat_grad
-from explorer.record.writer import RunWriter
+from explorer.runs.writer import RunWriter
 from explorer.runs import schema
 
 CHECKPOINT = "checkpoint"
