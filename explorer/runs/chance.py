@@ -293,3 +293,13 @@ def score_effect_correlation(decisions: pd.DataFrame, effect: str = "effect_safe
         if not math.isnan(r):
             rhos.append(r)
     return {"rho": float(np.mean(rhos)) if rhos else float("nan"), "n_steps": len(rhos), "column": col}
+
+
+def from_counts(counts: pd.DataFrame) -> ChanceResult:
+    """recall_vs_chance from reader.selection_counts(run) (columns n, h, d, hd, unknown). Any sample of
+    unknown provenance makes the result unknown: recall needs every label."""
+    if counts.empty:
+        return ChanceResult(None, None, None, None, 0, 0, 0, 0, UNKNOWN)
+    if "unknown" in counts and int(counts["unknown"].sum()) > 0:
+        return ChanceResult(None, None, None, None, 0, 0, int(counts["d"].sum()), int(counts["n"].sum()), UNKNOWN)
+    return recall_vs_chance([(int(r.n), int(r.h), int(r.d), int(r.hd)) for r in counts.itertuples()])

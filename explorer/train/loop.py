@@ -333,6 +333,9 @@ def _train(cfg, mcfg, writer, model, tok, device, autocast_dtype, records, pools
     ctx.steps_per_epoch, ctx.total_steps = steps_per_epoch, total
     writer.update(progress={"step": 0, "total_steps": total}, n_skipped_too_long=len(skipped))
 
+    from explorer.scoring.influence import InfluenceProbe
+
+    probe = InfluenceProbe.for_run(cfg, suites, encode, autocast_dtype)   # None unless influence_every > 0
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ctx.optimizer = opt
@@ -364,6 +367,8 @@ def _train(cfg, mcfg, writer, model, tok, device, autocast_dtype, records, pools
 
             decision = method.decide(batch, ctx)
             t_decide = time.time() - t0
+            # the independent check (scoring/influence.py): per-sample columns at every influence_every-th step
+            effects = probe(model, batch, step, opt.param_groups[0]["lr"]) if probe is not None else {}
             w = decision.weights.detach().float().to(device)                          # [B]
             opt.zero_grad(set_to_none=True)
             if decision.grads is not None:  # the method assembled the update from per-sample gradients
@@ -406,7 +411,7 @@ def _train(cfg, mcfg, writer, model, tok, device, autocast_dtype, records, pools
                       for k, v in decision.scores.items()}
             writer.log("decisions", [
                 {"step": step, "sample_id": sid, "role": "task", "weight": wvals[i], "kept": wvals[i] > 0,
-                 "loss": lvals[i], **{k: v[i] for k, v in scores.items()}}
+                 "loss": lvals[i], **{k: v[i] for k, v in scores.items()}, **{k: v[i] for k, v in effects.items()}}
                 for i, sid in enumerate(batch.sample_ids)])
 
             step += 1
