@@ -46,14 +46,14 @@ def _find(runs_dir: Path, method: str, seed: int, p: float) -> Path | None:
     return None
 
 
-def train(method: str, seed: int, p: float, runs_dir: Path, every: int, n: int) -> Path:
+def train(method: str, seed: int, p: float, runs_dir: Path, every: int, n: int, extra: list[str]) -> Path:
     from explorer.config import load_config
     from explorer.demo import demo_config_path
     from explorer.train.loop import run
 
     cfg_path = demo_config_path(method)
     ov = [f"harmful_ratio={p}", f"seed={seed}", f"runs_dir={runs_dir}", f"influence_every={every}",
-          f"influence_n={n}", "eval_every=0", "final_eval_n=50", "progress=false"]
+          f"influence_n={n}", "eval_every=0", "final_eval_n=50", "progress=false", *extra]
     if cfg_path is None:
         ov.append(f"method={method}")
     t = time.time()
@@ -145,6 +145,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs-dir", default="runs/why")
     ap.add_argument("--influence-every", type=int, default=4)
     ap.add_argument("--influence-n", type=int, default=64)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="further run settings (e.g. n_train=64 epochs=1 for a smoke test)")
     ap.add_argument("--reuse", action="store_true", help="read existing complete runs instead of training")
     a = ap.parse_args(argv)
     runs_dir = Path(a.runs_dir)
@@ -152,7 +154,7 @@ def main(argv=None) -> int:
     for m in a.methods:
         for s in a.seeds:
             d = _find(runs_dir, m, s, a.p) if a.reuse else None
-            d = d or train(m, s, a.p, runs_dir, a.influence_every, a.influence_n)
+            d = d or train(m, s, a.p, runs_dir, a.influence_every, a.influence_n, a.set)
             rows.append(analyse(d, a.influence_n))
     per_run = pd.DataFrame(rows)
     pd.set_option("display.width", 200)

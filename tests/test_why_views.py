@@ -68,3 +68,76 @@ def test_recall_bars_show_recall_and_chance():
     res = pd.DataFrame([{"label": "a", "recall": 0.9, "chance": 0.5, "badge": "clearly better"}])
     fig = viz.recall_chance_bars(res)
     assert [t.y[0] for t in fig.data] == [pytest.approx(90.0), pytest.approx(50.0)]
+
+
+# -- the dashboard pages (Streamlit AppTest on fake run folders) ---------------------------------------
+MAIN = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "explorer" / "app" / "main.py")
+
+
+def _texts(at) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [str(m.value) for m in at.metric]
+    return "\n".join(str(p) for p in parts)
+
+
+def _open(root, monkeypatch, selected, page):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("EXPLORER_RUNS_DIR", str(root))
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.session_state["selected_runs"] = [str(p) for p in selected]
+    at.run()
+    at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.fixture(scope="module")
+def with_effects(runs, tmp_path_factory):
+    """The fake DualSelect run with effect columns at step 8 (as influence_every would write them)."""
+    import shutil
+
+    d = tmp_path_factory.mktemp("eff") / runs["dualselect"].name
+    shutil.copytree(runs["dualselect"], d)
+    dec = read_all(d, "decisions")
+    rng = np.random.default_rng(0)
+    at8 = (dec["step"] == 8) & (dec["role"] == "task")
+    dec["effect_safety"] = np.where(at8, rng.normal(size=len(dec)), np.nan)
+    dec["effect_task"] = np.where(at8, rng.normal(size=len(dec)), np.nan)
+    for p in (d / "decisions").glob("part-*.parquet"):
+        p.unlink()
+    dec.to_parquet(d / "decisions" / "part-00000.parquet", index=False)
+    return d
+
+
+@pytest.mark.app
+def test_task_selection_shows_recall_against_chance_and_the_rule(runs, monkeypatch):
+    d = runs["dualselect"]
+    at = _open(d.parent, monkeypatch, [d], "task_selection")
+    r = chance.from_counts(reader.selection_counts(d))
+    out = _texts(at)
+    assert f"{100 * r.recall:.1f} %" in out and f"{100 * r.chance:.1f} %" in out and r.badge in out
+    assert "lift = (recall − chance)" in out
+    assert "No independent check in this run" in out
+
+
+@pytest.mark.app
+def test_why_panel_says_what_the_check_found(with_effects, monkeypatch):
+    at = _open(with_effects.parent, monkeypatch, [with_effects], "task_selection")
+    at.select_slider(key="step").set_value(8).run()
+    dec = read_all(with_effects, "decisions")
+    row = dec[(dec.step == 8) & (dec.role == "task")].iloc[0]
+    at.selectbox(key="sample").set_value(row["sample_id"]).run()
+    assert not at.exception
+    out = _texts(at)
+    word = "lowered" if row["effect_safety"] > 0 else "raised"
+    assert f"**{word} safety**" in out and f"{row['effect_safety']:+.3g}" in out
+    at.select_slider(key="step").set_value(5).run()
+    assert "not recorded at this step" in _texts(at)
+
+
+@pytest.mark.app
+def test_references_page_states_the_chance_overlap(runs, monkeypatch):
+    d = runs["dualselect"]
+    at = _open(d.parent, monkeypatch, [d], "references")
+    summ = chance.refresh_chance(reader.refresh_summary(d))
+    assert f"chance {summ['jaccard_chance'].dropna().mean():.3f}" in _texts(at)
