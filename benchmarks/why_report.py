@@ -68,12 +68,10 @@ def seal_pool_check(run_dir: Path, n: int) -> tuple[pd.DataFrame, dict]:
     import torch
 
     from explorer.config import RunConfig, build_dataclass
-    from explorer.data.sample import read_sample_file
+    from explorer.data.assemble import build_pools
     from explorer.data.tokenize import collate, encode_all, pad_id_of
-    from explorer.eval.evaluate import load_suites
     from explorer.model.load import load_model
     from explorer.scoring.influence import InfluenceProbe
-    from explorer.train.loop import build_mix
 
     man = reader.manifest(run_dir)
     cfg = build_dataclass(RunConfig, man["config"], str(run_dir))
@@ -85,10 +83,9 @@ def seal_pool_check(run_dir: Path, n: int) -> tuple[pd.DataFrame, dict]:
     def encode(recs):
         return collate(encode_all(tok, recs, cfg.max_length, strict=False)[0], pad, torch.device("cpu"))
 
-    data = Path(man["data"])
-    mix = build_mix(read_sample_file(data / "task_train.jsonl"), read_sample_file(data / "harmful_train.jsonl"), cfg)
-    fams = tuple(sorted({r.family for r in mix if r.provenance == "benign"}))
-    probe = InfluenceProbe.for_run(cfg, load_suites(data, families=fams), encode)
+    records, pools, suites, _ = build_pools(cfg)     # the same mix and held-out suites as the run
+    mix = [records[i] for i in pools["task"]]
+    probe = InfluenceProbe.for_run(cfg, suites, encode)
     batches = [encode(mix[i:i + cfg.batch_size]) for i in range(0, len(mix), cfg.batch_size)]
     eff = probe.pool_effects(model, batches, cfg.lr)
     cut = reader.query(run_dir, "seal_cut", "SELECT sample_id, omega, kept FROM t WHERE step = (SELECT max(step) FROM t)")
