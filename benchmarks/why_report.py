@@ -53,7 +53,13 @@ def train(method: str, seed: int, p: float, runs_dir: Path, every: int, n: int, 
 
     cfg_path = demo_config_path(method)
     ov = [f"harmful_ratio={p}", f"seed={seed}", f"runs_dir={runs_dir}", f"influence_every={every}",
-          f"influence_n={n}", "eval_every=0", "final_eval_n=50", "progress=false", *extra]
+          f"influence_n={n}", "eval_every=0", "final_eval_n=50", "progress=false"]
+    for e in extra:             # "key=value" for every method, "method:key=value" for that method only
+        name, sep, kv = e.partition(":")
+        if not sep or "=" in name:
+            ov.append(e)
+        elif name == method:
+            ov.append(kv)
     if cfg_path is None:
         ov.append(f"method={method}")
     t = time.time()
@@ -143,16 +149,19 @@ def main(argv=None) -> int:
     ap.add_argument("--influence-every", type=int, default=4)
     ap.add_argument("--influence-n", type=int, default=64)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="further run settings (e.g. n_train=64 epochs=1 for a smoke test)")
+                    help="further run settings (e.g. n_train=64 epochs=1 for a smoke test); "
+                         "METHOD:KEY=VALUE applies to that method only (dualselect:method.ref_cap=120)")
     ap.add_argument("--reuse", action="store_true", help="read existing complete runs instead of training")
     a = ap.parse_args(argv)
     runs_dir = Path(a.runs_dir)
     rows = []
-    for m in a.methods:
-        for s in a.seeds:
+    for s in a.seeds:           # seeds outer: an interrupted report still has every method for the first seeds
+        for m in a.methods:
             d = _find(runs_dir, m, s, a.p) if a.reuse else None
             d = d or train(m, s, a.p, runs_dir, a.influence_every, a.influence_n, a.set)
             rows.append(analyse(d, a.influence_n))
+            print("  " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in rows[-1].items()), file=sys.stderr, flush=True)
     per_run = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
     print(f"p = {a.p:g}, seeds {' '.join(map(str, a.seeds))}, effect every {a.influence_every} steps on "
