@@ -256,7 +256,7 @@ def spearman(x, y) -> float:
 
 
 #: score columns, in the order they are preferred, and whether larger means "the method likes it more"
-PREFERENCE_COLUMNS = (("score", None), ("omega", True), ("token_weight", True), ("gate", False), ("weight", True))
+PREFERENCE_COLUMNS = (("score", None), ("omega", True), ("token_weight", True), ("weight", True))
 
 
 def preference(batch: pd.DataFrame) -> tuple[str, pd.Series] | None:
