@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
 
 def test_the_numbered_sequence_is_complete():
     numbers = [int(p.name[:2]) for p in SOURCES]
-    assert numbers == list(range(1, 8)), f"expected notebooks 01..07, found {[p.name for p in SOURCES]}"
+    assert numbers == list(range(1, 9)), f"expected notebooks 01..08, found {[p.name for p in SOURCES]}"
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)

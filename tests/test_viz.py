@@ -28,6 +28,7 @@ EMPTY_CALLS = {
     "pact_kl_by_position": lambda e: viz.pact_kl_by_position(e), "cwac_spectrum": lambda e: viz.cwac_spectrum(e),
     "cwac_removed_share": lambda e: viz.cwac_removed_share(e),
     "cwac_latent_drift": lambda e: viz.cwac_latent_drift(e),
+    "score_vs_effect": lambda e: viz.score_vs_effect(e), "recall_chance_bars": lambda e: viz.recall_chance_bars(e),
 }
 
 

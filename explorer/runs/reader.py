@@ -469,3 +469,37 @@ def compare(run_dirs: list[str | Path], baseline: str = "sft", stats_of=None) ->
                          and pd.notna(by_path.loc[r["baseline_path"], col]) and by_path.loc[r["baseline_path"], col]
                          else None for _, r in df.iterrows()]
     return df
+
+
+# -- is the why real? chance levels and the independent check (issue 19; explorer/runs/chance.py) ------
+def selection_counts(run_dir) -> pd.DataFrame:
+    """Per step of task decisions: n, harmful (h), dropped (d), harmful dropped (hd) and `unknown`
+    (provenance neither benign nor harmful), counted in DuckDB — chance.recall_vs_chance's groups.
+    A pool selector that drops nothing inside its batches (SEAL's one-off top-p cut) gives one row for
+    its cut over the mix instead. Empty when the run recorded no decisions."""
+    has_s = "provenance" in set(columns(run_dir, "samples"))
+    prov = "s.provenance" if has_s else "NULL"
+    join = "LEFT JOIN s USING (sample_id)" if has_s else ""
+    agg = f"""count(*) AS n, count(*) FILTER (WHERE {prov} = 'harmful') AS h,
+              count(*) FILTER (WHERE NOT t.kept) AS d,
+              count(*) FILTER (WHERE NOT t.kept AND {prov} = 'harmful') AS hd,
+              count(*) FILTER (WHERE {prov} IS NULL OR {prov} NOT IN ('benign', 'harmful')) AS unknown"""
+    df = query(run_dir, "decisions", f"SELECT t.step, {agg} FROM t {join} WHERE t.role = 'task' "
+                                     "GROUP BY t.step ORDER BY t.step")
+    if (df.empty or int(df["d"].sum()) == 0) and source(run_dir, "seal_cut") is not None:
+        cut = query(run_dir, "seal_cut", f"""SELECT max(t.step) AS step, {agg} FROM t {join}
+                    WHERE t.step = (SELECT max(step) FROM t)""")
+        if not cut.empty and int(cut["d"].sum()) > 0:
+            return cut.assign(scope="pool")
+    return df.assign(scope="batch") if not df.empty else df
+
+
+def effect_rows(run_dir) -> pd.DataFrame:
+    """Task decisions at the steps where the independent check was recorded (effect_safety present),
+    with provenance; empty when the run did not record it (influence_every = 0)."""
+    if "effect_safety" not in set(columns(run_dir, "decisions")):
+        return pd.DataFrame()
+    has_s = "provenance" in set(columns(run_dir, "samples"))
+    sel, join = (", s.provenance", "LEFT JOIN s USING (sample_id)") if has_s else ("", "")
+    return query(run_dir, "decisions", f"""SELECT t.*{sel} FROM t {join}
+                 WHERE t.role = 'task' AND t.effect_safety IS NOT NULL ORDER BY t.step, t.sample_id""")

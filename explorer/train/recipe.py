@@ -90,6 +90,7 @@ class Recipe:
         self.step_no, self.epoch, self.pos, self.order = 0, 0, 0, None
         self.total_steps = 0
         self.harm = float("nan")              # latest harmful score, for the progress bar
+        self.probe = None                     # scoring/influence.InfluenceProbe when influence_every > 0
 
     # ----------------------------------------------------------------------------------------------
     # setup
@@ -120,6 +121,9 @@ class Recipe:
         self.method.prepare(self.ctx)
         self._setup_training_set()
         self._setup_optimizer(cfg)
+        from explorer.scoring.influence import InfluenceProbe
+
+        self.probe = InfluenceProbe.for_run(cfg, self.suites, self.encode, self.autocast_dtype)
         self.model.train()
         self.harm = harmful_score(self.start_summary)
         if self.checkpoint is not None:
@@ -275,6 +279,8 @@ class Recipe:
         self.set_lr()
         decision = self.method.decide(batch, self.ctx)
         t_decide = time.time() - t0
+        if self.probe is not None:   # the independent check: effect_safety / effect_task columns at its steps
+            decision.scores.update(self.probe(self.model, batch, self.step_no, self.opt.param_groups[0]["lr"]))
         w = decision.weights.detach().float().to(self.device)                          # [B]
         self.opt.zero_grad(set_to_none=True)
         if decision.grads is not None:      # the method assembled the update from per-sample gradients

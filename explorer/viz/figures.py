@@ -139,6 +139,10 @@ def refresh_jaccard(summary: pd.DataFrame) -> go.Figure:
     fig = px.bar(d, x="refresh", y="jaccard_prev", color="trigger", hover_data=hover, custom_data=["refresh_id"],
                  title=title, labels={"jaccard_prev": "Jaccard with previous", "refresh": "refresh"},
                  range_y=[0, 1])
+    if "jaccard_chance" in d and d["jaccard_chance"].notna().any():
+        from explorer.viz.why import add_jaccard_chance
+
+        add_jaccard_chance(fig, d)
     return fig
 
 

@@ -5,6 +5,7 @@ import streamlit as st
 
 from explorer import viz
 from explorer.app import common
+from explorer.runs import chance
 from explorer.runs.reader import RunReadError
 
 SCORE_COLS = ["sample_id", "rank", "score", "loss", "conflict", "cosine", "weight"]
@@ -23,6 +24,26 @@ if refs.empty:
     st.info("This run has no reference refreshes (only DualSelect-style methods refresh references).")
     st.stop()
 
+
+
+def jaccard_against_chance(summary: pd.DataFrame) -> pd.DataFrame:
+    """The refresh summary with the chance Jaccard of random selections of the same sizes (runs/chance.py),
+    and a plain-words caption of how the observed overlaps compare with it."""
+    out = chance.refresh_chance(summary)
+    obs = out[["jaccard_prev", "jaccard_chance"]].dropna()
+    if not obs.empty:
+        above = int((out["jaccard_p"] < chance.ALPHA).sum())
+        st.caption(f"dashed line: the Jaccard overlap two *random* selections of the same sizes from the "
+                   f"{int(out['n_scored'].iloc[-1])} scored references have on average (exact hypergeometric "
+                   f"expectation); dotted: 95 % of random pairs overlap less. Observed mean "
+                   f"{obs['jaccard_prev'].mean():.3f} against chance {obs['jaccard_chance'].mean():.3f}; "
+                   f"{above} of {len(obs)} refreshes overlap more than chance (p < {chance.ALPHA:g}). "
+                   "An overlap at the chance line means consecutive selections share no more references "
+                   "than two random draws would.")
+    return out
+
+
+summary = jaccard_against_chance(summary)
 st.plotly_chart(viz.refresh_jaccard(summary), width="stretch", key="jaccard")
 st.dataframe(summary, hide_index=True, width="stretch")
 st.plotly_chart(viz.reference_swimlane(refs), width="stretch", key="swimlane")

@@ -5,7 +5,7 @@ import streamlit as st
 
 from explorer import viz
 from explorer.app import common
-from explorer.runs import schema
+from explorer.runs import chance, schema
 from explorer.runs.reader import RunReadError, batch_membership
 from explorer.runs.selection import batch_cut
 
@@ -125,6 +125,71 @@ def conflicts_panel(step: int, sample: str) -> None:
         st.dataframe(act[cols].head(5), hide_index=True, width="stretch")
 
 
+# -- is the why real? (issue 19): chance levels and the independent check -----------------------------
+def chance_panel() -> None:
+    """Harmful-drop recall against a random drop of the same size in every batch, the exact permutation
+    p-value and the badge, with its rule. Provenance is analysis-only; unknown provenance → unknown."""
+    try:
+        counts = common.read("selection_counts", run)
+    except RunReadError as e:
+        common.show_read_error(e)
+        return
+    if counts.empty or int(counts["d"].sum()) == 0:
+        st.caption("Against chance: this run dropped no sample, so there is no selection to test.")
+        return
+    r = chance.from_counts(counts)
+    scope = ("its one cut over the whole mix" if "scope" in counts and counts["scope"].iloc[0] == "pool"
+             else "a random drop of the same size in every batch")
+    c1, c2, c3, c4 = st.columns(4)
+    if r.recall is None:
+        c1.metric("harmful-drop recall", "unknown",
+                  help="some samples have provenance 'unknown' (no label), so recall cannot be computed")
+        c4.metric("verdict", chance.UNKNOWN)
+    else:
+        c1.metric("harmful-drop recall", f"{100 * r.recall:.1f} %",
+                  help=f"{r.n_harmful_dropped} of the {r.n_harmful} harmful sample-decisions were dropped")
+        c2.metric("chance", f"{100 * r.chance:.1f} %", help=f"the expected recall of {scope}")
+        c3.metric("permutation p", f"{r.p_value:.2g}",
+                  help="exact: the share of all within-batch re-shufflings of the drop labels that drop at "
+                       "least as many harmful samples")
+        c4.metric("verdict", r.badge)
+    st.caption(f"Against chance — rule: {chance.BADGE_RULE}.")
+
+
+def effect_line(row: pd.Series) -> None:
+    """Under the why panel: what the independent check says this sample would have done, where recorded."""
+    eff = row.get("effect_safety")
+    if eff is None or pd.isna(eff):
+        st.caption("independent check: not recorded at this step (run with influence_every > 0 to record it)")
+        return
+    word = "lowered" if eff > 0 else "raised"
+    task = row.get("effect_task")
+    task_txt = "" if task is None or pd.isna(task) else (
+        f"; held-out task loss {task:+.3g} ({'hurts' if task > 0 else 'helps'} the task)")
+    st.markdown(f"**Independent check**: one step on this sample alone would have **{word} safety** "
+                f"(held-out refusal loss {eff:+.3g}{task_txt}). Sign: effect = −lr·⟨g_sample, ∇ held-out loss⟩, "
+                "the predicted change of that loss; > 0 means the refusal loss rises, i.e. safety falls.")
+
+
+def effect_view(sample: str | None = None) -> None:
+    """The method's score against the measured effect at every recorded step, with Spearman's ρ."""
+    try:
+        rows = common.read("effect_rows", run)
+    except RunReadError as e:
+        common.show_read_error(e)
+        return
+    if rows.empty:
+        st.caption("No independent check in this run (set influence_every > 0 to record each sample's "
+                   "effect on the held-out refusal and task losses).")
+        return
+    eff = st.radio("effect on", ["effect_safety", "effect_task"], horizontal=True, key="effect_col",
+                   format_func=lambda c: {"effect_safety": "held-out refusal loss",
+                                          "effect_task": "held-out task loss"}[c])
+    st.plotly_chart(viz.score_vs_effect(rows, eff, selected=sample), width="stretch", key="score_effect")
+    st.caption("ρ > 0: the method prefers the samples the check says lower the held-out loss; ρ ≈ 0: its score "
+               "is unrelated to the measured effect. The check reads no method score.")
+
+
 @st.fragment
 def step_view() -> None:
     """The step slider and everything that depends on the step: a fragment, so that moving the slider
@@ -168,6 +233,7 @@ def step_view() -> None:
                           help="ordered by score, the method's favourite first; mirrors the chart selection")
     row = batch[batch["sample_id"] == sample].iloc[0]
     why_panel(row, batch, cut, numeric)
+    effect_line(row)
     conflicts_panel(step, sample)
     try:
         n_dec = common.read("n_rows", run, "decisions")
@@ -185,6 +251,9 @@ def step_view() -> None:
 
 
 step_view()
+st.subheader("Is the score real? Against chance, and against the measured effect")
+chance_panel()
+effect_view(st.session_state.get("sample"))
 
 st.subheader("Over the whole run: the data map")
 try:

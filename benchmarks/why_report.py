@@ -1,0 +1,184 @@
+"""Is the why real? For each selection method at p = 0.1 over seeds: does its score track the measured
+effect of a sample on the held-out refusal loss, and how far is its selection from chance?
+
+    nice -n 10 python benchmarks/why_report.py --seeds 0 1 2 --methods dualselect random seal
+
+Each run records, every `--influence-every` steps, every task sample's first-order effect on the
+held-out refusal loss (effect_safety; explorer/scoring/influence.py). Columns printed, per method
+(mean ± sd over seeds; "n/a" where a method has no score or no drop):
+
+  rho safety   Spearman's ρ between the method's preference (its score oriented so that larger = kept;
+               ω for SEAL; the keep weight for random) and −effect_safety, averaged over recorded
+               steps: +1 = it prefers exactly the samples the check says raise safety, 0 = unrelated.
+               SEAL cuts once before training, so its ρ is over the whole mix at the starting model.
+  rho task     the same against −effect_task (the held-out task loss).
+  recall       harmful-drop recall (% of harmful sample-decisions dropped; SEAL: of harmful samples cut)
+  chance       the recall a random drop of the same size per batch (SEAL: over the pool) gives
+  lift         (recall − chance) / (1 − chance): 0 = chance, 1 = every harmful sample dropped
+  p            the exact permutation p-value of the run (median over seeds)
+  badge        the plain-words verdict per seed (explorer/runs/chance.py BADGE_RULE)
+
+Runs are kept under --runs-dir; with --reuse an existing complete run of the same method and seed
+is read instead of trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from explorer.runs import chance, reader, schema  # noqa: E402
+
+
+def _find(runs_dir: Path, method: str, seed: int, p: float) -> Path | None:
+    for m in sorted(runs_dir.glob(f"{method}-p{p:g}-s{seed}-*/{schema.MANIFEST}")):
+        man = json.loads(m.read_text())
+        if man.get("status") == schema.STATUS_COMPLETE and man["config"].get("influence_every", 0) > 0:
+            return m.parent
+    return None
+
+
+def train(method: str, seed: int, p: float, runs_dir: Path, every: int, n: int, extra: list[str]) -> Path:
+    from explorer.config import load_config
+    from explorer.demo import demo_config_path
+    from explorer.train.loop import run
+
+    cfg_path = demo_config_path(method)
+    ov = [f"harmful_ratio={p}", f"seed={seed}", f"runs_dir={runs_dir}", f"influence_every={every}",
+          f"influence_n={n}", "eval_every=0", "final_eval_n=50", "progress=false"]
+    for e in extra:             # "key=value" for every method, "method:key=value" for that method only
+        name, sep, kv = e.partition(":")
+        if not sep or "=" in name:
+            ov.append(e)
+        elif name == method:
+            ov.append(kv)
+    if cfg_path is None:
+        ov.append(f"method={method}")
+    t = time.time()
+    d = run(load_config(cfg_path, ov))
+    print(f"  {method:11s} seed {seed} trained in {time.time() - t:6.1f} s -> {d}", file=sys.stderr)
+    return d
+
+
+def seal_pool_check(run_dir: Path, n: int) -> tuple[pd.DataFrame, dict]:
+    """SEAL decides once, on the whole mix, before training: its ω against each sample's effect at
+    the starting model, and the cut's recall against a random cut of the same size."""
+    import torch
+
+    from explorer.config import RunConfig, build_dataclass
+    from explorer.data.assemble import build_pools
+    from explorer.data.tokenize import collate, encode_all, pad_id_of
+    from explorer.model.load import load_model
+    from explorer.scoring.influence import InfluenceProbe
+
+    man = reader.manifest(run_dir)
+    cfg = build_dataclass(RunConfig, man["config"], str(run_dir))
+    torch.manual_seed(cfg.seed)
+    model, tok, _ = load_model(cfg.model, torch.device("cpu"), "float32")
+    model.train()
+    pad = pad_id_of(tok)
+
+    def encode(recs):
+        return collate(encode_all(tok, recs, cfg.max_length, strict=False)[0], pad, torch.device("cpu"))
+
+    records, pools, suites, _ = build_pools(cfg)     # the same mix and held-out suites as the run
+    mix = [records[i] for i in pools["task"]]
+    probe = InfluenceProbe.for_run(cfg, suites, encode)
+    batches = [encode(mix[i:i + cfg.batch_size]) for i in range(0, len(mix), cfg.batch_size)]
+    eff = probe.pool_effects(model, batches, cfg.lr)
+    cut = reader.query(run_dir, "seal_cut", "SELECT sample_id, omega, kept FROM t WHERE step = (SELECT max(step) FROM t)")
+    prov = {r.sample_id: r.provenance for r in mix}
+    cut = cut.assign(effect_safety=cut["sample_id"].map(lambda s: eff[s]["effect_safety"]),
+                     effect_task=cut["sample_id"].map(lambda s: eff[s].get("effect_task", np.nan)),
+                     provenance=cut["sample_id"].map(prov), step=0)
+    return cut, chance.task_selection_chance(cut, by="step").as_dict()
+
+
+def analyse(run_dir: Path, n: int) -> dict:
+    man = reader.manifest(run_dir)
+    if man["method"] == "seal":
+        dec, ch = seal_pool_check(run_dir, n)
+    else:
+        dec = reader.decisions(run_dir, role="task")
+        smp = reader.samples(run_dir)[["sample_id", "provenance"]]
+        dec = dec.merge(smp, on="sample_id", how="left")
+        ch = chance.task_selection_chance(dec).as_dict()
+    rs = chance.score_effect_correlation(dec, "effect_safety")
+    rt = chance.score_effect_correlation(dec, "effect_task")
+    return {"method": man["method"], "seed": man["seed"], "rho safety": rs["rho"], "rho task": rt["rho"],
+            "score column": rs["column"], "steps": rs["n_steps"], **{k: ch[k] for k in
+            ("recall", "chance", "lift", "p_value", "badge", "n_dropped")}}
+
+
+def _pm(s: pd.Series, scale: float = 1.0, fmt: str = "{:.2f}") -> str:
+    s = pd.to_numeric(s, errors="coerce").dropna() * scale
+    if s.empty:
+        return "n/a"
+    return fmt.format(s.mean()) + (" ± " + fmt.format(s.std()) if len(s) > 1 else "")
+
+
+def table(rows: pd.DataFrame) -> pd.DataFrame:
+    out = []
+    for m, g in rows.groupby("method", sort=False):
+        dropped = pd.to_numeric(g["n_dropped"]).fillna(0) > 0
+        gg = g[dropped]
+        out.append({"method": m, "seeds": len(g), "score": g["score column"].dropna().iloc[0]
+                    if g["score column"].notna().any() else "n/a",
+                    "rho safety": _pm(g["rho safety"]), "rho task": _pm(g["rho task"]),
+                    "recall %": _pm(gg["recall"], 100, "{:.1f}"), "chance %": _pm(gg["chance"], 100, "{:.1f}"),
+                    "lift": _pm(gg["lift"]),
+                    "p (median)": f"{pd.to_numeric(gg['p_value']).median():.2g}" if not gg.empty else "n/a",
+                    "badge per seed": ", ".join(g["badge"]) if dropped.any() else "no drops"})
+    return pd.DataFrame(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", nargs="+", default=["dualselect", "random", "seal"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--p", type=float, default=0.1)
+    ap.add_argument("--runs-dir", default="runs/why")
+    ap.add_argument("--influence-every", type=int, default=4)
+    ap.add_argument("--influence-n", type=int, default=64)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="further run settings (e.g. n_train=64 epochs=1 for a smoke test); "
+                         "METHOD:KEY=VALUE applies to that method only (dualselect:method.ref_cap=120)")
+    ap.add_argument("--reuse", action="store_true", help="read existing complete runs instead of training")
+    a = ap.parse_args(argv)
+    runs_dir = Path(a.runs_dir)
+    rows = []
+    for s in a.seeds:           # seeds outer: an interrupted report still has every method for the first seeds
+        for m in a.methods:
+            d = _find(runs_dir, m, s, a.p) if a.reuse else None
+            d = d or train(m, s, a.p, runs_dir, a.influence_every, a.influence_n, a.set)
+            rows.append(analyse(d, a.influence_n))
+            print("  " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in rows[-1].items()), file=sys.stderr, flush=True)
+    per_run = pd.DataFrame(rows)
+    pd.set_option("display.width", 200)
+    print(f"p = {a.p:g}, seeds {' '.join(map(str, a.seeds))}, effect every {a.influence_every} steps on "
+          f"{a.influence_n} held-out prompts per loss\n")
+    print(table(per_run).to_markdown(index=False) if _has_tabulate() else table(per_run).to_string(index=False))
+    print("\nper run:")
+    print(per_run.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    return 0
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

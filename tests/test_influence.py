@@ -1,0 +1,100 @@
+"""The independent check (explorer/scoring/influence.py): the recorded effect is what one SGD step on
+the sample actually does to the held-out loss, to first order; and the loop records it when asked."""
+
+import copy
+
+import pandas as pd
+import pytest
+import torch
+
+from _method_helpers import make_context
+from explorer.scoring import influence
+from explorer.train.losses import per_sample_nll
+
+
+def _heldout_loss(model, batch):
+    with torch.no_grad():
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        return float(per_sample_nll(out.logits, batch.labels).mean())
+
+
+@pytest.fixture
+def setup():
+    ctx = make_context(seed=3)
+    recs = ctx.records
+    task = ctx.encode([recs[i] for i in ctx.pools["task"]])
+    heldout = ctx.encode(influence.refusal_records([recs[i] for i in ctx.pools["reference"]]))
+    return ctx.model.double(), task, heldout
+
+
+def test_effect_predicts_the_change_of_the_heldout_loss(setup):
+    model, task, heldout = setup
+    lr = 1e-3
+    d = {"effect_safety": influence.heldout_gradient(model, heldout)}
+    eff = influence.first_order_effects(model, task, d, lr)["effect_safety"]
+    base = _heldout_loss(model, heldout)
+    actual = []
+    for i in range(len(task)):
+        m = copy.deepcopy(model)
+        one = type(task)(**{k: (v[i:i + 1] if torch.is_tensor(v) else v[i:i + 1]) for k, v in task.__dict__.items()})
+        out = m(input_ids=one.input_ids, attention_mask=one.attention_mask)
+        per_sample_nll(out.logits, one.labels)[0].backward()
+        with torch.no_grad():
+            for p in m.parameters():
+                if p.grad is not None:
+                    p -= lr * p.grad
+        actual.append(_heldout_loss(m, heldout) - base)
+    actual = torch.tensor(actual, dtype=eff.dtype)
+    # first order: the error is O(lr²) and far below the effects themselves
+    assert torch.allclose(eff, actual, rtol=0.05, atol=1e-3 * float(actual.abs().max()))
+    assert (eff.sign() == actual.sign()).all()
+
+
+def test_refusal_records_keep_the_prompts_and_cycle_refusals(setup):
+    ctx = make_context()
+    prompts = [ctx.records[i] for i in ctx.pools["task"]]
+    out = influence.refusal_records(prompts, ["no .", "never ."])
+    assert [r.prompt for r in out] == [r.prompt for r in prompts]
+    assert [r.response for r in out][:3] == ["no .", "never .", "no ."]
+    with pytest.raises(ValueError, match="refusal"):
+        influence.refusal_records(prompts, [])
+
+
+def test_jvp_and_hooks_agree(setup):
+    model, task, heldout = setup
+    model = model.float()
+    d = {"a": influence.heldout_gradient(model, heldout), "b": influence.heldout_gradient(model, task)}
+    h = influence.first_order_effects(model, task, d, 0.1, "hooks")
+    j = influence.first_order_effects(model, task, d, 0.1, "jvp")
+    for k in d:
+        assert torch.allclose(h[k], j[k], rtol=1e-3, atol=1e-6)
+
+
+def test_probe_is_off_by_default_and_records_only_its_steps(setup):
+    model, task, heldout = setup
+    probe = influence.InfluenceProbe(every=3, safety=heldout, task=task)
+    assert probe(model, task, 1, 1e-3) == {}
+    cols = probe(model, task, 3, 1e-3)
+    assert set(cols) == {"effect_safety", "effect_task"} and len(cols["effect_safety"]) == len(task)
+    from explorer.config import RunConfig
+
+    assert RunConfig().influence_every == 0
+    assert influence.InfluenceProbe.for_run(RunConfig(), [], None) is None
+
+
+def test_the_loop_records_effects_for_every_method(short_config):
+    from explorer.runs import reader
+    from explorer.train.loop import run
+
+    d = run(short_config("method=random", "influence_every=2", "influence_n=8", "eval_every=0"))
+    dec = reader.decisions(d)
+    rec = dec[dec["step"] % 2 == 0]
+    assert rec["effect_safety"].notna().all() and rec["effect_task"].notna().all()
+    assert dec.loc[dec["step"] % 2 == 1, "effect_safety"].isna().all()
+    # a harmful compliance pulls away from refusing: on average it raises the held-out refusal loss
+    smp = reader.samples(d).set_index("sample_id")
+    prov = rec["sample_id"].map(smp["provenance"])
+    means = rec.groupby(prov)["effect_safety"].mean()
+    if "harmful" in means:
+        assert means["harmful"] > means["benign"]
+    assert isinstance(dec, pd.DataFrame)
