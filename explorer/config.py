@@ -54,7 +54,7 @@ class RunConfig:
     epochs: int = 3
     max_steps: int = 0                    # > 0 caps the number of optimiser steps
     batch_size: int = 32
-    lr: float = 2e-4                      # FINDINGS: at 1e-3 even benign fine-tuning erases refusal
+    lr: float = 2e-4                      # docs/tiny_world.md: at 1e-3 even benign fine-tuning erases refusal
     weight_decay: float = 0.0
     warmup_steps: int = 5
     clip: float = 1.0

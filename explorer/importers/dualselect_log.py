@@ -1,6 +1,6 @@
 """`explorer import-dualselect`: the DualSelect authors' selection_log.jsonl -> a run folder.
 
-The log (ALGORITHMS.md §1) has one JSON object per line: `epoch`, `kind` ("reference" or
+The log (docs/methods/dualselect.md) has one JSON object per line: `epoch`, `kind` ("reference" or
 "task_step_<global_step>"), and lists over the *selected* items only — `indices` (into the data
 file's records), `weights`, `scores`, `losses`, `cosines` — plus stats (selected_ref_mean_loss,
 num_scored_refs, task_loss, task_ref_cosine, num_selected_task ...). Items the log does not name were
