@@ -37,6 +37,7 @@ from explorer.eval.evaluate import evaluate, load_suites, summarize
 from explorer.eval.judges import make_judge
 from explorer.methods import make_method
 from explorer.model.load import LoraSettings, load_model, pick_device
+from explorer.model.load import model_fingerprint
 from explorer.record.writer import RunWriter
 from explorer.runs import schema
 from explorer.train.context import Context
@@ -226,7 +227,8 @@ def run(cfg: RunConfig, run_id: str | None = None, resume_dir: str | Path | None
     writer = writer or RunWriter.create(cfg.runs_dir, run_id, {
         "method": cfg.method_name, "config": to_dict(cfg), "method_config": mcfg.__dict__,
         "seed": cfg.seed, "harmful_ratio": cfg.harmful_ratio, "model": cfg.model,
-        "model_info": model_info, "device": str(device), "data": str(data_dir),
+        "model_info": model_info, "model_fingerprint": model_fingerprint(model_info["model_path"]),
+        "device": str(device), "data": str(data_dir),
         "data_files": {"task": cfg.task_data or str(data_dir / "task_train.jsonl"),
                        "harmful": cfg.harmful_data or str(data_dir / "harmful_train.jsonl"),
                        "reference": cfg.reference_data or str(data_dir / "reference_pool.jsonl"),
