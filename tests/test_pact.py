@@ -201,6 +201,23 @@ def test_prepare_records_the_token_table_and_decide_trains():
 
 
 @pytest.mark.contract
+def test_stage1_teacher_forces_the_response_text_without_the_end_of_turn_token():
+    """As the release (which tokenises the response text alone): the position that predicts the
+    template's end-of-turn token is not among stage 1's R positions. With it, `</s>` entered S of a
+    freshly prepared tiny world with weight 0 and PACT pushed the end of every answer down."""
+    torch.set_num_threads(1)
+    counts = {}
+    for end in (False, True):
+        ctx = make_context()
+        Pact(PactConfig(k=12, stage1_end_token=end)).prepare(ctx)
+        counts[end] = ctx.state["pact"]["n_positions"]
+        recs = ctx.pool_records("reference")[:512]
+    n_text = [len(ctx.tokenizer(r.response, add_special_tokens=False)["input_ids"]) for r in recs]
+    assert counts[False] == sum(min(n, 64) for n in n_text)
+    assert counts[True] == sum(min(n + 1, 64) for n in n_text)   # one end-of-turn position per refusal
+
+
+@pytest.mark.contract
 def test_lora_reference_is_the_unadapted_model():
     torch.set_num_threads(1)
     ctx = make_context(lora=True)
