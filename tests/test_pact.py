@@ -56,6 +56,16 @@ def test_safety_set_v_and_w_from_hand_made_distributions():
 # -- the gate ---------------------------------------------------------------------------------------
 
 @pytest.mark.unit
+def test_excluded_tokens_never_enter_the_safety_set():
+    p_bar_a = torch.tensor([0.40, 0.30, 0.15, 0.10, 0.05])
+    d = torch.tensor([-0.2, 0.3, 0.1, -0.1, 0.2])
+    S, v, w = safety_set(d, p_bar_a, k=3)
+    assert S.tolist() == [0, 1, 2]
+    S, v, w = safety_set(d, p_bar_a, k=3, exclude=[0])      # token 0 (say </s>) is kept out
+    assert S.tolist() == [1, 2, 3] and v[0] == 0 and w[0] == 0
+    assert float(v.norm()) == pytest.approx(1.0, rel=1e-5)
+
+
 def test_competitive_index_counts_tokens_to_mass_09():
     z = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.95, 0.03, 0.01, 0.01]]))
     assert competitive_index(z, 0.9).tolist() == pytest.approx([3 / 4, 1 / 4])

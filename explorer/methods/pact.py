@@ -106,6 +106,9 @@ class PactConfig:
     base_model: str = _h("π_B, the un-aligned base model (spec for load_model); empty = the run's "
                          "base_model", "")
     stage1_batch_size: int = _h("refusal samples per forward pass in stage 1", 8)
+    exclude_special_tokens: bool = _h("keep the tokenizer's special tokens (</s>, pad, chat markers) out of S; not in "
+                                      "the release: a special token of S with weight 0 is pushed down at every "
+                                      "position (docs/methods/pact.md)", False)
     stage1_end_token: bool = _h("also teacher-force the template's end-of-turn token in stage 1 (not the release: "
                                 "it tokenises the response text alone; with it, `</s>` can enter S with weight 0 "
                                 "and be pushed down at every position, docs/methods/pact.md)", False)
@@ -157,15 +160,20 @@ def position_means(p: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return (p * mask.unsqueeze(-1)).sum(1) / lengths.clamp_min(1).unsqueeze(1).to(p.dtype)
 
 
-def safety_set(d: torch.Tensor, p_aligned: torch.Tensor, k: int, eps: float = 1e-6):
+def safety_set(d: torch.Tensor, p_aligned: torch.Tensor, k: int, eps: float = 1e-6,
+               exclude: list[int] | None = None):
     """Stage 1's last step. d, p_aligned: [V] (p_aligned = p̄_A).
 
     S = top-k by p̄_A (ordered by p̄_A, descending); d is zeroed outside S, z-scored on S (unbiased
-    std, as torch.std and the release) and L2-normalised → v; w = max(v, 0).
+    std, as torch.std and the release) and L2-normalised → v; w = max(v, 0). Token ids in `exclude`
+    never enter S (not in the release; see PactConfig.exclude_special_tokens).
     Returns (S [k] long, v [V], w [V])."""
     V = d.numel()
-    k = min(int(k), V)
-    S = torch.topk(p_aligned.float(), k).indices
+    ranked = p_aligned.float().clone()
+    if exclude:
+        ranked[torch.tensor(sorted(set(exclude)), dtype=torch.long, device=ranked.device)] = float("-inf")
+    k = min(int(k), V - len(set(exclude or [])))
+    S = torch.topk(ranked, k).indices
     dS = d.float()[S]
     zS = dS - dS.mean()
     if k > 1:
@@ -351,7 +359,8 @@ class Pact(MethodBase):
         d, p_a, p_b = d_sum / n, p_a_sum / n, p_b_sum / n
         V = d.numel()
         k = math.ceil(c.k_fraction * V) if c.k_fraction > 0 else c.k
-        S, v, w = safety_set(d, p_a, k)
+        exclude = list(getattr(ctx.tokenizer, "all_special_ids", []) or []) if c.exclude_special_tokens else None
+        S, v, w = safety_set(d, p_a, k, exclude=exclude)
         self.S_, self.w_S_ = S.to(ctx.device), w[S].to(ctx.device)
         self.header_ = assistant_header_ids(ctx.tokenizer)
         self.pad_ = pad_id_of(ctx.tokenizer)
