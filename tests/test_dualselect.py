@@ -215,6 +215,7 @@ def test_decision_refs_name_each_samples_cosine_with_each_selected_reference(sho
     assert len(top) == 3 and top["cosine"].is_monotonic_increasing
 
 
+@pytest.mark.unit
 def test_defaults_keep_the_authors_rate_and_their_yaml_their_count():
     """The authors keep 4 of every mini-batch of 8; the default is that rate at any batch size, and
     configs/dualselect.yaml runs their whole setting."""

@@ -66,6 +66,7 @@ def test_excluded_tokens_never_enter_the_safety_set():
     assert float(v.norm()) == pytest.approx(1.0, rel=1e-5)
 
 
+@pytest.mark.unit
 def test_competitive_index_counts_tokens_to_mass_09():
     z = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.95, 0.03, 0.01, 0.01]]))
     assert competitive_index(z, 0.9).tolist() == pytest.approx([3 / 4, 1 / 4])
