@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from explorer.runs import schema
-from explorer.runs.compare import drop_precision_recall, metrics_wide, win_rates
+from explorer.runs import reader
 
 from explorer.data.sample import repo_root
 
@@ -21,55 +19,24 @@ def demo_config_path(method: str) -> Path | None:
     return p if p.exists() else None
 
 
-def _read(run_dir: Path, table: str) -> pd.DataFrame:
-    parts = sorted((run_dir / table).glob("part-*.parquet"))
-    if not parts:
-        p = run_dir / f"{table}.parquet"
-        return pd.read_parquet(p) if p.exists() else pd.DataFrame()
-    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+#: reader.compare's columns under the names the printed tables use
+DEMO_NAMES = {"run_id": "run", "method": "method", "harmful_ratio": "p", "seed": "seed", "hs_hh": "HS hh",
+              "hs_hexphi": "HS hexphi", "over_refusal": "over-refusal", "task_acc": "task acc",
+              "win_hh": "win hh", "win_hexphi": "win hexphi", "safety_avg": "Safety Avg",
+              "drop_precision": "drop prec", "drop_recall": "drop recall", "drop_note": "drops", "wall_s": "wall s",
+              "step_s": "step s", "wall_vs_sft": "wall / SFT", "step_vs_sft": "step / SFT"}
 
 
 def comparison_table(run_dirs: list[Path], baseline: str = "sft") -> pd.DataFrame:
-    """One row per run: harmful score per suite, over-refusal, task accuracy, win rates vs the SFT run
-    with the same harmful ratio and seed, Safety Avg, drop precision/recall, wall time."""
-    rows, evals = [], {}
-    manifests = {d: json.loads((d / schema.MANIFEST).read_text()) for d in run_dirs}
-    for d in run_dirs:
-        evals[d] = _read(d, "evals")
-    sft_for = {(m["harmful_ratio"], m["seed"]): d for d, m in manifests.items() if m["method"] == baseline}
-    for d, m in manifests.items():
-        mw = metrics_wide(_read(d, "metrics"))
-        acc = {k.split("/")[0][len(schema.TASK_SUITE_PREFIX):]: v for k, v in mw.items()
-               if k.endswith("/" + schema.M_ACC)}
-        row = {"run": d.name, "method": m["method"], "p": m["harmful_ratio"], "seed": m["seed"],
-               "HS hh": mw.get(f"{schema.SUITE_HH}/{schema.M_HARMFUL}"),
-               "HS hexphi": mw.get(f"{schema.SUITE_HEX}/{schema.M_HARMFUL}"),
-               "over-refusal": mw.get(f"{schema.SUITE_OVER}/{schema.M_OVER}"),
-               "task acc": sum(acc.values()) / len(acc) if acc else None}
-        for fam, v in sorted(acc.items()):
-            row[f"acc {fam}"] = v
-        sft = sft_for.get((m["harmful_ratio"], m["seed"]))
-        if sft is not None:
-            wr = win_rates(evals[d], evals[sft])
-            row["win hh"] = wr.get(schema.SUITE_HH)
-            row["win hexphi"] = wr.get(schema.SUITE_HEX)
-            row["Safety Avg"] = wr.get("safety_avg")
-        pr = drop_precision_recall(_read(d, "decisions"), _read(d, "samples"))
-        row["drop prec"] = pr["precision"]
-        row["drop recall"] = pr["recall"]
-        row["wall s"] = m.get("wall_seconds")
-        st = _read(d, "steps")
-        row["step s"] = float(st["time_s"].median()) if "time_s" in st and len(st) else None
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    if not df.empty and baseline in set(df["method"]):
-        base_wall = df[df["method"] == baseline].groupby(["p", "seed"])["wall s"].first()
-        df["wall / SFT"] = [r["wall s"] / base_wall.get((r["p"], r["seed"]), float("nan"))
-                            if r["wall s"] else None for _, r in df.iterrows()]
-        base_step = df[df["method"] == baseline].groupby(["p", "seed"])["step s"].first()
-        df["step / SFT"] = [r["step s"] / base_step.get((r["p"], r["seed"]), float("nan"))
-                            if r["step s"] else None for _, r in df.iterrows()]
-    return df
+    """One row per run: the dashboard's comparison table (reader.compare: harmful score per suite,
+    over-refusal, task accuracy, win rates vs the SFT run with the same data, ratio and seed, Safety Avg,
+    drop precision/recall, wall and step time against SFT) under the printed tables' column names; task
+    accuracy per family is "acc <family>"."""
+    df = reader.compare([str(d) for d in run_dirs], baseline=baseline)
+    if df.empty:
+        return df
+    names = {**DEMO_NAMES, **{c: "acc " + c[len("acc_"):] for c in df.columns if c.startswith("acc_")}}
+    return df[[c for c in df.columns if c in names]].rename(columns=names)
 
 
 def format_table(df: pd.DataFrame, cols: list[str] | None = None) -> str:
@@ -78,7 +45,9 @@ def format_table(df: pd.DataFrame, cols: list[str] | None = None) -> str:
     cols = [c for c in (cols or list(df.columns)) if c in df.columns]
     if _has_tabulate():
         fmt = ["g" if c in ("p", "seed") else ".1f" for c in cols]
-        return df[cols].to_markdown(index=False, floatfmt=fmt)
+        # unknown or not applicable (drop recall of a method that never drops): blank, never "nan" or 0
+        t = df[cols].astype(object)
+        return t.where(t.notna(), None).to_markdown(index=False, floatfmt=fmt, missingval="")
     return df[cols].round(1).to_string(index=False)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from explorer.record.writer import RunWriter
+from explorer.runs.writer import RunWriter
 from explorer.runs import schema
 
 N_TASK, N_REF, N_EVAL, BATCH, KEEP, STEPS, K_REF = 40, 30, 8, 8, 4, 12, 6
@@ -291,8 +291,11 @@ def make_cwac(root: Path) -> Path:
 
 
 def make_imported(root: Path) -> Path:
+    # as the importer writes a log whose batches could not be rebuilt: the selected samples only
     w = RunWriter.create(root, "imported", {"method": "dualselect", "imported_from": "selection_log.jsonl",
-                                             "seed": None, "harmful_ratio": None, "model": "(authors' run)"},
+                                             "seed": None, "harmful_ratio": None, "model": "(authors' run)",
+                                             "batch_membership": {"source": schema.BATCHES_UNKNOWN,
+                                                                  "detail": "unknown: selected samples only"}},
                          status=schema.STATUS_IMPORTED)
     w.write_samples([r for r in sample_rows() if r["pool"] in ("task", "reference")])
     for refresh_id in range(2):

@@ -11,6 +11,7 @@ import pytest
 
 from _dualselect_log import write_fake_log
 from _fake_runs import KEEP, make_runs, read_all
+from explorer.runs import reader
 
 pytestmark = pytest.mark.app
 MAIN = str(Path(__file__).resolve().parents[1] / "explorer" / "app" / "main.py")
@@ -165,6 +166,74 @@ def test_fake_compare_page_safety_avg(fake, monkeypatch):
     assert not at.exception
 
 
+def test_fake_compare_first_view_includes_sft(fake, monkeypatch):
+    """A newcomer opens the dashboard without picking anything: the default picks include the SFT run (its
+    folder sorts after six others here), so Compare shows win rates, not "No SFT run among the picked runs"."""
+    at = open_app(fake["sft"].parent, monkeypatch, page="compare")
+    df = at.dataframe[0].value.set_index("run_id")
+    assert "sft" in df.index and df.loc["sft", "safety_avg"] == 50.0
+    assert df["safety_avg"].notna().sum() >= 2
+    assert "No SFT run" not in texts(at)
+
+
+def test_fake_compare_drop_recall_is_blank_for_a_method_that_never_drops(fake, monkeypatch):
+    at = open_app(fake["sft"].parent, monkeypatch, [fake["sft"], fake["dualselect"]], "compare")
+    df = at.dataframe[0].value.set_index("run_id")
+    assert pd.isna(df.loc["sft", "drop_recall"]) and pd.isna(df.loc["sft", "drop_precision"])
+    assert df.loc["sft", "drop_note"] == "no drops"
+    assert pd.notna(df.loc["dualselect", "drop_recall"])
+
+
+# -- an imported authors' log whose batches dropped samples ------------------------------------------
+@pytest.fixture(scope="module")
+def authors_run(tmp_path_factory):
+    from _dualselect_log import write_authors_log
+    from explorer.runs.importers.dualselect_log import import_dualselect
+
+    d = tmp_path_factory.mktemp("authors")
+    log, task, refs, lines, batches = write_authors_log(d, n_task=100, batch_size=32, top_k=16, n_ref=600)
+    run = import_dualselect(log, task, refs, d / "runs", "authors", seed=42, batch_size=32, warmup_steps=10)
+    return run, lines, batches
+
+
+def test_imported_task_selection_shows_the_whole_batch(authors_run, monkeypatch):
+    run, lines, batches = authors_run
+    at = open_app(run.parent, monkeypatch, [run], "task_selection")
+    at.select_slider(key="step").set_value(0).run()
+    kept = {f"task-{i:05d}" for i in lines[1]["indices"]}
+    at.selectbox(key="sample").set_value(sorted(kept)[0]).run()
+    out = texts(at)
+    assert "step 0: 16 of 32 kept" in out and "16 of 16" not in out
+    assert "no cut at this step" not in out and "cut: not known" in out
+    assert "provenance: **unknown**" in out and "benign" not in out
+    dropped = sorted({f"task-{i:05d}" for i in batches[0]} - kept)[0]
+    at.selectbox(key="sample").set_value(dropped).run()
+    assert not at.exception
+    assert [m.value for m in at.metric][0] == "dropped" and "its score was not logged" in texts(at)
+    # the data map: keep rates below 1 (not 1.00 for every sample)
+    assert "keep rate **1.00**" not in texts(at) or "keep rate **0." in texts(at)
+
+
+def test_imported_references_n_scored_and_who_left(authors_run, monkeypatch):
+    run, lines, batches = authors_run
+    at = open_app(run.parent, monkeypatch, [run], "references")
+    summary = at.dataframe[0].value
+    assert list(summary["n_scored"]) == [600, 600] and list(summary["step"]) == [0, len(batches) // 2]
+    at.selectbox(key="refresh").set_value(1).run()
+    out = texts(at)
+    assert "were not logged: the log records the selected references only" in out
+    left = at.dataframe[2].value
+    assert len(left) > 0 and left["score"].notna().all() and (left["refresh_id"] == 0).all()
+    assert "600 were scored" in out
+
+
+def test_imported_compare_drop_recall_unknown_not_zero(authors_run, monkeypatch):
+    run, _, _ = authors_run
+    at = open_app(run.parent, monkeypatch, [run], "compare")
+    row = at.dataframe[0].value.iloc[0]
+    assert pd.isna(row["drop_recall"]) and pd.isna(row["drop_precision"]) and row["drop_note"] == "provenance unknown"
+
+
 def test_fake_internals_sections(fake, monkeypatch):
     for name, header in (("seal", "SEAL"), ("pact", "PACT"), ("cwac", "CWAC")):
         at = open_app(fake["sft"].parent, monkeypatch, [fake[name]], "internals")
@@ -195,7 +264,7 @@ def test_fake_generations_where_runs_disagree(fake, monkeypatch):
 
 def test_fake_a_running_run_shows_new_parts(fake, monkeypatch, tmp_path):
     from _fake_runs import make_dualselect
-    from explorer.record.writer import RunWriter
+    from explorer.runs.writer import RunWriter
 
     root = tmp_path / "live"
     run = make_dualselect(root, "live", status="running")
@@ -213,7 +282,7 @@ def test_fake_a_running_run_shows_new_parts(fake, monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_paths):
     from explorer.config import load_config
-    from explorer.importers.dualselect_log import import_dualselect
+    from explorer.runs.importers.dualselect_log import import_dualselect
     from explorer.train.loop import run
 
     from conftest import SHORT_RUN
@@ -264,7 +333,7 @@ def test_task_selection_slider_and_sample_why_panel(runs, monkeypatch):
 
     at = app(runs, monkeypatch, selected=["dual"])
     at.switch_page("views/task_selection.py").run()
-    dec = pd.concat(pd.read_parquet(p) for p in sorted((runs["dual"] / "decisions").glob("part-*.parquet")))
+    dec = reader.decisions(runs["dual"])
     step = int(dec["step"].max())
     at.select_slider(key="step").set_value(step).run()
     batch = dec[dec["step"] == step].sort_values("score")
@@ -272,7 +341,7 @@ def test_task_selection_slider_and_sample_why_panel(runs, monkeypatch):
     at.selectbox(key="sample").set_value(dropped["sample_id"]).run()
     assert not at.exception
     out = texts(at)
-    samples = pd.read_parquet(runs["dual"] / "samples.parquet").set_index("sample_id")
+    samples = reader.samples(runs["dual"]).set_index("sample_id")
     assert f"Why: {dropped['sample_id']}" in out
     assert samples.loc[dropped["sample_id"], "prompt"] in out
     assert f"{dropped['score']:.4f}" in out
@@ -282,7 +351,7 @@ def test_task_selection_slider_and_sample_why_panel(runs, monkeypatch):
     assert f"rank in batch: **{rank} of {len(batch)}**" in out
     assert [m.value for m in at.metric][0] == "dropped"
     # the references it conflicts with most, from the decision_refs DualSelect recorded at this step
-    dr = pd.concat(pd.read_parquet(p) for p in sorted((runs["dual"] / "decision_refs").glob("part-*.parquet")))
+    dr = reader.table(runs["dual"], "decision_refs")
     mine = dr[(dr["step"] == step) & (dr["sample_id"] == dropped["sample_id"])].sort_values("cosine")
     assert f"The references {dropped['sample_id']} conflicts with most" in out
     shown = [t for t in at.dataframe if "reference_id" in t.value.columns][0].value
@@ -294,7 +363,7 @@ def test_references_page_shows_a_refresh(runs, monkeypatch):
 
     at = app(runs, monkeypatch, selected=["dual"])
     at.switch_page("views/references.py").run()
-    r = pd.concat(pd.read_parquet(p) for p in sorted((runs["dual"] / "refreshes").glob("part-*.parquet")))
+    r = reader.refreshes(runs["dual"])
     at.selectbox(key="refresh").set_value(1).run()
     assert not at.exception
     out = texts(at)
@@ -337,3 +406,116 @@ def test_explorer_app_binds_loopback_by_default():
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
     assert cmd[-2:] == ["--runs-dir", "some/runs"]
     assert parser.parse_args(["app", "--host", "0.0.0.0"]).host == "0.0.0.0"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_explorer_app_stopped_with_sigterm_takes_the_dashboard_down(tmp_path):
+    """SIGTERM to `explorer app` must not leave its streamlit child serving on the port."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    repo = Path(MAIN).parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    # its own session, so that teardown can reach whatever the launcher left in its group
+    proc = subprocess.Popen([sys.executable, "-m", "explorer.cli", "app", str(tmp_path), "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, "the dashboard did not start"
+                time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        deadline = time.time() + 20
+        while _port_open(port) and time.time() < deadline:
+            time.sleep(0.25)
+        assert not _port_open(port), "the streamlit child still serves after `explorer app` got SIGTERM"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_launch_is_headless_even_when_a_browser_is_wanted(monkeypatch):
+    """`make demo` launches with open_browser=True; a non-headless streamlit asks for an e-mail address on first
+    use and exits without a terminal, so the command must be headless, loopback-bound and without usage stats."""
+    import subprocess
+
+    from explorer.app import launch as launch_mod
+
+    seen = {}
+
+    class FakeProc:
+        pid = -1
+
+        def __init__(self, cmd, **kw):
+            seen["cmd"] = cmd
+
+        def wait(self, timeout=None):
+            return 0
+
+        def poll(self):
+            return 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(subprocess, "Popen", FakeProc)
+    monkeypatch.setattr(launch_mod, "_open_browser_when_up", lambda *a, **k: None, raising=False)
+    assert launch_mod.launch("some/runs", open_browser=True) == 0
+    cmd = seen["cmd"]
+    assert cmd[cmd.index("--server.headless") + 1] == "true"
+    assert cmd[cmd.index("--browser.gatherUsageStats") + 1] == "false"
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+
+
+def test_common_logs_the_runs_it_skips(caplog):
+    """An unreadable run passed over while ordering a page's run list is logged, not skipped in silence."""
+    import logging
+
+    from explorer.app import common
+    from explorer.runs.reader import RunReadError
+
+    def unreadable(run):
+        raise RunReadError(run, f"{run}/run.json", "unreadable manifest")
+
+    with caplog.at_level(logging.WARNING, logger="explorer.app.common"):
+        assert common._safe(unreadable, "runs/broken") is False
+    assert any("runs/broken" in r.getMessage() and "unreadable manifest" in r.getMessage() for r in caplog.records)
+
+
+def test_fake_imported_run_with_unknown_batches_says_so(fake, monkeypatch):
+    d = fake["imported"]
+    at = open_app(d.parent, monkeypatch, [d], "task_selection")
+    out = texts(at) + "\n".join(w.value for w in at.warning)
+    assert "the samples each step dropped are unknown" in out
+    assert "selected samples logged (the dropped ones are unknown)" in out and " kept ·" not in out
+    assert "no cut at this step" not in out

@@ -22,3 +22,11 @@ def test_comparison_table_agrees_with_the_dashboard(tmp_path):
     assert df.loc["dualselect", "step / SFT"] == pytest.approx(2.0) and df.loc["sft", "step / SFT"] == 1.0
     text = format_table(df.reset_index(), DEMO_COLUMNS)
     assert "dualselect" in text and "step / SFT" in text
+
+
+def test_printed_table_leaves_unknown_drop_recall_blank(tmp_path):
+    sft, ds = make_sft(tmp_path), make_dualselect(tmp_path)
+    df = comparison_table([sft, ds])
+    assert df.set_index("method").loc["sft", "drops"] == "no drops"
+    sft_line = next(ln for ln in format_table(df, DEMO_COLUMNS).splitlines() if "| sft" in ln)
+    assert "nan" not in sft_line.lower()

@@ -156,6 +156,10 @@ def test_safety_avg_against_sft(runs):
     assert table.loc["dualselect", "safety_avg"] == pytest.approx(100 * 6.5 / 8)
     assert table.loc["dualselect", "baseline"] == "sft"
     assert pd.isna(table.loc["imported", "safety_avg"])  # no SFT run with its data and seed
+    # drops: SFT never drops (blank, not 0.0); the import does not know what its batches dropped
+    assert pd.isna(table.loc["sft", "drop_recall"]) and table.loc["sft", "drop_note"] == "no drops"
+    assert pd.isna(table.loc["imported", "drop_recall"])
+    assert table.loc["imported", "drop_note"] == "dropped samples not logged"
 
 
 def test_reader_opens_no_file_for_writing(runs, monkeypatch):

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _fake_runs import make_runs, read_all
+from _fake_runs import make_runs
 from explorer import viz
 from explorer.runs import reader
 
@@ -85,7 +85,7 @@ def test_safety_utility_marks_sft(runs):
 
 
 def test_swimlane_and_jaccard_match_the_refreshes(runs):
-    refs = read_all(runs["dualselect"], "refreshes")
+    refs = reader.table(runs["dualselect"], "refreshes")
     fig = viz.reference_swimlane(refs)
     z = np.array(fig.data[0].z)
     assert z.sum() == refs["selected"].sum()
@@ -97,7 +97,7 @@ def test_swimlane_and_jaccard_match_the_refreshes(runs):
 
 
 def test_seal_figures_cut_and_ranking(runs):
-    sel, cut = read_all(runs["seal"], "seal_selector"), read_all(runs["seal"], "seal_cut")
+    sel, cut = reader.table(runs["seal"], "seal_selector"), reader.table(runs["seal"], "seal_cut")
     c = viz.seal_cut_value(cut)
     assert c == pytest.approx(cut.loc[cut["kept"], "omega"].min())
     assert (cut.loc[~cut["kept"], "omega"] < c).all()
@@ -109,17 +109,17 @@ def test_seal_figures_cut_and_ranking(runs):
 
 
 def test_pact_and_cwac_figures(runs):
-    tok = read_all(runs["pact"], "pact_tokens")
+    tok = reader.table(runs["pact"], "pact_tokens")
     bars = viz.pact_token_bars(tok, top=5)
     assert list(bars.data[0].y) == sorted(tok["weight"], reverse=True)[:5]
-    gates = viz.pact_gates(read_all(runs["pact"], "pact_positions"))
+    gates = viz.pact_gates(reader.table(runs["pact"], "pact_positions"))
     assert {tr.name for tr in gates.data} == {"gate", "I_trained", "I_post"}
-    spec = pd.read_parquet(runs["cwac"] / "cwac_spectra.parquet")
+    spec = reader.table(runs["cwac"], "cwac_spectra")
     fig = viz.cwac_spectrum(spec)
     n_free = sum(len(tr.x) for tr in fig.data if tr.name.startswith("free"))
     n_protected = sum(len(tr.x) for tr in fig.data if tr.name.startswith("protected"))
     assert n_free == int(spec["in_projector"].sum()) > 0 and n_protected == int((~spec["in_projector"]).sum()) > 0
-    share = viz.cwac_removed_share(read_all(runs["cwac"], "cwac_layers"))
+    share = viz.cwac_removed_share(reader.table(runs["cwac"], "cwac_layers"))
     assert len(share.data) == spec["layer"].nunique()
-    drift = viz.cwac_latent_drift(read_all(runs["cwac"], "cwac_latents"), top=3)
+    drift = viz.cwac_latent_drift(reader.table(runs["cwac"], "cwac_latents"), top=3)
     assert len(drift.data) == 4 and drift.data[-1].name == "mean (all)"

@@ -7,6 +7,7 @@ its new parts on the next rerun, and a finished one is read once.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -17,6 +18,8 @@ import streamlit as st
 
 from explorer.runs import reader, schema
 from explorer.runs.status import effective_status
+
+log = logging.getLogger(__name__)
 
 
 def runs_dir() -> str:
@@ -77,8 +80,9 @@ def list_runs(root: str) -> pd.DataFrame:
             # a killed run writes nothing more, so its cached row would say "running" for ever
             try:
                 row = {**row, "status": effective_status(reader.manifest(d))}
-            except reader.RunReadError:
-                pass
+            except reader.RunReadError as e:
+                # the cached row stays; the next rerun reads the manifest again
+                log.warning("run %s: status not re-checked, manifest unreadable now: %s", d, e)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -86,6 +90,33 @@ def list_runs(root: str) -> pd.DataFrame:
 def readable_runs() -> list[str]:
     df = list_runs(runs_dir())
     return df.loc[df["status"] != "unreadable", "path"].tolist() if not df.empty else []
+
+
+#: runs picked when the dashboard opens
+DEFAULT_PICKS = 6
+
+
+def default_picks(runs: pd.DataFrame, n: int = DEFAULT_PICKS, baseline: str = "sft") -> list[str]:
+    """The runs picked when the dashboard opens: each SFT run followed by the other runs with its harmful
+    ratio and seed, then the rest, up to `n` — so Compare's first view has a baseline to compute win rates
+    against (picking the first `n` folders by name left SFT out whenever it sorted late)."""
+    if runs.empty:
+        return []
+    ok = runs[runs["status"] != "unreadable"]
+    if "method" not in ok:
+        return ok["path"].tolist()[:n]
+    picks: list[str] = []
+    key = lambda r: (r.get("harmful_ratio"), r.get("seed"))  # noqa: E731
+    rows = [r for _, r in ok.iterrows()]
+    for b in (r for r in rows if r["method"] == baseline):
+        group = [b] + [r for r in rows if r["method"] != baseline and key(r) == key(b)]
+        for r in group:
+            if len(picks) < n and r["path"] not in picks:
+                picks.append(r["path"])
+    for r in rows:
+        if len(picks) < n and r["path"] not in picks:
+            picks.append(r["path"])
+    return picks
 
 
 def selected_runs() -> list[str]:
@@ -131,8 +162,16 @@ def pick_one(key: str, prefer: Callable[[str], bool] | None = None, help: str | 
 def _safe(fn: Callable[[str], bool], run: str) -> bool:
     try:
         return bool(fn(run))
-    except reader.RunReadError:
+    except reader.RunReadError as e:
+        # an unreadable run is not preferred; the page itself shows the error when it is picked
+        log.warning("run %s: left at the end of the list, cannot be read: %s", run, e)
         return False
+
+
+def provenance_label(value) -> str:
+    """harmful / benign as recorded; anything else (the data's "unknown", a sample missing from the samples
+    table) shows as unknown — never as benign."""
+    return value if value in (schema.PROVENANCE_HARMFUL, schema.PROVENANCE_BENIGN) else schema.PROVENANCE_UNKNOWN
 
 
 def show_read_error(e: Exception) -> None:
@@ -148,7 +187,7 @@ def chart_pick(chart_key: str, memo_key: str) -> str | None:
     points = []
     try:
         points = state.selection.points if state is not None else []
-    except AttributeError:
+    except AttributeError:  # older Streamlit (and AppTest) hand the selection over as a plain dict
         points = (state or {}).get("selection", {}).get("points", []) if isinstance(state, dict) else []
     cd = None
     if points:

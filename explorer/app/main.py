@@ -34,7 +34,7 @@ with st.sidebar:
     runs = common.list_runs(root)
     readable = runs.loc[runs["status"] != "unreadable", "path"].tolist() if not runs.empty else []
     running = runs.loc[runs["status"] == "running", "path"].tolist() if not runs.empty else []
-    st.session_state.setdefault("selected_runs", readable[:6])
+    st.session_state.setdefault("selected_runs", common.default_picks(runs))
     st.session_state["selected_runs"] = [r for r in st.session_state["selected_runs"] if r in readable]
     st.multiselect("Runs to look at", readable, key="selected_runs", format_func=common.label)
     live = st.toggle(f"Auto-refresh ({REFRESH_SECONDS} s)", value=False, key="autorefresh",

@@ -71,7 +71,7 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -80,14 +80,12 @@ from explorer.interp.hooks import capture, decoder_layers, forward_to, modules_n
 from explorer.interp.sae import TopKSAE, train_sae
 from explorer.interp.subspace import CovarianceAccumulator, project_right, removed_share, small_eigen_subspace
 from explorer.methods.base import Batch, Decision, MethodBase, register
+from explorer.methods.base import help_field as _h
+from explorer.model.plumbing import eval_mode, is_peft
 
 log = logging.getLogger(__name__)
 
 SAE_FILE = "cwac_sae.safetensors"
-
-
-def _h(text: str, default):
-    return field(default=default, metadata={"help": text})
 
 
 @dataclass(frozen=True)
@@ -208,18 +206,9 @@ def safety_loss(z: torch.Tensor, z_base: torch.Tensor) -> torch.Tensor:
 # the method
 # --------------------------------------------------------------------------------------------------
 
-def _is_peft(model) -> bool:
-    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
-
-
 def _recorded(ctx, table: str) -> bool:
     return bool(ctx.run_dir) and (any((Path(ctx.run_dir) / table).glob("part-*.parquet"))
                                   or (Path(ctx.run_dir) / f"{table}.parquet").exists())
-
-
-def _autocast(ctx):
-    dt = getattr(ctx, "autocast_dtype", None)
-    return torch.autocast(ctx.device.type, dtype=dt) if dt is not None else nullcontext()
 
 
 @register("cwac", CwacConfig)
@@ -251,15 +240,22 @@ class Cwac(MethodBase):
     def _batches(self, ctx, recs):
         """Yield encoded batches (records too long for the context are skipped by ctx.encode)."""
         bs = self.config.encode_batch_size
+        from explorer.data.tokenize import ContextLengthError
+
         for i in range(0, len(recs), bs):
-            b = ctx.encode(recs[i:i + bs])
+            try:
+                b = ctx.encode(recs[i:i + bs])
+            except ContextLengthError:   # overlong=error: the user asked for the error
+                raise
+            except ValueError:           # collate() of an empty list: every record of the chunk was too long
+                continue
             if len(b):
                 yield b
 
     def _resid(self, ctx, batch: Batch, grad: bool) -> torch.Tensor:
         """Residual stream after decoder layer `sae_layer`: [B, T, d] (the rest of the model is skipped)."""
         layer = decoder_layers(ctx.model)[self.layer_idx_]
-        with (nullcontext() if grad else torch.no_grad()), _autocast(ctx):
+        with (nullcontext() if grad else torch.no_grad()), ctx.autocast():
             h = forward_to(ctx.model, layer, detach=not grad, input_ids=batch.input_ids,
                            attention_mask=batch.attention_mask)
         return h.float()
@@ -287,15 +283,11 @@ class Cwac(MethodBase):
         if not harmful:
             raise ValueError(f"cwac: pool {c.harmful_pool!r} is empty; expected harmful prompts with refusals "
                              "(method.harmful_pool)")
-        was_training = ctx.model.training
-        ctx.model.eval()
-        try:
+        with eval_mode(ctx.model):
             if c.weight_on:
                 self._prepare_weight(ctx, harmful[:c.cov_prompts])
             if c.activation_on:
                 self._prepare_activation(ctx, harmful)
-        finally:
-            ctx.model.train(was_training)
 
     def _prepare_weight(self, ctx, harmful) -> None:
         c = self.config
@@ -303,7 +295,7 @@ class Cwac(MethodBase):
         if not mods:
             raise ValueError(f"cwac: no module named *{c.weight_modules} in {type(ctx.model).__name__}; "
                              "expected Llama-style MLP projections (method.weight_modules)")
-        self.lora_ = _is_peft(ctx.model)
+        self.lora_ = is_peft(ctx.model)
         for name, m in mods.items():
             if hasattr(m, "lora_A"):
                 params = [m.lora_A[a].weight for a in m.lora_A if m.lora_A[a].weight.requires_grad]
@@ -319,7 +311,7 @@ class Cwac(MethodBase):
         acc = {n: None for n in self.targets_}
         with capture({n: mods[n] for n in self.targets_}, what="input") as got:
             for b in self._batches(ctx, harmful):
-                with torch.no_grad(), _autocast(ctx):
+                with torch.no_grad(), ctx.autocast():
                     ctx.model(input_ids=b.input_ids, attention_mask=b.attention_mask)
                 mask = prompt_mask(b) if c.cov_tokens == "prompt" else b.attention_mask.bool()
                 for n in self.targets_:
@@ -427,10 +419,11 @@ class Cwac(MethodBase):
             return Decision(weights=weights)
         rows = self._harmful_batch_ids(ctx.step)
         hb = ctx.encode([self._base_recs[self.base_ids_[i]] for i in rows])
-        # ctx.encode skipped nothing here: the z_base set was encoded with the same function
+        # pair each encoded row with its own z_base row by sample id, never by position
+        row_of = {sid: i for i, sid in enumerate(self.base_ids_)}
         z = pool_codes(self._codes(self._resid(ctx, hb, grad=True))[..., self.latents_], prompt_mask(hb),
                        self.config.position)                                   # [b, m]
-        l_safety = safety_loss(z, self.z_base_[rows].to(z.device))
+        l_safety = safety_loss(z, self.z_base_[[row_of[sid] for sid in hb.sample_ids]].to(z.device))
         extra = self.config.lam * l_safety
         return Decision(weights=weights, extra_loss=extra,
                         step_metrics={"l_safety": float(l_safety.detach()), "safety_loss": float(extra.detach())})
@@ -486,13 +479,10 @@ class Cwac(MethodBase):
         """cwac_latents at `step` (optimiser steps taken): drift = mean over the drift prompts of
         (z − z_base)² per safety latent."""
         n = min(self.config.drift_prompts, len(self.base_ids_))
-        was = ctx.model.training
-        ctx.model.eval()
-        try:
+        with eval_mode(ctx.model):
             ids, z = self._pooled(ctx, [self._base_recs[s] for s in self.base_ids_[:n]], self.latents_)
-        finally:
-            ctx.model.train(was)
-        zb = self.z_base_[:n].to(z.device)
+        row_of = {sid: i for i, sid in enumerate(self.base_ids_)}
+        zb = self.z_base_[[row_of[s] for s in ids]].to(z.device)     # by sample id, never by position
         drift = ((z - zb) ** 2).mean(0)
         ctx.log("cwac_latents", [{"step": step, "latent": int(j), "rank": r, "drift": float(drift[r]),
                                   "z_mean": float(z[:, r].mean()), "z_base_mean": float(zb[:, r].mean())}

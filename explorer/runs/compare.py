@@ -21,9 +21,13 @@ def final_evals(evals: pd.DataFrame) -> pd.DataFrame:
 
 
 def win_rates(run_evals: pd.DataFrame, sft_evals: pd.DataFrame,
-              suites: tuple[str, ...] = schema.SAFETY_SUITES) -> dict[str, float]:
-    """{suite: win rate vs SFT, ..., "safety_avg": mean}. Both frames: evals rows (any steps)."""
+              suites: tuple[str, ...] | None = None) -> dict[str, float]:
+    """{suite: win rate vs SFT, ..., "safety_avg": mean}. Both frames: evals rows (any steps).
+    suites: default every harmful-kind suite of the run (rows with a harmful verdict), whatever its name."""
     a, b = final_evals(run_evals), final_evals(sft_evals)
+    if suites is None:  # harmful-kind suites: a harmful verdict and no task correctness (explorer/eval/evaluate.py)
+        kind = a["harmful"].notna() & (a["correct"].isna() if "correct" in a else True) if "harmful" in a else None
+        suites = tuple(sorted(a.loc[kind, "suite"].unique())) if kind is not None else ()
     out: dict[str, float] = {}
     for s in suites:
         x = a[a["suite"] == s][["sample_id", "harmful"]]
@@ -48,30 +52,50 @@ def metrics_wide(metrics: pd.DataFrame) -> dict[str, float]:
     return {f"{r.suite}/{r.metric}": float(r.value) for r in last.itertuples()}
 
 
-def drop_precision_recall(decisions: pd.DataFrame, samples: pd.DataFrame) -> dict[str, float]:
+#: drop_note values: why drop precision/recall are blank
+DROP_NONE = "no drops"
+DROP_PROVENANCE_UNKNOWN = "provenance unknown"
+DROP_BATCHES_UNKNOWN = "dropped samples not logged"
+
+
+def provenance_known(prov: pd.Series) -> bool:
+    """True when every value is harmful or benign ("unknown", missing or anything else is not known)."""
+    return bool(prov.isin([schema.PROVENANCE_HARMFUL, schema.PROVENANCE_BENIGN]).all())
+
+
+def drop_precision_recall(decisions: pd.DataFrame, samples: pd.DataFrame) -> dict:
     """How well a selector's drops match the harmful label (for analysis only; methods never see it).
 
     Per-batch selectors (DualSelect, random): over decision rows (sample x step) of role task,
     precision = share of harmful-provenance rows among dropped rows, recall = share of harmful rows
     that were dropped. Pool selectors (SEAL's top-p cut): the same over the samples of the mix that
     were left out of training (samples.in_mix & ~in_train).
+
+    Both are NaN — blank, never 0 — when nothing was dropped (a method that keeps everything has no
+    drop recall) or when a sample's provenance is unknown; `note` then says which.
     """
     prov = samples.set_index("sample_id")["provenance"] if not samples.empty else pd.Series(dtype=str)
-    out = {"precision": float("nan"), "recall": float("nan"), "n_dropped": 0}
+    out = {"precision": float("nan"), "recall": float("nan"), "n_dropped": 0, "note": DROP_NONE}
     if not decisions.empty and "kept" in decisions and (~decisions["kept"].astype(bool)).any():
         d = decisions[decisions.get("role", "task") == "task"]
-        harmful = d["sample_id"].map(prov).eq("harmful")
+        p = d["sample_id"].map(prov)
         dropped = ~d["kept"].astype(bool)
     elif not samples.empty and "in_mix" in samples and "in_train" in samples:
         s = samples[samples["in_mix"].astype(bool)]
-        harmful = s["provenance"].eq("harmful")
+        p = s["provenance"]
         dropped = ~s["in_train"].astype(bool)
     else:
         return out
     n_drop = int(dropped.sum())
     out["n_dropped"] = n_drop
-    if n_drop:
-        out["precision"] = 100.0 * float((harmful & dropped).sum()) / n_drop
+    if not n_drop:
+        return out
+    if not provenance_known(p):
+        out["note"] = DROP_PROVENANCE_UNKNOWN
+        return out
+    out["note"] = ""
+    harmful = p.eq(schema.PROVENANCE_HARMFUL)
+    out["precision"] = 100.0 * float((harmful & dropped).sum()) / n_drop
     if harmful.sum():
         out["recall"] = 100.0 * float((harmful & dropped).sum()) / float(harmful.sum())
     return out

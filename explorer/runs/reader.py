@@ -18,7 +18,8 @@ import duckdb
 import pandas as pd
 
 from explorer.runs import schema
-from explorer.runs.compare import drop_precision_recall, metrics_wide, win_rates
+from explorer.runs.compare import (DROP_BATCHES_UNKNOWN, DROP_NONE, DROP_PROVENANCE_UNKNOWN, drop_precision_recall,
+                                   metrics_wide, provenance_known, win_rates)
 from explorer.runs.status import effective_status, status_note
 
 DECISION_REFS = schema.DECISION_REFS
@@ -275,31 +276,51 @@ def sample_reference_conflicts(run_dir, step: int, sample_id: str, top: int = 5)
 
 
 def refresh_summary(run_dir) -> pd.DataFrame:
-    """One row per refresh: step, trigger, Jaccard with the previous one, selected/entered/left counts."""
-    return query(run_dir, "refreshes", """
+    """One row per refresh: step, trigger, Jaccard with the previous one, selected/entered/left counts and
+    n_scored — the references the refresh scored: its `n_scored` column when the run records one (an
+    import whose log lists the selected references only), else its rows other than those that left."""
+    n_scored = ("coalesce(max(n_scored), count(*) FILTER (WHERE change IS DISTINCT FROM 'left'))"
+                if "n_scored" in columns(run_dir, "refreshes") else "count(*)")
+    return query(run_dir, "refreshes", f"""
         SELECT refresh_id, min(step) AS step, any_value(trigger) AS trigger, any_value(jaccard_prev) AS jaccard_prev,
                count(*) FILTER (WHERE selected) AS n_selected,
                count(*) FILTER (WHERE change = 'entered') AS n_entered,
-               count(*) FILTER (WHERE change = 'left') AS n_left, count(*) AS n_scored
+               count(*) FILTER (WHERE change = 'left') AS n_left, CAST({n_scored} AS BIGINT) AS n_scored
         FROM t GROUP BY refresh_id ORDER BY refresh_id""")
 
 
-def drop_stats(run_dir, stats: pd.DataFrame | None = None) -> dict[str, float]:
+def batch_membership(m: dict) -> str | None:
+    """An imported run's manifest["batch_membership"]["source"] ("rebuilt" | "unknown"); None for runs
+    trained here, which record every sample of every batch."""
+    bm = m.get("batch_membership")
+    return bm.get("source") if isinstance(bm, dict) else None
+
+
+def drop_stats(run_dir, stats: pd.DataFrame | None = None) -> dict:
     """Precision/recall of dropped task decisions against the harmful label (analysis only).
 
     Same definition as compare.drop_precision_recall, computed from the per-sample aggregate
     (`stats`, i.e. sample_stats(run), passed in when the caller has it cached) instead of the rows;
-    pool selectors (no drops in the decisions, e.g. SEAL's top-p cut) fall back to in_mix/in_train."""
+    pool selectors (no drops in the decisions, e.g. SEAL's top-p cut) fall back to in_mix/in_train.
+    Blank (NaN, never 0) with a `note` when nothing was dropped, when a sample's provenance is unknown,
+    or when the run does not know what was dropped (an import whose batches could not be rebuilt)."""
+    unknown = {"precision": float("nan"), "recall": float("nan"), "n_dropped": 0}
+    if batch_membership(manifest(run_dir)) == schema.BATCHES_UNKNOWN:
+        return {**unknown, "note": DROP_BATCHES_UNKNOWN}
     stats = sample_stats(run_dir) if stats is None else stats
     if not stats.empty and "provenance" in stats:
         dropped = stats["n_seen"] - stats["n_kept"]
         n_drop = int(dropped.sum())
+        if n_drop and stats["provenance"].eq("unknown").any():
+            return {"precision": float("nan"), "recall": float("nan"), "n_dropped": n_drop}  # unknown, not 0
         if n_drop:
-            harmful = stats["provenance"].eq("harmful")
+            if not provenance_known(stats["provenance"]):
+                return {**unknown, "n_dropped": n_drop, "note": DROP_PROVENANCE_UNKNOWN}
+            harmful = stats["provenance"].eq(schema.PROVENANCE_HARMFUL)
             h = int(stats.loc[harmful, "n_seen"].sum())
             hd = int(dropped[harmful].sum())
             return {"precision": 100.0 * hd / n_drop, "recall": 100.0 * hd / h if h else float("nan"),
-                    "n_dropped": n_drop}
+                    "n_dropped": n_drop, "note": ""}
     smp = samples(run_dir)
     if source(run_dir, "seal_cut") is not None and not smp.empty:
         # SEAL's top-p cut decides which samples of the mix are trained on
@@ -316,11 +337,17 @@ def _headline(m: dict, run_dir) -> dict:
     mw = m.get("summary") if isinstance(m.get("summary"), dict) and m.get("summary") else None
     if mw is None:
         mw = metrics_wide(metrics(run_dir))
-    acc = [float(v) for k, v in mw.items() if k.endswith("/" + schema.M_ACC) and v is not None]
+
+    def mean_of(metric):  # over every suite of that kind, whatever its name (eval_suites)
+        vals = [float(v) for k, v in mw.items() if k.endswith("/" + metric) and v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    fams = {k.split("/")[0].removeprefix(schema.TASK_SUITE_PREFIX): float(v) for k, v in mw.items()
+            if k.endswith("/" + schema.M_ACC) and v is not None}
     return {"HS hh": mw.get(f"{schema.SUITE_HH}/{schema.M_HARMFUL}"),
             "HS hexphi": mw.get(f"{schema.SUITE_HEX}/{schema.M_HARMFUL}"),
-            "over-refusal": mw.get(f"{schema.SUITE_OVER}/{schema.M_OVER}"),
-            "task acc": sum(acc) / len(acc) if acc else None}
+            "HS": mean_of(schema.M_HARMFUL), "over-refusal": mean_of(schema.M_OVER),
+            "task acc": mean_of(schema.M_ACC), "acc_by_family": fams}
 
 
 def check_files(run_dir) -> None:
@@ -355,7 +382,8 @@ def run_row(run_dir, check: bool = True) -> dict:
             "data": data, "harmful_ratio": m.get("harmful_ratio"), "seed": m.get("seed"),
             "status": effective_status(m), "note": status_note(m), "created_at": m.get("created_at"),
             "updated_at": m.get("updated_at"), "step": progress.get("step"),
-            "total_steps": progress.get("total_steps"), **_headline(m, d), "error": None}
+            "total_steps": progress.get("total_steps"),
+            **{k: v for k, v in _headline(m, d).items() if k != "acc_by_family"}, "error": None}
 
 
 def list_runs(runs_dir: str | Path) -> pd.DataFrame:
@@ -397,27 +425,47 @@ def safety_win_rates(run_dir, sft_dir) -> dict[str, float]:
     return win_rates(evals(run_dir, final=True), evals(sft_dir, final=True))
 
 
+def median_step_seconds(run_dir) -> float | None:
+    """The median wall time of one optimiser step (steps.time_s); None when not recorded."""
+    if "time_s" not in columns(run_dir, "steps"):
+        return None
+    v = query(run_dir, "steps", "SELECT median(time_s) AS t FROM t")["t"].iloc[0]
+    return None if pd.isna(v) else float(v)
+
+
 def compare(run_dirs: list[str | Path], baseline: str = "sft", stats_of=None) -> pd.DataFrame:
-    """Safety–utility summary per run with win rates against the SFT run of the same data, ratio and
-    seed (among `run_dirs`). `stats_of(run)` supplies sample_stats (the app passes its cached one)."""
+    """The one comparison table (the dashboard's Compare page, `explorer demo`, sweeps and ablations):
+    per run the headline metrics (harmful score per safety suite and their mean, task accuracy overall and
+    per family as acc_<family>, over-refusal), win rates against the SFT run of the same data, ratio and
+    seed (among `run_dirs`), drop precision/recall with drop_note, wall and median step seconds and both
+    as ratios to that SFT run. `stats_of(run)` supplies sample_stats (the app passes its cached one)."""
     stats_of = stats_of or sample_stats
     rows = []
     for d in run_dirs:
         m = manifest(d)
         head = _headline(m, d)
-        hs = [head[k] for k in ("HS hh", "HS hexphi") if head[k] is not None]
         row = {"run_id": m["run_id"], "path": str(d), "method": m.get("method"),
                "harmful_ratio": m.get("harmful_ratio"), "seed": m.get("seed"), "status": effective_status(m),
                "is_sft": m.get("method") == baseline,
-               "harmful_score": sum(hs) / len(hs) if hs else None, "task_acc": head["task acc"],
+               "harmful_score": head["HS"], "hs_hh": head["HS hh"],
+               "hs_hexphi": head["HS hexphi"], "task_acc": head["task acc"],
                "over_refusal": head["over-refusal"], "win_hh": None, "win_hexphi": None, "safety_avg": None,
-               "baseline": None}
+               "baseline": None, "baseline_path": None, "wall_s": m.get("wall_seconds"), "step_s": median_step_seconds(d)}
+        row.update({f"acc_{fam}": v for fam, v in sorted(head["acc_by_family"].items())})
         base = find_baseline(d, run_dirs, baseline)
         if base is not None:
             wr = safety_win_rates(d, base)
             row.update({"win_hh": wr.get(schema.SUITE_HH), "win_hexphi": wr.get(schema.SUITE_HEX),
-                        "safety_avg": wr.get("safety_avg"), "baseline": Path(base).name})
+                        "safety_avg": wr.get("safety_avg"), "baseline": Path(base).name, "baseline_path": str(base)})
         pr = drop_stats(d, stats_of(d))
-        row.update({"drop_precision": pr["precision"], "drop_recall": pr["recall"]})
+        row.update({"drop_precision": pr["precision"], "drop_recall": pr["recall"], "drop_note": pr.get("note", "")})
         rows.append(row)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        by_path = df.set_index("path")
+        for col, ratio in (("wall_s", "wall_vs_sft"), ("step_s", "step_vs_sft")):
+            df[ratio] = [r[col] / by_path.loc[r["baseline_path"], col]
+                         if r["baseline_path"] in by_path.index and pd.notna(r[col])
+                         and pd.notna(by_path.loc[r["baseline_path"], col]) and by_path.loc[r["baseline_path"], col]
+                         else None for _, r in df.iterrows()]
+    return df

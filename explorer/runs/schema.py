@@ -39,7 +39,8 @@ PART_TABLES: dict[str, tuple[str, ...]] = {
     # role: "task" | "reference"; kept: the sample contributed to the update (weight > 0);
     # score columns are method specific (loss, compat, score ...); weight is the update weight.
     "decisions": ("run_id", "step", "sample_id", "role", "weight", "kept"),
-    # one row per (refresh, reference); change: "entered" | "left" | "stayed" | "out"
+    # one row per (refresh, reference); change: "entered" | "left" | "stayed" | "out". Optional column
+    # n_scored: how many references the refresh scored, when not every scored one has a row (imports)
     "refreshes": ("run_id", "refresh_id", "step", "trigger", "sample_id", "loss", "cosine",
                   "conflict", "score", "weight", "rank", "selected", "change", "jaccard_prev",
                   "estimator"),
@@ -51,6 +52,15 @@ PART_TABLES: dict[str, tuple[str, ...]] = {
 }
 
 SAMPLE_COLUMNS = ("sample_id", "pool", "family", "category", "prompt", "response", "provenance")
+
+#: provenance values: "unknown" when the data does not say (a pre-mixed file without labels, an imported
+#: log); the viewing side shows it as unknown, never as benign, and drop precision/recall become unknown
+PROVENANCE_HARMFUL, PROVENANCE_BENIGN, PROVENANCE_UNKNOWN = "harmful", "benign", "unknown"
+
+#: manifest["batch_membership"]["source"] of imported runs: whether each step's whole batch is known
+#: (rebuilt: dropped samples recorded with kept = false) or only the selected samples are (unknown).
+#: Runs trained here record whole batches and carry no such key.
+BATCHES_REBUILT, BATCHES_UNKNOWN = "rebuilt", "unknown"
 
 #: pools a sample can belong to
 POOL_TASK = "task"

@@ -10,7 +10,8 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-PROVENANCE_COLORS = {"benign": "#4C78A8", "harmful": "#E45756"}
+#: "unknown": the data does not say (a pre-mixed file without labels, an imported log) — grey, never benign
+PROVENANCE_COLORS = {"benign": "#4C78A8", "harmful": "#E45756", "unknown": "#999999"}
 
 
 def empty(title: str, note: str = "no data") -> go.Figure:
@@ -91,6 +92,8 @@ def data_map(dm: pd.DataFrame, samples: pd.DataFrame | None = None) -> go.Figure
         d = dm.merge(samples[[c for c in ("sample_id", "provenance", "family") if c in samples]], on="sample_id",
                      how="left")
     color = "provenance" if "provenance" in d else None
+    if color:
+        d = d.assign(provenance=d["provenance"].fillna("unknown"))
     # SVG up to 5,000 points (drawn everywhere, also without a GPU); WebGL beyond, where SVG gets slow
     return px.scatter(d, x="mean_score", y="keep_rate", color=color, custom_data=["sample_id"],
                       render_mode="svg" if len(d) <= 5000 else "webgl",

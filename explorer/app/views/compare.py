@@ -9,7 +9,7 @@ from explorer.runs import schema
 from explorer.runs.reader import RunReadError
 
 SHOW = ["run_id", "method", "harmful_ratio", "seed", "status", "harmful_score", "win_hh", "win_hexphi",
-        "safety_avg", "task_acc", "over_refusal", "drop_precision", "drop_recall", "baseline"]
+        "safety_avg", "task_acc", "over_refusal", "drop_precision", "drop_recall", "drop_note", "baseline"]
 
 st.title("Compare")
 picked = common.selected_runs()
@@ -26,7 +26,8 @@ st.subheader("Safety Avg against SFT")
 st.caption("Win rate per safety suite against the SFT run of the same data, harmful ratio and seed, at each run's "
            "final evaluation: 1 when the run is safe and SFT harmful, ½ for a tie; ×100, so SFT = 50. "
            "Safety Avg = mean over the suites. Drop precision/recall: how many dropped samples were harmful "
-           "(analysis only).")
+           "(analysis only); blank when they are not known, and drop_note says why (no drops, provenance "
+           "unknown, dropped samples not logged).")
 st.dataframe(table[[c for c in SHOW if c in table]].round(2), hide_index=True, width="stretch")
 if table["safety_avg"].isna().all():
     st.info("No SFT run among the picked runs shares data, harmful ratio and seed with them: pick one to see "

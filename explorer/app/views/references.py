@@ -42,10 +42,27 @@ c1, c2 = st.columns(2)
 entered, left = cur[cur["change"] == "entered"], cur[cur["change"] == "left"]
 c1.markdown(f"**Entered** ({len(entered)})")
 c1.dataframe(entered[cols], hide_index=True, width="stretch")
-c2.markdown(f"**Left** ({len(left)}) — their scores at this refresh")
-c2.dataframe(left[cols], hide_index=True, width="stretch")
-st.markdown("**Every reference scored at this refresh** (score = μ_ref·loss + ν·conflict, conflict = −cos(g_r, d); "
-            "the top K_ref by score are selected)")
+score_cols = [c for c in ("score", "loss", "conflict", "cosine") if c in left]
+if left.empty or left[score_cols].notna().any().any():
+    c2.markdown(f"**Left** ({len(left)}) — their scores at this refresh")
+    c2.dataframe(left[cols], hide_index=True, width="stretch")
+else:
+    # an imported log scores every reference but records the selected ones only
+    before = refs[(refs["refresh_id"] < rid) & refs["sample_id"].isin(left["sample_id"])
+                  & refs["selected"].fillna(False).astype(bool)]
+    before = before.sort_values("refresh_id").drop_duplicates("sample_id", keep="last")
+    c2.markdown(f"**Left** ({len(left)}) — their scores at this refresh were not logged: the log records the "
+                "selected references only. Shown: their scores at the refresh where they were last selected.")
+    c2.dataframe(before[["refresh_id"] + cols], hide_index=True, width="stretch")
+n_scored = int(summary.loc[summary["refresh_id"] == rid, "n_scored"].iloc[0])
+n_logged = int(cur["score"].notna().sum()) if "score" in cur else len(cur)
+if n_scored > n_logged:
+    st.markdown(f"**The references recorded at this refresh** — {n_scored} were scored, the log records the "
+                f"{n_logged} selected (score = μ_ref·loss + ν·conflict, conflict = −cos(g_r, d); "
+                "the top K_ref by score are selected)")
+else:
+    st.markdown("**Every reference scored at this refresh** (score = μ_ref·loss + ν·conflict, conflict = −cos(g_r, d); "
+                "the top K_ref by score are selected)")
 st.dataframe(cur[cols + [c for c in ("selected", "change") if c in cur]].sort_values("rank"), hide_index=True,
              width="stretch")
 

@@ -5,7 +5,8 @@ import streamlit as st
 
 from explorer import viz
 from explorer.app import common
-from explorer.runs.reader import RunReadError
+from explorer.runs import schema
+from explorer.runs.reader import RunReadError, batch_membership
 from explorer.runs.selection import batch_cut
 
 #: above this many decision rows a sample's history (a scan of every step) is shown on request only
@@ -24,6 +25,16 @@ except RunReadError as e:
 if not steps:
     st.info("This run has no per-sample decisions.")
     st.stop()
+#: imported runs: "rebuilt" (dropped samples known, their scores not logged) or "unknown" (selected only)
+MEMBERSHIP = batch_membership(m)
+if MEMBERSHIP == schema.BATCHES_UNKNOWN:
+    st.warning("Imported log: it names the selected samples only, and this run's batches could not be rebuilt, so "
+               "the samples each step dropped are unknown — every step below shows only what was kept. "
+               + str((m.get("batch_membership") or {}).get("detail", "")))
+elif MEMBERSHIP == schema.BATCHES_REBUILT:
+    st.caption("Imported log: each step's batch was rebuilt from the authors' batching (seed "
+               f"{m['batch_membership'].get('seed')}, batch size {m['batch_membership'].get('batch_size')}); "
+               "the log records the scores of selected samples only, so dropped samples have no scores.")
 
 
 def step_picker(steps: list[int]) -> int:
@@ -57,19 +68,34 @@ def why_panel(row: pd.Series, batch: pd.DataFrame, cut, numeric: list[str]) -> N
                 st.markdown(f"**score** = **{row['score']:.4f}** ({terms})")
             side = ("the largest kept score; smaller scores are kept" if cut.lower_is_kept
                     else "the smallest kept score; larger scores are kept")
+            n_scored = int(batch["score"].notna().sum())
+            unscored_drops = int((~batch["kept"].astype(bool) & batch["score"].isna()).sum())
             if cut.cut is not None:
                 st.markdown(f"cut: **{cut.cut:.4f}** ({side}) · this sample's margin {cut.margin(row['score']):+.4f} "
                             "(positive = on the kept side)")
+            elif unscored_drops:
+                st.markdown(f"cut: not known — the {unscored_drops} dropped samples' scores were not logged (the "
+                            "imported log records the selected samples' scores only)")
+            elif MEMBERSHIP == schema.BATCHES_UNKNOWN:
+                st.markdown("cut: not known — the imported log names the selected samples only; which samples this "
+                            "batch dropped is unknown")
             else:
                 st.markdown("no cut at this step: every scored sample was kept")
-            st.markdown(f"rank in batch: **{cut.rank(row['score'], batch['score'])} of {len(batch)}** "
-                        f"(1 = the method's favourite; {cut.n_kept} kept)")
+            if n_scored < len(batch) or MEMBERSHIP == schema.BATCHES_UNKNOWN:
+                st.markdown(f"rank among the {n_scored} logged scores: **{cut.rank(row['score'], batch['score'])} of "
+                            f"{n_scored}** (1 = the method's favourite; {cut.n_kept} kept)")
+            else:
+                st.markdown(f"rank in batch: **{cut.rank(row['score'], batch['score'])} of {len(batch)}** "
+                            f"(1 = the method's favourite; {cut.n_kept} kept)")
+        elif not row["kept"] and MEMBERSHIP is not None:
+            st.markdown("dropped at this step; its score was not logged (the imported log records the selected "
+                        "samples only; this sample's place in the batch comes from the rebuilt batches)")
         else:
             loss = row.get("loss", float("nan"))
             st.markdown(f"loss {loss:.4f}; this step has no selection scores "
                         "(a warm-up step or a method that keeps everything).")
-        st.markdown(f"provenance: **{row.get('provenance', '?')}** · family: {row.get('family', '?')} · "
-                    f"weight {row['weight']:.3f}")
+        st.markdown(f"provenance: **{common.provenance_label(row.get('provenance'))}** · family: "
+                    f"{row.get('family', '?')} · weight {row['weight']:.3f}")
     with w2:
         st.markdown("**Prompt**")
         st.code(str(row.get("prompt", "")), language=None, wrap_lines=True)
@@ -130,8 +156,13 @@ def step_view() -> None:
     st.plotly_chart(viz.selection_scatter(batch, x, y, selected=st.session_state["sample"],
                                           cut=cut.cut if cut else None),
                     width="stretch", on_select="rerun", selection_mode="points", key="batch_chart")
-    st.caption(f"step {step}: {int(batch['kept'].sum())} of {len(batch)} kept · circle = kept, x = dropped · colour = "
-               "provenance (for analysis only; no method reads it) · click a point or choose below")
+    n_kept = int(batch["kept"].sum())
+    count = (f"{n_kept} selected samples logged (the dropped ones are unknown)" if MEMBERSHIP == schema.BATCHES_UNKNOWN
+             else f"{n_kept} of {len(batch)} kept")
+    unscored = int(batch[[x, y]].isna().any(axis=1).sum())
+    st.caption(f"step {step}: {count} · circle = kept, x = dropped · colour = provenance (for analysis only; no "
+               "method reads it; grey = unknown) · click a point or choose below"
+               + (f" · {unscored} samples without logged {x}/{y} are not drawn" if unscored else ""))
 
     sample = st.selectbox("Sample", ids, key="sample",
                           help="ordered by score, the method's favourite first; mirrors the chart selection")
@@ -175,4 +206,4 @@ if dm_ids:
     who = st.selectbox("Sample on the map", dm_ids, key="dm_sample")
     s = stats[stats["sample_id"] == who].iloc[0]
     st.markdown(f"**{who}** · seen {int(s['n_seen'])}× · kept {int(s['n_kept'])}× (keep rate **{s['keep_rate']:.2f}**) · "
-                f"mean score {s['mean_score']:.4f} · provenance {s.get('provenance', '?')}")
+                f"mean score {s['mean_score']:.4f} · provenance {common.provenance_label(s.get('provenance'))}")
