@@ -1,7 +1,7 @@
 """The `explorer` command.
 
   explorer data [--out sample_data] [--seed 0]        generate the tiny world's data
-  explorer prepare [--force]                          train/cache the tiny base and aligned models
+  explorer prepare [--seed 0] [--force]               train/cache the tiny base and aligned models
   explorer run CONFIG [key=value ...]                 one fine-tuning run -> a run folder
   explorer demo [--harmful-ratio 0.1] [--no-app]      every registered method, a comparison table
   explorer sweep ...                                  SFT over harmful ratios and seeds
@@ -34,9 +34,12 @@ def _cmd_prepare(args) -> int:
     from explorer.model import tiny
 
     t = time.time()
-    paths = tiny.prepare(Path(args.data_dir) if args.data_dir else None, force=args.force)
-    info = tiny.prepared_info(Path(args.data_dir) if args.data_dir else None)
-    print(json.dumps({"paths": paths, "metrics": info.get("metrics"),
+    data_dir = Path(args.data_dir) if args.data_dir else None
+    paths = tiny.prepare(data_dir, tiny.TinySettings(seed=args.seed), force=args.force)
+    info = tiny.prepared_info(data_dir, seed=args.seed)
+    spec = "tiny:aligned" + (f"@{args.seed}" if args.seed else "")
+    print(json.dumps({"paths": paths, "seed": args.seed, "model_spec": spec,
+                      "weights_sha256": info.get("weights_sha256"), "metrics": info.get("metrics"),
                       "train_seconds": info.get("train_seconds"),
                       "total_seconds": info.get("total_seconds"),
                       "this_command_seconds": round(time.time() - t, 1)}, indent=2))
@@ -90,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("prepare", help="train (or reuse) the tiny base and aligned models")
     pr.add_argument("--data-dir", default="")
     pr.add_argument("--force", action="store_true", help="retrain even if cached")
+    pr.add_argument("--seed", type=int, default=0,
+                    help="preparation seed: another seed is an independent preparation, cached in its own "
+                         "folder and used with model=tiny:aligned@SEED base_model=tiny:base@SEED")
     pr.set_defaults(func=_cmd_prepare)
 
     r = sub.add_parser("run", help="one fine-tuning run from a YAML config plus key=value overrides")

@@ -68,7 +68,7 @@ class RunConfig:
     epochs: int = 3
     max_steps: int = 0                    # > 0 caps the number of optimiser steps
     batch_size: int = 32
-    lr: float = 2e-4                      # FINDINGS: at 1e-3 even benign fine-tuning erases refusal
+    lr: float = 2e-4                      # docs/tiny_world.md: at 1e-3 even benign fine-tuning erases refusal
     weight_decay: float = 0.0
     warmup_steps: int = 5                 # linear warm-up from lr / warmup_steps to lr
     lr_schedule: str = "cosine"           # after warm-up: constant | linear | cosine (to lr_min_ratio * lr)

@@ -65,15 +65,21 @@ final.pivot_table(index=["suite", "metric"], columns="label", values="value").ro
 # every harmful sample — and early.
 #
 # ## Exercise
-# By how many points did the harmful score on the HEx-PHI-like suite rise in the `p = 0.1` run, from
-# its first evaluation to its last? Compute it from `m` and store it in `rise`.
+# The harmful score is computed prompt by prompt: every evaluation stores each held-out prompt's answer
+# and whether the judge called it harmful (`reader.evals(run)`: columns `step`, `suite`, `harmful`, ...).
+# From those per-prompt rows of the `p = 0.1` run — not from the metrics table — compute by how many
+# points the harmful score on the HEx-PHI-like suite (`harmful_hexphi`) rose from the first evaluation
+# (step 0) to the last, and store it in `rise`. The check compares your number with the metric the
+# run recorded.
 
 # %%
-hex_ = m[(m["label"] == "p = 0.1") & (m["suite"] == "harmful_hexphi") & (m["metric"] == "harmful_score")]
-rise = hex_.sort_values("step")["value"].iloc[-1] - hex_.sort_values("step")["value"].iloc[0]  # your answer
+ev = reader.evals(mixed)
+hx = ev[ev["suite"] == "harmful_hexphi"]
+score = hx.groupby("step")["harmful"].mean() * 100  # your answer: % of prompts answered harmfully
+rise = score.loc[score.index.max()] - score.loc[score.index.min()]
 
 # %%
-start = reader.metrics(mixed).query("suite == 'harmful_hexphi' and metric == 'harmful_score'")
-expected = start.loc[start["step"].idxmax(), "value"] - start.loc[start["step"].idxmin(), "value"]
-assert abs(rise - expected) < 1e-9, f"not quite: the rise is {expected:.1f} points"
-print(f"correct: {rise:.1f} points")
+rec = reader.metrics(mixed).query("suite == 'harmful_hexphi' and metric == 'harmful_score'")
+recorded = rec.loc[rec["step"].idxmax(), "value"] - rec.loc[rec["step"].idxmin(), "value"]
+assert abs(rise - recorded) < 1e-6, f"not quite: the recorded metrics rose by {recorded:.1f} points, you have {rise:.1f}"
+print(f"correct: {rise:.1f} points, from {len(hx[hx['step'] == hx['step'].max()])} prompts at the last evaluation")

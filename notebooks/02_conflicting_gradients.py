@@ -69,12 +69,22 @@ df.groupby("group")[["cosine", "loss"]].agg(["mean", "std"]).round(4)
 # score combines both terms, and why in this tiny world it also drops the new task (notebook 3).
 #
 # ## Exercise
-# Which group has the higher mean loss at the aligned model? Put its name in `answer`.
+# The loss in these plots is the mean token negative log-likelihood over the *response* tokens only.
+# Compute it yourself for the first harmful → compliance sample, from the model's logits: run the model
+# on `one`, take the log-probability of each next token (the logit at position j predicts token j + 1),
+# keep the positions whose label is not −100, and average. Store the number in `my_loss`; the check
+# compares it with the loss the scoring backend computed for that sample.
 
 # %%
-answer = df.groupby("group")["loss"].mean().idxmax()  # your answer
+one = batch(harm[:1])
+with torch.no_grad():
+    logits = model(input_ids=one.input_ids, attention_mask=one.attention_mask).logits
+logp = torch.log_softmax(logits[0, :-1], dim=-1)           # your answer: position j predicts token j + 1
+target = one.labels[0, 1:]
+mask = target != -100
+my_loss = float(-logp[mask].gather(1, target[mask].unsqueeze(1)).mean())
 
 # %%
-means = df.groupby("group")["loss"].mean()
-assert answer == means.idxmax(), f"look again: {means.round(3).to_dict()}"
-print("correct:", answer)
+backend = float(est.features(model, batch(harm[:1])).losses[0])
+assert abs(my_loss - backend) < 1e-4 * max(1.0, backend), f"not quite: the backend has {backend:.4f}, you have {my_loss:.4f}"
+print(f"correct: {my_loss:.4f} — a compliance costs this much under the model that refuses")

@@ -213,3 +213,23 @@ def test_decision_refs_name_each_samples_cosine_with_each_selected_reference(sho
     assert (dr6.groupby(["step", "sample_id"]).size() == 6).all() and dr6["cosine"].between(-1, 1).all()
     top = reader.sample_reference_conflicts(d6, steps[0], dr6["sample_id"].iloc[0], top=3)
     assert len(top) == 3 and top["cosine"].is_monotonic_increasing
+
+
+@pytest.mark.unit
+def test_defaults_keep_the_authors_rate_and_their_yaml_their_count():
+    """The authors keep 4 of every mini-batch of 8; the default is that rate at any batch size, and
+    configs/dualselect.yaml runs their whole setting."""
+    from explorer.config import load_config, method_config
+    from explorer.data.sample import repo_root
+    from explorer.methods.dualselect import n_keep
+
+    c = DualSelectConfig()
+    assert (n_keep(c, 8), n_keep(c, 32)) == (4, 16)
+    assert (c.warmup_steps, c.k_ref, c.eta, c.refresh) == (10, 32, 0.2, "epoch")
+    assert n_keep(DualSelectConfig(keep=4), 32) == 4          # a count, when given, wins over the rate
+    cfg = load_config(repo_root() / "configs" / "dualselect.yaml")
+    mc = method_config(cfg)
+    assert (cfg.batch_size, cfg.epochs, cfg.lr, cfg.weight_decay) == (8, 1, 2e-5, 0.0)
+    assert n_keep(mc, cfg.batch_size) == 4 and mc.warmup_steps == 10 and mc.k_ref == 32
+    with pytest.raises(ValueError, match="keep_fraction"):
+        DualSelectConfig(keep=0, keep_fraction=0.0)

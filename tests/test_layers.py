@@ -1,7 +1,7 @@
 """Layers without cycles: no import cycle inside explorer/, and no import from a lower layer to a higher one.
 
 The layers, lowest first (a module may import its own layer and the layers below it). This is the order
-the code has, read off its imports; DESIGN.md's diagram lists the same parts in the order data flows
+the code has, read off its imports; README's Layout section lists the same parts in the order data flows
 through a run (data -> model -> ... -> train -> eval -> record), in which the recipe calls eval and record,
 so those sit below train here.
 

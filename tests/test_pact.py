@@ -56,6 +56,17 @@ def test_safety_set_v_and_w_from_hand_made_distributions():
 # -- the gate ---------------------------------------------------------------------------------------
 
 @pytest.mark.unit
+def test_excluded_tokens_never_enter_the_safety_set():
+    p_bar_a = torch.tensor([0.40, 0.30, 0.15, 0.10, 0.05])
+    d = torch.tensor([-0.2, 0.3, 0.1, -0.1, 0.2])
+    S, v, w = safety_set(d, p_bar_a, k=3)
+    assert S.tolist() == [0, 1, 2]
+    S, v, w = safety_set(d, p_bar_a, k=3, exclude=[0])      # token 0 (say </s>) is kept out
+    assert S.tolist() == [1, 2, 3] and v[0] == 0 and w[0] == 0
+    assert float(v.norm()) == pytest.approx(1.0, rel=1e-5)
+
+
+@pytest.mark.unit
 def test_competitive_index_counts_tokens_to_mass_09():
     z = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.95, 0.03, 0.01, 0.01]]))
     assert competitive_index(z, 0.9).tolist() == pytest.approx([3 / 4, 1 / 4])
@@ -198,6 +209,23 @@ def test_prepare_records_the_token_table_and_decide_trains():
     assert all(0 <= r["gate"] <= 1 and 0 < r["I_trained"] <= 1 and 0 < r["I_post"] <= 1 for r in pos)
     assert any(not torch.equal(before[k], p) for k, p in ctx.model.named_parameters())
     assert not m._warned_header
+
+
+@pytest.mark.contract
+def test_stage1_teacher_forces_the_response_text_without_the_end_of_turn_token():
+    """As the release (which tokenises the response text alone): the position that predicts the
+    template's end-of-turn token is not among stage 1's R positions. With it, `</s>` entered S of a
+    freshly prepared tiny world with weight 0 and PACT pushed the end of every answer down."""
+    torch.set_num_threads(1)
+    counts = {}
+    for end in (False, True):
+        ctx = make_context()
+        Pact(PactConfig(k=12, stage1_end_token=end)).prepare(ctx)
+        counts[end] = ctx.state["pact"]["n_positions"]
+        recs = ctx.pool_records("reference")[:512]
+    n_text = [len(ctx.tokenizer(r.response, add_special_tokens=False)["input_ids"]) for r in recs]
+    assert counts[False] == sum(min(n, 64) for n in n_text)
+    assert counts[True] == sum(min(n + 1, 64) for n in n_text)   # one end-of-turn position per refusal
 
 
 @pytest.mark.contract

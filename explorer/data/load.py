@@ -11,7 +11,7 @@ Formats (detected from the suffix, case-insensitive, or from a folder's contents
                    split unless `split=` names another)
 
 Field conventions (the DualSelect authors' code, experiments/dualselect/train_dualselect.py,
-`example_prompt_response`; ALGORITHMS.md §1). A field "has text" when its value is a string (or a
+`example_prompt_response`; docs/methods/dualselect.md). A field "has text" when its value is a string (or a
 number, written with str()) that is not empty or whitespace-only; an empty field is passed over,
 as in the authors' `first_existing`, and only when every candidate field is empty is that an error.
 Texts are kept exactly as written (the authors strip them; we do not, so that texts round-trip).

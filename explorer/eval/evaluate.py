@@ -1,4 +1,4 @@
-"""Evaluation: greedy generation on held-out prompts, judges, and the metrics of ALGORITHMS.md §6.
+"""Evaluation: greedy generation on held-out prompts, judges, and the metrics of docs/methods/baselines.md (measuring safety).
 
 Suites are configuration (explorer/eval/suites.py): each has a name and a kind — harmful (harmful
 score = % of responses the primary judge calls harmful, refusal rate), over_refusal (% of

@@ -1,5 +1,5 @@
 """Input covariances of a linear layer and the projector onto their small-eigenvalue directions
-(CWAC's weight constraint, shared/ALGORITHMS.md §4).
+(CWAC's weight constraint, docs/methods/cwac.md).
 
 For a layer y = W x with inputs X = [x_1 … x_N] (columns) collected on harmful prompts:
 

@@ -1,7 +1,7 @@
 """CWAC — coupled weight and activation constraints.
 
 Paper: "Preventing Safety Drift in Large Language Models via Coupled Weight and Activation
-Constraints" (arXiv 2604.12384, ACL 2026). No public code; specification: shared/ALGORITHMS.md §4.
+Constraints" (arXiv 2604.12384, ACL 2026). No public code; method notes: docs/methods/cwac.md.
 
 A layer's drift under fine-tuning, y = f(W h):  Δy ≈ f′(W₀h₀) ⊙ (W₀ Δh + ΔW h₀) — an activation term
 and a weight term. CWAC constrains both:

@@ -2,7 +2,7 @@
 
 Paper: "Two to Tango: Coupled Task-Reference Selection for Safe LLM Fine-tuning" (Chen, Zhang, Wu,
 Gao; arXiv 2606.09866, EMNLP 2026); authors' code: ChnIRuI/DualSelect,
-experiments/dualselect/train_dualselect.py. Specification: shared/ALGORITHMS.md §1.
+experiments/dualselect/train_dualselect.py. Method notes: docs/methods/dualselect.md.
 
     1. warm-up: W task-only steps on uniform mini-batch gradients; their sum is the first direction d
     2. refresh (lazy): for every reference r of the pool,
@@ -52,14 +52,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DualSelectConfig:
-    """Defaults are the authors' (code defaults; the paper's token budget and K_ref fraction as options)."""
+    """Defaults are the authors' (sh/run_dualselect_train.sh of their release; the paper's token budget
+    and K_ref fraction as options). Their run keeps 4 of every mini-batch of 8; the batch size is the
+    run's (RunConfig.batch_size, 32 unless set), so the default here is their keep *rate*, one half,
+    which is 4 of 8 at their batch size; `keep` = 4 is their count verbatim. Warm-up is counted in
+    optimiser steps as in their code (10 steps of 8 = 80 samples; at batch 32 the same 10 steps see 320).
+    configs/dualselect.yaml runs their whole setting (batch 8, 1 epoch, lr 2e-5, no weight decay)."""
 
-    warmup_steps: int = _h("W: unfiltered task-only steps; their summed gradient is the first direction d", 10)
+    warmup_steps: int = _h("W: unfiltered task-only steps; their summed gradient is the first direction d "
+                           "(authors: 10, at batch 8)", 10)
     # task filtering
     filter_task: bool = _h("filter task samples (false = correction-only ablation)", True)
     task_mode: str = _h("hard: keep the k smallest s_i | soft: softmin(s/τ_task) weights, keep top-k", "hard")
-    keep: int = _h("k: task samples kept per mini-batch (authors: 4 of 8)", 4)
-    keep_fraction: float = _h("if > 0, k = ceil(keep_fraction · batch) instead of `keep`", 0.0)
+    keep: int = _h("k: if > 0, exactly this many task samples kept per mini-batch (the authors' --task-top-k 4, "
+                   "at their batch of 8); 0 = use keep_fraction", 0)
+    keep_fraction: float = _h("k = ceil(keep_fraction · batch) when keep = 0 (default ½: the authors' 4 of 8 at "
+                              "any batch size); 0 with keep = 0 needs token_budget", 0.5)
     token_budget: float = _h("if > 0, keep the smallest-s samples until this share of supervised target "
                              "tokens is reached (the paper: 0.9)", 0.0)
     mu_task: float = _h("μ_task: weight of the sample loss in s_i", 1.0)
@@ -126,6 +134,11 @@ class DualSelectConfig:
             raise ValueError(f"method.chunk_memory_mb = {self.chunk_memory_mb}: expected >= 0 (0 = one training step)")
         if not 0 <= self.token_budget <= 1 or not 0 <= self.keep_fraction <= 1:
             raise ValueError("method.token_budget and method.keep_fraction must lie in [0, 1]")
+        if self.keep < 0:
+            raise ValueError(f"method.keep = {self.keep}: expected >= 0 (0 = use method.keep_fraction)")
+        if self.filter_task and self.keep == 0 and self.keep_fraction == 0 and self.token_budget == 0:
+            raise ValueError("method.keep, method.keep_fraction and method.token_budget are all 0: expected one "
+                             "of them > 0 to say how many task samples a mini-batch keeps")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -159,9 +172,13 @@ def task_scores(losses: torch.Tensor, compat: torch.Tensor, mu_task: float, nu: 
 
 
 def n_keep(cfg: DualSelectConfig, batch_size: int) -> int:
+    """k for a mini-batch: `keep` when set (a count), else ceil(keep_fraction · batch); with neither
+    (token-budget runs) the whole batch, which the token budget then cuts."""
+    if cfg.keep > 0:
+        return max(1, min(cfg.keep, batch_size))
     if cfg.keep_fraction > 0:
         return max(1, math.ceil(cfg.keep_fraction * batch_size))
-    return max(1, min(cfg.keep, batch_size))
+    return batch_size
 
 
 def select_task(s: torch.Tensor, k: int, mode: str, tau: float, n_tokens: torch.Tensor | None = None,

@@ -2,7 +2,7 @@
 
 Paper: arXiv 2603.07445 (KDD 2026). Authors' code: github Glresearch1/PACT
 (compute_safety_tokens/compute_safety_tokens_pact.py, finetuning_pact.py). Specification:
-shared/ALGORITHMS.md §3.
+docs/methods/pact.md.
 
 Safety behaviour shows up in the model's confidence on a small set of safety-related tokens. PACT
 regularises the fine-tuned model towards the aligned model's distribution over those tokens at every
@@ -20,8 +20,10 @@ base model π_B (`base_model`):
 The K samples are the first K of the refusal pool; each sample's positions are averaged first, then
 the samples (as the release does). [choice] Both models see the run's chat format (the tiny base was
 trained on it); the release renders the base model's prompt as plain "User: … Assistant: " because a
-real base checkpoint has no chat template. The response tokens include the template's end-of-turn
-token when it falls within the first R.
+real base checkpoint has no chat template. As in the release, the R positions are those of the
+response text alone: the template's end-of-turn token is not teacher-forced (`stage1_end_token`
+includes it; on the tiny world that put `</s>` into S with weight 0 and made PACT push the end of every
+answer down — docs/methods/pact.md).
 
 Stage 2 (in `decide`). L = CE_task + λ · L_PACT. A frozen reference π_ref (the aligned model) gives
 logits on the full sequence, z_full, and on the response with the prompt removed, z_post. Per
@@ -89,7 +91,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PactConfig:
-    """Defaults are the paper's (README / ALGORITHMS.md §3) and the release's gate settings."""
+    """Defaults are the paper's (docs/methods/pact.md) and the release's gate settings."""
 
     lam: float = _h("λ: weight of L_PACT in L = CE + λ L_PACT (paper: 1)", 1.0)
     temperature: float = _h("T: temperature of the KL, which is scaled by T² (release: 2)", 2.0)
@@ -101,6 +103,12 @@ class PactConfig:
     base_model: str = _h("π_B, the un-aligned base model (spec for load_model); empty = the run's "
                          "base_model", "")
     stage1_batch_size: int = _h("refusal samples per forward pass in stage 1", 8)
+    exclude_special_tokens: bool = _h("keep the tokenizer's special tokens (</s>, pad, chat markers) out of S; not in "
+                                      "the release: a special token of S with weight 0 is pushed down at every "
+                                      "position (docs/methods/pact.md)", False)
+    stage1_end_token: bool = _h("also teacher-force the template's end-of-turn token in stage 1 (not the release: "
+                                "it tokenises the response text alone; with it, `</s>` can enter S with weight 0 "
+                                "and be pushed down at every position, docs/methods/pact.md)", False)
     gate_top_p: float = _h("mass that defines I_x: the share of S needed to reach it (release: 0.9)", 0.9)
     gate_temperature: float = _h("T_gate: temperature of softmax(z_x,S) inside I_x (release: 1)", 1.0)
     alpha: float = _h("α: slope of the gate sigmoid (release: 2)", 2.0)
@@ -149,15 +157,20 @@ def position_means(p: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return (p * mask.unsqueeze(-1)).sum(1) / lengths.clamp_min(1).unsqueeze(1).to(p.dtype)
 
 
-def safety_set(d: torch.Tensor, p_aligned: torch.Tensor, k: int, eps: float = 1e-6):
+def safety_set(d: torch.Tensor, p_aligned: torch.Tensor, k: int, eps: float = 1e-6,
+               exclude: list[int] | None = None):
     """Stage 1's last step. d, p_aligned: [V] (p_aligned = p̄_A).
 
     S = top-k by p̄_A (ordered by p̄_A, descending); d is zeroed outside S, z-scored on S (unbiased
-    std, as torch.std and the release) and L2-normalised → v; w = max(v, 0).
+    std, as torch.std and the release) and L2-normalised → v; w = max(v, 0). Token ids in `exclude`
+    never enter S (not in the release; see PactConfig.exclude_special_tokens).
     Returns (S [k] long, v [V], w [V])."""
     V = d.numel()
-    k = min(int(k), V)
-    S = torch.topk(p_aligned.float(), k).indices
+    ranked = p_aligned.float().clone()
+    if exclude:
+        ranked[torch.tensor(sorted(set(exclude)), dtype=torch.long, device=ranked.device)] = float("-inf")
+    k = min(int(k), V - len(set(exclude or [])))
+    S = torch.topk(ranked, k).indices
     dS = d.float()[S]
     zS = dS - dS.mean()
     if k > 1:
@@ -279,8 +292,12 @@ class Pact(MethodBase):
         if not base_spec:
             raise ValueError("pact: no base model; expected method.base_model or the run's base_model")
         base = ctx.load_model(base_spec)
+        # the release teacher-forces the response text alone (add_special_tokens=False): the positions
+        # of the template's end-of-turn tokens are not among R
+        text_len = {r.sample_id: len(ctx.tokenizer(r.response, add_special_tokens=False)["input_ids"])
+                    for r in recs}
         d_sum = p_a_sum = p_b_sum = None
-        n = 0
+        n = n_pos = 0
         for i in range(0, len(recs), c.stage1_batch_size):
             try:
                 batch = ctx.encode(recs[i:i + c.stage1_batch_size])
@@ -295,6 +312,9 @@ class Pact(MethodBase):
                 raise ValueError(f"pact: the base model {base_spec!r} has a vocabulary of {z_b.shape[-1]} "
                                  f"tokens, the aligned model {z_a.shape[-1]}; expected the same tokenizer")
             start, count = response_span(batch.labels)
+            if not c.stage1_end_token:
+                count = torch.minimum(count, torch.tensor([text_len[i] for i in batch.sample_ids],
+                                                          device=count.device, dtype=count.dtype))
             R = int(count.clamp_max(c.max_response_tokens).max())
             if R == 0:
                 continue
@@ -310,13 +330,15 @@ class Pact(MethodBase):
             p_a_sum = pa_i.sum(0) if p_a_sum is None else p_a_sum + pa_i.sum(0)
             p_b_sum = pb_i.sum(0) if p_b_sum is None else p_b_sum + pb_i.sum(0)
             n += int(keep.sum())
+            n_pos += int(r_i[keep].sum())
         del base
         if n == 0:
             raise ValueError("pact: no refusal sample fits the context; expected refusals shorter than max_length")
         d, p_a, p_b = d_sum / n, p_a_sum / n, p_b_sum / n
         V = d.numel()
         k = math.ceil(c.k_fraction * V) if c.k_fraction > 0 else c.k
-        S, v, w = safety_set(d, p_a, k)
+        exclude = list(getattr(ctx.tokenizer, "all_special_ids", []) or []) if c.exclude_special_tokens else None
+        S, v, w = safety_set(d, p_a, k, exclude=exclude)
         self.S_, self.w_S_ = S.to(ctx.device), w[S].to(ctx.device)
         self.header_ = assistant_header_ids(ctx.tokenizer)
         self.pad_ = pad_id_of(ctx.tokenizer)
@@ -332,7 +354,8 @@ class Pact(MethodBase):
                          "k_requested": c.k, "vocab_size": V, "n_refusals": n})
         if not _recorded(ctx, "pact_tokens"):  # on --resume prepare() runs again: record once
             ctx.log("pact_tokens", rows)
-        ctx.state["pact"] = {"k": len(S), "vocab_size": V, "n_refusals": n, "base_model": base_spec,
+        ctx.state["pact"] = {"k": len(S), "vocab_size": V, "n_refusals": n, "n_positions": n_pos,
+                             "base_model": base_spec,
                              "n_positive_weight": int((w[S] > 0).sum()), "reference": self.reference_mode_,
                              "header_ids": self.header_}
 

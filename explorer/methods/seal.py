@@ -3,7 +3,7 @@
 Paper: "SEAL: Safety-enhanced Aligned LLM Fine-tuning via Bilevel Data Selection" (Shen, Chen, Das,
 Chen; ICLR 2025; arXiv 2410.07471). Authors' code: github hanshen95/SEAL
 (seal/trainer/sft_selector_trainer.py, examples/train_sft_selector.py). Specification:
-shared/ALGORITHMS.md §2.
+docs/methods/seal.md.
 
 A selector ω ∈ R^N holds one logit per fine-tuning sample (a lookup table, not a network);
 σ(ω) = softmax(ω) and the released code uses the mean-one weights σ̃ = N · softmax(ω).

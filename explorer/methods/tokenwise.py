@@ -3,7 +3,7 @@
 Paper: "Safety Alignment Should Be Made More Than Just a Few Tokens Deep" (Qi, Panda, Lyu, Ma, Roy,
 Beirami, Mittal, Henderson; arXiv 2406.05946, ICLR 2025). Authors' code: github
 Unispac/shallow-vs-deep-alignment (finetuning_buckets/trainer/trainer.py, `soft_sft_loss`,
-`get_beta_list`). Specification: shared/ALGORITHMS.md §3 (end).
+`get_beta_list`). Method notes: docs/methods/tokenwise.md.
 
 The constrained objective  −Σ_t (2/β_t) log σ(β_t Δ_t),  Δ_t = log π_θ(y_t | x, y_<t) − log π_aligned(y_t | x, y_<t),
 has the gradient of a cross-entropy on each response token weighted by 2(1 − σ(β_t Δ_t)). The release

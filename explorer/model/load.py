@@ -2,6 +2,7 @@
 
 Model specs:
   "tiny:aligned", "tiny:base"   the tiny world's models (prepared and cached on first use)
+  "tiny:aligned@1"              the same from an independent preparation (`explorer prepare --seed 1`)
   "/path/to/checkpoint"         a local HF directory with config.json, weights and a tokenizer
 Device "auto" picks CUDA when present, else CPU; dtype "auto" picks bf16 on CUDA, float32 on CPU.
 Nothing is downloaded: a spec that is not a local directory is an error.
@@ -9,6 +10,8 @@ Nothing is downloaded: a spec that is not a local directory is an error.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +47,11 @@ def resolve_spec(spec: str) -> Path:
     if spec.startswith("tiny:"):
         from explorer.model import tiny
 
-        which = spec.split(":", 1)[1]
-        paths = tiny.ensure_prepared()
-        if which not in paths:
-            raise ModelLoadError(f"model spec {spec!r}: expected tiny:base or tiny:aligned")
+        which, _, seed = spec.split(":", 1)[1].partition("@")
+        if which not in ("base", "aligned") or (seed and not seed.isdigit()):
+            raise ModelLoadError(f"model spec {spec!r}: expected tiny:base or tiny:aligned, optionally "
+                                 "with @SEED for an independent preparation (e.g. tiny:aligned@1)")
+        paths = tiny.ensure_prepared(seed=int(seed or 0))
         return Path(paths[which])
     path = Path(os.path.expanduser(spec))
     if not path.is_dir():
@@ -118,3 +122,36 @@ def load_model(spec: str, device: str | torch.device = "auto", dtype: str = "aut
             "n_params": n_all, "n_trainable": n_train, "lora": lora.__dict__ if lora else None,
             "chat_template": bool(getattr(tok, "chat_template", None))}
     return model, tok, info
+
+
+#: hash weights up to this size when a run starts (a few seconds); larger checkpoints record sizes only
+FINGERPRINT_MAX_BYTES = 4 << 30
+
+
+def model_fingerprint(model_dir: str | Path) -> dict:
+    """Which weights a run starts from, for its manifest: the folder, the sha256 of its weights files
+    (the tiny world's single model.safetensors hashes to the value its prepare.json records) and, for
+    a tiny-world model, the preparation seed and the hash prepare.json recorded."""
+    d = Path(model_dir)
+    files = sorted(f for f in d.glob("*") if f.suffix in (".safetensors", ".bin") and f.is_file())
+    size = sum(f.stat().st_size for f in files)
+    out: dict = {"model_path": str(d), "weights_files": [f.name for f in files], "weights_bytes": size,
+                 "weights_sha256": None, "preparation_seed": None}
+    if files and size <= FINGERPRINT_MAX_BYTES:
+        h = hashlib.sha256()
+        for f in files:
+            if len(files) > 1:
+                h.update(f.name.encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        out["weights_sha256"] = h.hexdigest()
+    prep = d.parent / "prepare.json"
+    if prep.is_file():  # a tiny-world preparation
+        try:
+            info = json.loads(prep.read_text())
+        except (OSError, ValueError):
+            info = {}
+        out["preparation_seed"] = info.get("seed", info.get("settings", {}).get("seed"))
+        out["prepared_sha256"] = (info.get("weights_sha256") or {}).get(d.name)
+    return out

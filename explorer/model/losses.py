@@ -1,4 +1,4 @@
-"""Per-sample losses: l(theta; z) = mean token NLL over the response tokens only (ALGORITHMS.md)."""
+"""Per-sample losses: l(theta; z) = mean token NLL over the response tokens only (docs/methods/dualselect.md, notation)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,18 @@
 """The tiny world's models (`explorer prepare`): a word-level tokenizer and a Llama trained from scratch.
 
-Two stages on sample_data/world_train.jsonl (FINDINGS.md has the probe these settings come from):
+Two stages on sample_data/world_train.jsonl (docs/tiny_world.md says why these settings):
   base     harmful requests -> placeholder compliance, everything else answered (answers everything)
   aligned  continues from base on the same mix with harmful requests -> refusal
 Both are saved with `save_pretrained` (with the tokenizer and its chat template) and load with
 `AutoModelForCausalLM`. The result is cached under $EXPLORER_CACHE (default ~/.cache/explorer) in a
-folder named by a hash of the settings and the data, so later commands reuse it.
+folder named by a hash of the settings (the preparation seed included) and the data, so later
+commands reuse it. `explorer prepare --seed N` makes an independent preparation (another
+initialisation and data order) in its own folder; runs name it with the model spec `tiny:aligned@N`.
+
+Reproducibility: preparation runs with a fixed number of CPU threads (`PREPARE_THREADS`; the order of
+a parallel reduction depends on it) and `torch.use_deterministic_algorithms`, seeded from the
+preparation seed; prepare.json records the sha256 of each stage's weights, so two preparations can
+be compared and every run's manifest names the weights it started from (`model_fingerprint`).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import math
 import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -56,6 +64,12 @@ class TinySettings:
     warmup: int = 50
     weight_decay: float = 0.01
     seed: int = 0
+
+
+#: CPU threads during preparation: a float reduction split over threads sums in another order, so
+#: the same seed gives other weights with another thread count. One thread runs anywhere.
+PREPARE_THREADS = 1
+WEIGHTS_FILE = "model.safetensors"
 
 
 def cache_root() -> Path:
@@ -174,6 +188,37 @@ def train_stage(model, tokenizer, records: list[Record], steps: int, lr: float, 
     return losses
 
 
+def weights_sha256(model_dir: str | Path) -> str | None:
+    """sha256 of a saved model's weights file (None when the folder has no single safetensors file)."""
+    f = Path(model_dir) / WEIGHTS_FILE
+    if not f.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(f, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextmanager
+def _reproducible(seed: int, threads: int = PREPARE_THREADS):
+    """Fixed thread count, deterministic algorithms and seeded generators for the duration of a
+    preparation; the caller's settings are restored afterwards."""
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(threads)
+    # warn_only: an op without a deterministic kernel warns instead of stopping the preparation
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
+
+
 def prepare(data_dir: Path | None = None, settings: TinySettings = TinySettings(),
             force: bool = False, evaluate_models: bool = True) -> dict[str, str]:
     """Train (or reuse) the tiny base and aligned models. Returns {"base": dir, "aligned": dir, ...}."""
@@ -183,8 +228,14 @@ def prepare(data_dir: Path | None = None, settings: TinySettings = TinySettings(
     if (out / "prepare.json").exists() and not force:
         return paths
     out.mkdir(parents=True, exist_ok=True)
+    with _reproducible(settings.seed):
+        _prepare(out, paths, data_dir, settings, evaluate_models)
+    return paths
+
+
+def _prepare(out: Path, paths: dict[str, str], data_dir: Path, settings: TinySettings,
+             evaluate_models: bool) -> None:
     t0 = time.time()
-    torch.manual_seed(settings.seed)
     world = read_sample_file(data_dir / "world_train.jsonl")
     texts = []
     for f in sorted(data_dir.glob("*.jsonl")):
@@ -192,8 +243,10 @@ def prepare(data_dir: Path | None = None, settings: TinySettings = TinySettings(
             texts += [r.prompt, r.response, r.extra.get("refusal", "")]
     tokenizer = train_tokenizer(texts)
     model = build_model(tokenizer, settings)
-    info = {"settings": asdict(settings), "data_dir": str(data_dir), "vocab_size": len(tokenizer),
-            "n_params": sum(p.numel() for p in model.parameters())}
+    info = {"settings": asdict(settings), "seed": settings.seed, "data_dir": str(data_dir),
+            "vocab_size": len(tokenizer), "n_params": sum(p.numel() for p in model.parameters()),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
     t = time.time()
     base_losses = train_stage(model, tokenizer, stage_records(world, "base"), settings.base_steps,
                               settings.base_lr, settings, settings.seed, "tiny base")
@@ -211,10 +264,10 @@ def prepare(data_dir: Path | None = None, settings: TinySettings = TinySettings(
     info["train_seconds"] = round(time.time() - t0, 1)
     if evaluate_models:
         info["metrics"] = evaluate_prepared(paths, data_dir)
+    info["weights_sha256"] = {which: weights_sha256(out / which) for which in ("base", "aligned")}
     info["total_seconds"] = round(time.time() - t0, 1)
     with open(out / "prepare.json", "w") as f:
         json.dump(info, f, indent=2)
-    return paths
 
 
 def evaluate_prepared(paths: dict[str, str], data_dir: Path) -> dict[str, dict[str, float]]:
@@ -232,11 +285,11 @@ def evaluate_prepared(paths: dict[str, str], data_dir: Path) -> dict[str, dict[s
     return res
 
 
-def ensure_prepared(data_dir: Path | None = None) -> dict[str, str]:
-    return prepare(data_dir)
+def ensure_prepared(data_dir: Path | None = None, seed: int = 0) -> dict[str, str]:
+    return prepare(data_dir, TinySettings(seed=seed))
 
 
-def prepared_info(data_dir: Path | None = None) -> dict:
+def prepared_info(data_dir: Path | None = None, seed: int = 0) -> dict:
     data_dir = Path(data_dir) if data_dir else sample_data_dir()
-    p = cache_dir_for(TinySettings(), data_dir) / "prepare.json"
+    p = cache_dir_for(TinySettings(seed=seed), data_dir) / "prepare.json"
     return json.loads(p.read_text()) if p.exists() else {}

@@ -421,7 +421,7 @@ def find_baseline(run_dir, candidates: list, baseline: str = "sft") -> str | Non
 
 
 def safety_win_rates(run_dir, sft_dir) -> dict[str, float]:
-    """{suite: win rate against SFT, "safety_avg": mean} at each run's final evaluation (ALGORITHMS §6)."""
+    """{suite: win rate against SFT, "safety_avg": mean} at each run's final evaluation (docs/methods/baselines.md)."""
     return win_rates(evals(run_dir, final=True), evals(sft_dir, final=True))
 
 

@@ -43,7 +43,7 @@ from explorer.eval.evaluate import evaluate, summarize
 from explorer.eval.judges import make_judge
 from explorer.methods import make_method
 from explorer.methods.protocol import Context, Decision
-from explorer.model.load import LoraSettings, load_model, pick_device
+from explorer.model.load import LoraSettings, load_model, model_fingerprint, pick_device
 from explorer.model.losses import per_sample_nll
 from explorer.model.plumbing import autocast, set_flat_grad
 from explorer.runs.writer import RunWriter
@@ -143,6 +143,7 @@ class Recipe:
             self.writer = RunWriter.create(cfg.runs_dir, self.run_id or make_run_id(cfg, self.data.run_label), {
                 "method": cfg.method_name, "config": to_dict(cfg), "method_config": self.mcfg.__dict__,
                 "seed": cfg.seed, "model": cfg.model, "model_info": self.model_info,
+                "model_fingerprint": model_fingerprint(self.model_info["model_path"]),
                 "device": str(self.device), **self.data.manifest,
                 "progress": {"step": 0, "total_steps": None}})
         self.log = self.writer.log

@@ -1,0 +1,52 @@
+"""benchmarks/report.py: README blocks are replaced between their markers, tables are mean ± std."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def report():
+    spec = importlib.util.spec_from_file_location("report", REPO / "benchmarks" / "report.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["report"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_write_replaces_only_the_named_block(report, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- report:a -->\nold a\n<!-- /report:a -->\nmiddle\n"
+                      "<!-- report:b -->\nold b\n<!-- /report:b -->\nend\n")
+    report.write_readme("a", "| new |", readme)
+    text = readme.read_text()
+    assert "old a" not in text and "| new |" in text and "old b" in text
+    assert text.startswith("intro\n<!-- report:a -->\n| new |\n<!-- /report:a -->\nmiddle")
+    with pytest.raises(SystemExit, match="report:c"):
+        report.write_readme("c", "x", readme)
+
+
+def test_mean_std_over_runs_and_dash_for_empty_columns(report):
+    df = pd.DataFrame({"label": ["SFT", "SFT", "SFT", "X"], "HS hh": [100.0, 90.0, 80.0, 5.0],
+                       "drop prec": [float("nan")] * 3 + [20.0]})
+    out = report.mean_std(df, ["label"], ["HS hh", "drop prec"]).set_index("label")
+    assert out.loc["SFT", "HS hh"] == "90.0 ± 10.0" and out.loc["SFT", "drop prec"] == "–"
+    assert out.loc["X", "HS hh"] == "5.0" and out.loc["SFT", "runs"] == 3
+
+
+def test_the_printed_command_names_no_local_folder(report):
+    line = report.command_line(["methods", "--runs-dir", "/some/where", "--seeds", "0", "1", "--reuse", "--write"])
+    assert line == "python benchmarks/report.py methods --seeds 0 1"
+
+
+def test_readme_has_a_block_for_every_table_the_script_writes(report):
+    text = (REPO / "README.md").read_text()
+    for name in ("world", "drift", "methods", "cosines"):
+        assert f"<!-- report:{name} -->" in text and f"<!-- /report:{name} -->" in text, name
