@@ -317,10 +317,14 @@ def _headline(m: dict, run_dir) -> dict:
     if mw is None:
         mw = metrics_wide(metrics(run_dir))
     acc = [float(v) for k, v in mw.items() if k.endswith("/" + schema.M_ACC) and v is not None]
+    # degenerate (collapsed) answers on the harmful suites: neither in HS nor refused; None for old runs
+    deg = [float(mw[k]) for k in (f"{s}/{schema.M_DEGENERATE}" for s in schema.SAFETY_SUITES)
+           if mw.get(k) is not None]
     return {"HS hh": mw.get(f"{schema.SUITE_HH}/{schema.M_HARMFUL}"),
             "HS hexphi": mw.get(f"{schema.SUITE_HEX}/{schema.M_HARMFUL}"),
             "over-refusal": mw.get(f"{schema.SUITE_OVER}/{schema.M_OVER}"),
-            "task acc": sum(acc) / len(acc) if acc else None}
+            "task acc": sum(acc) / len(acc) if acc else None,
+            "degenerate": sum(deg) / len(deg) if deg else None}
 
 
 def check_files(run_dir) -> None:
@@ -410,7 +414,8 @@ def compare(run_dirs: list[str | Path], baseline: str = "sft", stats_of=None) ->
                "harmful_ratio": m.get("harmful_ratio"), "seed": m.get("seed"), "status": effective_status(m),
                "is_sft": m.get("method") == baseline,
                "harmful_score": sum(hs) / len(hs) if hs else None, "task_acc": head["task acc"],
-               "over_refusal": head["over-refusal"], "win_hh": None, "win_hexphi": None, "safety_avg": None,
+               "over_refusal": head["over-refusal"], "degenerate": head["degenerate"],
+               "win_hh": None, "win_hexphi": None, "safety_avg": None,
                "baseline": None}
         base = find_baseline(d, run_dirs, baseline)
         if base is not None:
