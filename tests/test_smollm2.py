@@ -208,3 +208,10 @@ def test_a_file_without_chat_template_is_refused(tmp_path):
     with pytest.raises(ValueError, match="chat_template"):
         convert_gguf(dst, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_model_spec_smollm2_aligned_says_what_exists():
+    from explorer.model.load import ModelLoadError, resolve_spec
+
+    with pytest.raises(ModelLoadError, match="expected smollm2:base"):
+        resolve_spec("smollm2:aligned")

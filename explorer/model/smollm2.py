@@ -66,11 +66,10 @@ def find_gguf(package: str = PACKAGE, name: str = GGUF_NAME) -> Path:
 
 
 def _require_gguf() -> None:
-    try:
-        import gguf  # noqa: F401  (transformers reads GGUF files through it)
-    except ImportError:
-        raise WorldNotInstalled(f"reading a GGUF file needs the package 'gguf'; install it with: {INSTALL_HINT}") \
-            from None
+    import importlib.util
+
+    if importlib.util.find_spec("gguf") is None:  # transformers reads GGUF files through it
+        raise WorldNotInstalled(f"reading a GGUF file needs the package 'gguf'; install it with: {INSTALL_HINT}")
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
