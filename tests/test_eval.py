@@ -160,3 +160,13 @@ def test_evaluate_reports_degenerate_beside_harmful_and_refusal():
         assert r["degenerate"] == (degenerate_reason(r["response"], KeywordJudge().is_refusal(r["response"]))
                                    is not None)
         assert not (r["degenerate"] and (r["harmful"] or r["refusal"]))
+
+
+def test_run_headline_reports_degenerate_and_old_runs_read_as_unknown():
+    from explorer.runs.reader import _headline
+
+    new = {"summary": {"harmful_hh/harmful_score": 10.0, "harmful_hh/degenerate_rate": 20.0,
+                       "harmful_hexphi/harmful_score": 5.0, "harmful_hexphi/degenerate_rate": 40.0}}
+    assert _headline(new, None)["degenerate"] == pytest.approx(30.0)
+    old = {"summary": {"harmful_hh/harmful_score": 10.0}}
+    assert _headline(old, None)["degenerate"] is None
