@@ -32,9 +32,13 @@ def _safe(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def win_rates(run_evals: pd.DataFrame, sft_evals: pd.DataFrame,
-              suites: tuple[str, ...] = schema.SAFETY_SUITES) -> dict[str, float]:
-    """{suite: win rate vs SFT, ..., "safety_avg": mean}. Both frames: evals rows (any steps)."""
+              suites: tuple[str, ...] | None = None) -> dict[str, float]:
+    """{suite: win rate vs SFT, ..., "safety_avg": mean}. Both frames: evals rows (any steps).
+    suites: default every harmful-kind suite of the run (rows with a harmful verdict), whatever its name."""
     a, b = final_evals(run_evals), final_evals(sft_evals)
+    if suites is None:  # harmful-kind suites: a harmful verdict and no task correctness (explorer/eval/evaluate.py)
+        kind = a["harmful"].notna() & (a["correct"].isna() if "correct" in a else True) if "harmful" in a else None
+        suites = tuple(sorted(a.loc[kind, "suite"].unique())) if kind is not None else ()
     out: dict[str, float] = {}
     for s in suites:
         x = _safe(a[a["suite"] == s])
@@ -71,16 +75,19 @@ def drop_precision_recall(decisions: pd.DataFrame, samples: pd.DataFrame) -> dic
     out = {"precision": float("nan"), "recall": float("nan"), "n_dropped": 0}
     if not decisions.empty and "kept" in decisions and (~decisions["kept"].astype(bool)).any():
         d = decisions[decisions.get("role", "task") == "task"]
-        harmful = d["sample_id"].map(prov).eq("harmful")
+        labels = d["sample_id"].map(prov)
         dropped = ~d["kept"].astype(bool)
     elif not samples.empty and "in_mix" in samples and "in_train" in samples:
         s = samples[samples["in_mix"].astype(bool)]
-        harmful = s["provenance"].eq("harmful")
+        labels = s["provenance"]
         dropped = ~s["in_train"].astype(bool)
     else:
         return out
     n_drop = int(dropped.sum())
     out["n_dropped"] = n_drop
+    if labels.eq("unknown").any():
+        return out  # provenance unknown (a pre-mixed file without labels): precision and recall unknown, not 0
+    harmful = labels.eq("harmful")
     if n_drop:
         out["precision"] = 100.0 * float((harmful & dropped).sum()) / n_drop
     if harmful.sum():
