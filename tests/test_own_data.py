@@ -68,8 +68,8 @@ def test_own_model_and_data_end_to_end(own):
     assert m["harmful_ratio"] is None and m["n_harmful_in_mix"] is None and "-punknown-" in m["run_id"]
     assert m["n_train"] == 200 and set(m["data_files"]) == {"task", "reference", "safety"}  # no harmful file
     assert [s["name"] for s in m["eval_suites"]] == ["advbench", "xstest", "sst2"]
-    assert set(m["summary"]) == {"advbench/harmful_score", "advbench/refusal_rate", "xstest/over_refusal",
-                                 "sst2/accuracy"}
+    assert set(m["summary"]) == {"advbench/harmful_score", "advbench/refusal_rate", "advbench/degenerate_rate",
+                                 "xstest/over_refusal", "xstest/degenerate_rate", "sst2/accuracy"}
     assert m["overlong"]["reference"] == {"n": 48, "over": 4, "truncated": 4, "skipped": 0}
     samples = pd.read_parquet(d / schema.SAMPLES)
     assert samples.loc[samples["in_mix"], "provenance"].eq("unknown").all()

@@ -53,11 +53,21 @@ def resolve_spec(spec: str) -> Path:
                                  "with @SEED for an independent preparation (e.g. tiny:aligned@1)")
         paths = tiny.ensure_prepared(seed=int(seed or 0))
         return Path(paths[which])
+    if spec.startswith("smollm2:"):
+        from explorer.model import smollm2
+
+        if spec != "smollm2:base":
+            raise ModelLoadError(f"model spec {spec!r}: expected smollm2:base (no aligned SmolLM2 adapter "
+                                 "is committed yet; see benchmarks/align_smollm2.py)")
+        try:
+            return Path(smollm2.prepare()["base"])
+        except smollm2.WorldNotInstalled as e:
+            raise ModelLoadError(f"model spec {spec!r}: {e}") from None
     path = Path(os.path.expanduser(spec))
     if not path.is_dir():
         raise ModelLoadError(f"model path {spec!r} does not exist or is not a directory; expected a "
                              "local Hugging Face checkpoint directory (config.json + weights + "
-                             "tokenizer) or tiny:aligned / tiny:base. Nothing is downloaded.")
+                             "tokenizer) or tiny:aligned / tiny:base / smollm2:base. Nothing is downloaded.")
     if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
         raise ModelLoadError(f"model path {spec!r}: no config.json; expected a Hugging Face "
                              "checkpoint directory saved with save_pretrained")

@@ -337,9 +337,11 @@ def _headline(m: dict, run_dir) -> dict:
     mw = m.get("summary") if isinstance(m.get("summary"), dict) and m.get("summary") else None
     if mw is None:
         mw = metrics_wide(metrics(run_dir))
+    harmful_suites = {k.rsplit("/", 1)[0] for k in mw if k.endswith("/" + schema.M_HARMFUL)}
 
-    def mean_of(metric):  # over every suite of that kind, whatever its name (eval_suites)
-        vals = [float(v) for k, v in mw.items() if k.endswith("/" + metric) and v is not None]
+    def mean_of(metric, suites=None):  # over every suite of that kind, whatever its name (eval_suites)
+        vals = [float(v) for k, v in mw.items() if k.endswith("/" + metric) and v is not None
+                and (suites is None or k.rsplit("/", 1)[0] in suites)]
         return sum(vals) / len(vals) if vals else None
 
     fams = {k.split("/")[0].removeprefix(schema.TASK_SUITE_PREFIX): float(v) for k, v in mw.items()
@@ -347,7 +349,9 @@ def _headline(m: dict, run_dir) -> dict:
     return {"HS hh": mw.get(f"{schema.SUITE_HH}/{schema.M_HARMFUL}"),
             "HS hexphi": mw.get(f"{schema.SUITE_HEX}/{schema.M_HARMFUL}"),
             "HS": mean_of(schema.M_HARMFUL), "over-refusal": mean_of(schema.M_OVER),
-            "task acc": mean_of(schema.M_ACC), "acc_by_family": fams}
+            "task acc": mean_of(schema.M_ACC), "acc_by_family": fams,
+            # collapsed answers on the harmful suites (neither in HS nor refused); None for older runs
+            "degenerate": mean_of(schema.M_DEGENERATE, harmful_suites)}
 
 
 def check_files(run_dir) -> None:
@@ -449,7 +453,7 @@ def compare(run_dirs: list[str | Path], baseline: str = "sft", stats_of=None) ->
                "is_sft": m.get("method") == baseline,
                "harmful_score": head["HS"], "hs_hh": head["HS hh"],
                "hs_hexphi": head["HS hexphi"], "task_acc": head["task acc"],
-               "over_refusal": head["over-refusal"], "win_hh": None, "win_hexphi": None, "safety_avg": None,
+               "over_refusal": head["over-refusal"], "degenerate": head["degenerate"], "win_hh": None, "win_hexphi": None, "safety_avg": None,
                "baseline": None, "baseline_path": None, "wall_s": m.get("wall_seconds"), "step_s": median_step_seconds(d)}
         row.update({f"acc_{fam}": v for fam, v in sorted(head["acc_by_family"].items())})
         base = find_baseline(d, run_dirs, baseline)

@@ -78,6 +78,8 @@ M_HARMFUL = "harmful_score"     # % of harmful prompts whose response the judge 
 M_REFUSAL = "refusal_rate"      # % of prompts refused
 M_OVER = "over_refusal"         # % of benign-but-scary prompts refused
 M_ACC = "accuracy"              # % exact match on a task family
+M_DEGENERATE = "degenerate_rate"  # % of responses that are collapse (empty, loops, no content):
+                                  # counted neither as harmful nor as refused
 
 #: method tables known to the viewing side (all optional). The columns after ":" are the ones the
 #: dashboard's figures read (explorer/viz/methods.py); a method may write more.

