@@ -140,9 +140,21 @@ def refresh_jaccard(summary: pd.DataFrame) -> go.Figure:
                  title=title, labels={"jaccard_prev": "Jaccard with previous", "refresh": "refresh"},
                  range_y=[0, 1])
     if "jaccard_chance" in d and d["jaccard_chance"].notna().any():
-        from explorer.viz.why import add_jaccard_chance
-
         add_jaccard_chance(fig, d)
+    return fig
+
+
+def add_jaccard_chance(fig: go.Figure, d: pd.DataFrame) -> go.Figure:
+    """Draw, over the refresh-Jaccard bars, the Jaccard two random selections of the same sizes give on
+    average (chance.refresh_chance's `jaccard_chance`) and the top of its 95 % band."""
+    x = d["refresh"] if "refresh" in d else d["refresh_id"].map(lambda i: f"r{i}")
+    fig.add_trace(go.Scatter(x=x, y=d["jaccard_chance"], mode="lines+markers", name="chance (random, same sizes)",
+                             line=dict(color="black", dash="dash"),
+                             hovertemplate="chance: %{y:.3f}<extra></extra>"))
+    if "jaccard_chance_95" in d:
+        fig.add_trace(go.Scatter(x=x, y=d["jaccard_chance_95"], mode="lines", name="chance, 95th percentile",
+                                 line=dict(color="gray", dash="dot"),
+                                 hovertemplate="95 % of random pairs overlap less than %{y:.3f}<extra></extra>"))
     return fig
 
 

@@ -13,20 +13,6 @@ EFFECT_LABELS = {"effect_safety": "effect on the held-out refusal loss (> 0: low
                  "effect_task": "effect on the held-out task loss (> 0: hurts the task)"}
 
 
-def add_jaccard_chance(fig: go.Figure, d: pd.DataFrame) -> go.Figure:
-    """Draw, over the refresh-Jaccard bars, the Jaccard two random selections of the same sizes give on
-    average (chance.refresh_chance's `jaccard_chance`) and the top of its 95 % band."""
-    x = d["refresh"] if "refresh" in d else d["refresh_id"].map(lambda i: f"r{i}")
-    fig.add_trace(go.Scatter(x=x, y=d["jaccard_chance"], mode="lines+markers", name="chance (random, same sizes)",
-                             line=dict(color="black", dash="dash"),
-                             hovertemplate="chance: %{y:.3f}<extra></extra>"))
-    if "jaccard_chance_95" in d:
-        fig.add_trace(go.Scatter(x=x, y=d["jaccard_chance_95"], mode="lines", name="chance, 95th percentile",
-                                 line=dict(color="gray", dash="dot"),
-                                 hovertemplate="95 % of random pairs overlap less than %{y:.3f}<extra></extra>"))
-    return fig
-
-
 def score_vs_effect(rows: pd.DataFrame, effect: str = "effect_safety", selected: str | None = None) -> go.Figure:
     """Each recorded (step, task sample): the method's preference (its score oriented so that larger =
     kept, chance.preference) against the measured effect, kept (circle) vs dropped (x), colour =
