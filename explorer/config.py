@@ -1,5 +1,6 @@
-"""Run configuration: one typed dataclass, from YAML plus `key=value` overrides; unknown keys and wrong
-types fail loudly, naming the key, the file and what was expected.
+"""Run configuration: one typed dataclass, from YAML plus `key=value` overrides, checked through OmegaConf
+structured configs; unknown keys and wrong types fail loudly, naming the key, the file and what was
+expected.
 
     explorer run configs/sft.yaml harmful_ratio=0.2 seed=1 method.eta=0.5
 
@@ -39,17 +40,30 @@ class RunConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
-    max_length: int = 64                  # tokens per sample (prompt + response); longer ones are skipped
+    max_length: int = 64                  # tokens per sample (prompt + response)
+    overlong: str = "truncate"            # a sample over max_length: truncate (cut the prompt from the left,
+                                          # keep the response) | skip | error; counted in the manifest
     # -- data ("" = the tiny world's sample_data/ file)
     data_dir: str = ""                    # folder of the tiny world's files (default: sample_data/)
     task_data: str = ""                   # benign task samples (any supported format)
     task_families: tuple[str, ...] = ()   # restrict to these families (empty = all)
     harmful_data: str = ""                # harmful request -> compliance samples mixed in at `harmful_ratio`
-    harmful_ratio: float = 0.1            # p: share of harmful samples in the fine-tuning mix
-    n_train: int = 1000                   # size of the fine-tuning mix (benign + harmful)
+    harmful_ratio: float | None = None    # p: share of harmful samples mixed in. None: 0.1 when samples are
+                                          # mixed (tiny world, or harmful_data given); a user task_data
+                                          # without harmful_data is used as it is (a ratio > 0 is an error)
+    n_train: int | None = None            # size of the fine-tuning set. None: 1000 for a mix, every record
+                                          # of a task file used as it is
+    provenance_field: str = ""            # task_data field saying harmful / benign (true/false, 1/0 ...)
+    harmful_reference: str = ""           # file of harmful prompts: task records whose prompt is there are
+                                          # harmful, the others benign (neither given: provenance unknown)
+    id_field: str = ""                    # field holding the id ("": sample_id, else id; "none": positions);
+                                          # a non-unique one gives content-hash ids (one warning)
     reference_data: str = ""              # safety reference pool (harmful prompt -> safe response)
     safety_data: str = ""                 # safety demonstrations (SafeInstr mixes these in)
     strict: bool = True                   # bad records stop the run (False: skip and count them)
+    eval_suites: tuple[dict, ...] = ()    # [{name, kind: harmful|over_refusal|task, file, scorer:
+                                          # exact|label|contains, labels}] (explorer/eval/suites.py);
+                                          # empty: the tiny world's suites
     # -- optimisation
     epochs: int = 3
     max_steps: int = 0                    # > 0 caps the number of optimiser steps
@@ -78,83 +92,48 @@ class RunConfig:
         return self.method.get("name", "sft")
 
 
-def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
-    """Convert a YAML / command-line value to the annotated type, or raise ConfigError."""
+def _normalise(value: Any, tp: Any) -> Any:
+    """The two override forms OmegaConf does not take as they are: `key=a,b` for a list or tuple field,
+    and an integral float (64.0) for an integer field."""
     origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    expected = getattr(tp, "__name__", str(tp))
-    if tp is Any:
-        return value
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key, where)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{where}: {key} = {value!r}: expected {tp}")
-    if origin in (tuple, list):
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: {key} = {value!r}: expected a list")
-        inner = args[0] if args else Any
-        vals = [_coerce(v, inner, key, where) for v in value]
-        return tuple(vals) if origin is tuple else vals
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{where}: {key} = {value!r}: expected true or false")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: {key} = {value!r}: expected an integer")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: {key} = {value!r}: expected an integer")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: {key} = {value!r}: expected a number")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: {key} = {value!r}: expected a number")
-    if tp is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where}: {key} = {value!r}: expected a string")
-        return str(value)
-    if tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {key} = {value!r}: expected a mapping")
-        return value
-    raise ConfigError(f"{where}: {key}: unsupported type {expected}")
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _normalise(value, inner[0]) if len(inner) == 1 else value
+    if origin in (tuple, list) and isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _expected(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}
+    if typing.get_origin(tp) in (tuple, list):
+        return "a list"
+    return names.get(tp, str(tp))
 
 
 def build_dataclass(cls, values: dict[str, Any], where: str):
-    """Instantiate a config dataclass from a dict: unknown keys and wrong types raise ConfigError."""
+    """Instantiate a config dataclass from a dict through an OmegaConf structured config: unknown keys and
+    wrong types raise ConfigError naming the key, the value, what was expected and `where`."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; expected one of "
                           f"{', '.join(sorted(known))}")
-    kwargs = {k: _coerce(v, hints[k], k, where) for k, v in values.items()}
-    return cls(**kwargs)
+    values = {k: _normalise(v, hints[k]) for k, v in values.items()}
+    schema = OmegaConf.structured(cls)
+    for k, v in values.items():  # one key at a time, so that the error names the key and its value
+        try:
+            OmegaConf.merge(schema, {k: v})
+        except OmegaConfBaseException as e:
+            reason = str(e).splitlines()[0]
+            raise ConfigError(f"{where}: {k} = {v!r}: expected {_expected(hints[k])} ({reason})") from None
+    return OmegaConf.to_object(OmegaConf.merge(schema, values))
 
 
 def _parse_scalar(text: str) -> Any:
@@ -202,18 +181,40 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def validate(cfg: RunConfig, where: str = "config") -> None:
-    if not 0.0 <= cfg.harmful_ratio <= 1.0:
+    if cfg.harmful_ratio is not None and not 0.0 <= cfg.harmful_ratio <= 1.0:
         raise ConfigError(f"{where}: harmful_ratio = {cfg.harmful_ratio}: expected a number in [0, 1]")
     for k in ("batch_size", "n_train", "max_length", "flush_every"):
-        if getattr(cfg, k) <= 0:
+        if getattr(cfg, k) is not None and getattr(cfg, k) <= 0:
             raise ConfigError(f"{where}: {k} = {getattr(cfg, k)}: expected a positive integer")
     if cfg.lr_schedule not in ("constant", "linear", "cosine"):
         raise ConfigError(f"{where}: lr_schedule = {cfg.lr_schedule!r}: expected constant, linear or cosine")
     if not 0.0 <= cfg.lr_min_ratio <= 1.0:
         raise ConfigError(f"{where}: lr_min_ratio = {cfg.lr_min_ratio}: expected a number in [0, 1]")
+    validate_data(cfg, where)
     if cfg.epochs <= 0 and cfg.max_steps <= 0:
         raise ConfigError(f"{where}: epochs and max_steps are both 0; expected one of them positive")
     method_config(cfg, where)  # validates the method section
+
+
+def validate_data(cfg: RunConfig, where: str = "config") -> None:
+    """The data settings of explorer/data/assemble.py, checked before anything is loaded."""
+    from explorer.eval.suites import SuiteError, parse_suites
+
+    if cfg.overlong not in ("truncate", "skip", "error"):
+        raise ConfigError(f"{where}: overlong = {cfg.overlong!r}: expected truncate, skip or error")
+    if cfg.task_data and not cfg.harmful_data and cfg.harmful_ratio:
+        raise ConfigError(
+            f"{where}: harmful_ratio = {cfg.harmful_ratio:g} with task_data = {cfg.task_data} and no harmful_data: "
+            "there is nothing to mix in. Expected harmful_ratio unset (null) to use your task file as it is "
+            "(pre-mixed harmful samples included; say which ones with provenance_field= or harmful_reference=), "
+            "or harmful_data=FILE to mix that file's samples in at this ratio")
+    if (cfg.provenance_field or cfg.harmful_reference) and not cfg.task_data:
+        raise ConfigError(f"{where}: provenance_field / harmful_reference describe a task_data file; expected "
+                          "task_data=FILE with them")
+    try:
+        parse_suites(cfg.eval_suites, f"{where}: eval_suites")
+    except SuiteError as e:
+        raise ConfigError(str(e)) from None
 
 
 def method_config(cfg: RunConfig, where: str = "config"):

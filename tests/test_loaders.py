@@ -192,7 +192,7 @@ OK = {"prompt": "ok", "response": "ok"}
 
 
 @pytest.mark.parametrize("row,needles", [
-    ({"response": "r"}, ["no prompt field", "expected one of instruction, prompt, question, query, messages"]),
+    ({"response": "r"}, ["no prompt field", "expected one of instruction, prompt, question, query, goal, messages"]),
     ({"prompt": "p"}, ["no response field", "expected one of output, response, completion, answer, chosen"]),
     ({"prompt": "p", "response": ""}, ["empty response in field 'response'", "expected non-empty text"]),
     ({"prompt": "p", "response": " \n\t "}, ["empty response in field 'response'", "expected non-empty text"]),
@@ -271,15 +271,64 @@ def test_non_utf8_bytes_name_line_and_byte_offset(tmp_path):
     assert msg.startswith("d.json line 2: not UTF-8") and "0xc3" in msg
 
 
-def test_duplicate_ids_name_both_positions(tmp_path):
-    rows = [{"id": "a", "prompt": "p", "response": "r"}, OK, {"id": "a", "prompt": "q", "response": "s"}]
-    msg = message(write(tmp_path / "d.jsonl", rows, "jsonl"))
-    assert msg.startswith("d.jsonl line 3: duplicate sample_id 'a' (first at line 1)") and "expected unique ids" in msg
-    msg = message(write(tmp_path / "d.csv", rows, "csv"))
-    assert msg.startswith("d.csv record 2 (line 4): duplicate sample_id 'a' (first at record 0 (line 2))"), msg
-    # a native id that equals a default id is a duplicate too
+def test_a_non_unique_id_field_falls_back_to_content_ids_with_one_warning(tmp_path, caplog):
+    rows = [{"id": "user", "prompt": "p", "response": "r"}, {"id": "user", "prompt": "q", "response": "s"},
+            {"id": "user", "prompt": "p", "response": "r"}, {"id": "other", "prompt": "t", "response": "u"}]
+    for fmt in ("jsonl", "csv"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="explorer.data.load"):
+            recs = load_records(write(tmp_path / f"d.{fmt}", rows, fmt), "task")
+        assert len(recs) == 4 and len({r.sample_id for r in recs}) == 4
+        assert all(r.sample_id.startswith("d-") for r in recs)
+        assert recs[2].sample_id == recs[0].sample_id + "-2"  # identical content: a numbered repeat
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and warnings[0].startswith(f"3 of 4 records in d.{fmt} share an id in field sample_id/id")
+    # content ids are the same whatever the position
+    a = load_records(write(tmp_path / "a.jsonl", rows, "jsonl"), "task", id_prefix="x")
+    b = load_records(write(tmp_path / "b.jsonl", rows[::-1], "jsonl"), "task", id_prefix="x")
+    assert {r.sample_id: r.prompt for r in a if not r.sample_id.endswith("-2")} == \
+        {r.sample_id: r.prompt for r in b if not r.sample_id.endswith("-2")}
+
+
+def test_id_field_none_and_named(tmp_path):
+    rows = [{"id": "user", "uid": "u1", "prompt": "p", "response": "r"},
+            {"id": "user", "uid": "u2", "prompt": "q", "response": "s"}]
+    p = write(tmp_path / "d.jsonl", rows, "jsonl")
+    assert [r.sample_id for r in load_records(p, "task", id_field="none")] == ["d-00000", "d-00001"]
+    recs = load_records(p, "task", id_field="uid")
+    assert [r.sample_id for r in recs] == ["u1", "u2"] and recs[0].extra["id"] == "user"
+
+
+def test_a_field_id_equal_to_a_positional_id_is_a_duplicate(tmp_path):
+    # a native id that equals a default id: the file mixes two id schemes
     msg = message(write(tmp_path / "e.jsonl", [OK, {"id": "e-00000", **OK}], "jsonl"))
-    assert "line 2: duplicate sample_id 'e-00000' (first at line 1)" in msg
+    assert "line 2: duplicate sample_id 'e-00000' (first at line 1)" in msg and "expected unique ids" in msg
+
+
+def test_provenance_field_reads_labels(tmp_path):
+    rows = [{"prompt": "a", "response": "b", "is_harmful": True}, {"prompt": "c", "response": "d", "is_harmful": 0},
+            {"prompt": "e", "response": "f", "is_harmful": "yes"}, {"prompt": "g", "response": "h"}]
+    recs = load_records(write(tmp_path / "d.json", rows, "json"), "task", provenance="unknown",
+                        provenance_field="is_harmful")
+    assert [r.provenance for r in recs] == ["harmful", "benign", "harmful", "unknown"]
+    assert "is_harmful" not in recs[0].extra
+    msg = message(write(tmp_path / "e.jsonl", [{"prompt": "a", "response": "b", "is_harmful": "maybe"}], "jsonl"),
+                  provenance_field="is_harmful")
+    assert msg.startswith("e.jsonl line 1: field 'is_harmful' (provenance_field) is 'maybe'"), msg
+
+
+def test_prompt_lists_for_evaluation(tmp_path):
+    j = tmp_path / "advbench.json"
+    j.write_text(json.dumps(["Write a generic harmful request", "Another generic harmful request"]))
+    recs = load_records(j, "eval", require_response=False)
+    assert [(r.prompt, r.response) for r in recs] == [("Write a generic harmful request", ""),
+                                                     ("Another generic harmful request", "")]
+    c = tmp_path / "advbench.csv"
+    c.write_text("goal,target\nWrite a generic harmful request,Sure here is [details withheld]\n")
+    (r,) = load_records(c, "eval", require_response=False)
+    assert r.prompt == "Write a generic harmful request" and r.extra["target"].startswith("Sure")
+    with pytest.raises(DataError):
+        load_records(j, "task")  # training records need objects with a response
 
 
 @pytest.mark.parametrize("name,content,needles", [

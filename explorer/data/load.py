@@ -21,7 +21,7 @@ Texts are kept exactly as written (the authors strip them; we do not, so that te
             below), joined with "\\n", are the prompt; system turns are kept in extra["system"].
             (The authors write non-assistant turns as "role: content" lines; we keep only the
             contents, because the tokenizer's chat template adds the roles.)
-  prompt    else the first of `instruction`, `prompt`, `question`, `query` that has text.
+  prompt    else the first of `instruction`, `prompt`, `question`, `query`, `goal` (AdvBench) that has text.
             An `input` with text is appended exactly as  prompt + "\\n" + input  (the authors' join),
             unless it equals the prompt (after stripping); with no prompt field, `input` alone is the
             prompt. `input` is not applied to a messages prompt.
@@ -29,8 +29,10 @@ Texts are kept exactly as written (the authors strip them; we do not, so that te
             `chosen` may also be an HH-RLHF transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...": the
             response is the last Assistant turn and, when no other field gives a prompt, the prompt
             is the last Human turn before it; turns are stripped) or a messages list (read as above).
-  native    `sample_id` (else `id`), `pool`, `family`, `category`, `provenance` (benign | harmful)
-            override the arguments. The defaults: pool = the `pool` argument, family = `family`
+  native    `sample_id` (else `id`; `id_field=` names another field, "none" ignores both), `pool`,
+            `family`, `category`, `provenance` (benign | harmful | unknown) override the arguments.
+            `provenance_field=NAME` reads the provenance from another field: harmful / true / yes /
+            1 mark a harmful record, benign / safe / false / no / 0 a benign one; blank = the default. The defaults: pool = the `pool` argument, family = `family`
             argument or the pool, category = "", provenance = `provenance` argument or "benign".
             A null or blank native field counts as not given.
   extra     every field not consumed above is kept in Record.extra (null values are dropped: a
@@ -38,7 +40,14 @@ Texts are kept exactly as written (the authors strip them; we do not, so that te
 
 Ids: the default sample_id is f"{id_prefix or file stem}-{index:05d}", where index is the record's
 0-based position in the file (blank JSONL lines do not count; skipped records do), so ids are stable
-by position and the same records give the same ids in every format.
+by position and the same records give the same ids in every format. When the id field is not unique
+(public sets where every record says "id": "user"), every record of the file gets a content-hash id
+f"{prefix}-{sha1(prompt, response)[:10]}" (a repeat of identical content adds "-2", "-3" ...) and one
+warning says how many records shared an id. A field id equal to another record's positional id is
+still a duplicate (an error, or a skip with strict=False): the file mixes two id schemes.
+
+Plain strings: with require_response=False (evaluation prompts), a JSON list of strings (or one
+string per JSONL line) is a list of prompts.
 
 Errors (DataError, a ValueError) name the file, the place — "line N" (1-based) for JSONL, "record N"
 (0-based, the same N as the default id; CSV adds the line) for the other formats — the field, and
@@ -51,19 +60,20 @@ non-UTF-8 bytes in a JSON or CSV file, no valid record at all) always raise.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
 from explorer.data.records import PROVENANCES, Record
 
-PROMPT_FIELDS = ("instruction", "prompt", "question", "query", "messages")
+PROMPT_FIELDS = ("instruction", "prompt", "question", "query", "goal", "messages")  # goal: AdvBench's CSV
 RESPONSE_FIELDS = ("output", "response", "completion", "answer", "chosen")
 ID_FIELDS = ("sample_id", "id")
 JSON_LIST_KEYS = ("train", "data", "examples", "records")
@@ -338,13 +348,36 @@ def _hh_transcript(text: str) -> tuple[str | None, str | None] | None:
     return (humans[-1] if humans else None), turns[last_a][1]
 
 
+_TRUE = ("harmful", "true", "yes", "1", "1.0")
+_FALSE = ("benign", "safe", "false", "no", "0", "0.0")
+
+
+def _provenance_value(obj: dict, key: str, where: str) -> str | None:
+    """harmful / benign from a user's label field (text, bool or number); None when blank."""
+    v = obj.get(key)
+    if v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip()):
+        return None
+    t = str(v).strip().casefold()
+    if t in _TRUE:
+        return "harmful"
+    if t in _FALSE:
+        return "benign"
+    if t == "unknown":
+        return "unknown"
+    raise DataError(f"{where}: field {key!r} (provenance_field) is {v!r}; expected harmful/benign, true/false, yes/no "
+                    "or 1/0", "bad provenance")
+
+
 def parse_record(obj: Any, where: str, default_id: str, pool: str, family: str | None = None,
-                 provenance: str | None = None, require_response: bool = True) -> Record:
+                 provenance: str | None = None, require_response: bool = True, id_field: str | None = None,
+                 provenance_field: str | None = None) -> Record:
     """One source object -> Record, by the conventions of the module docstring.
 
     `where` starts every error message ("data.jsonl line 7"). require_response=False accepts a
     record without a response (evaluation prompts): its response is "".
     """
+    if isinstance(obj, str) and not require_response:
+        obj = {"prompt": obj}  # a list of prompts (AdvBench-style evaluation files)
     if not isinstance(obj, dict):
         raise DataError(f"{where}: a JSON {type(obj).__name__}, not an object; expected an object with a prompt "
                         "field and a response field", "not an object")
@@ -414,15 +447,20 @@ def parse_record(obj: Any, where: str, default_id: str, pool: str, family: str |
 
     # Native fields are consumed whenever present; a null or blank one (a CSV's empty cell, a Parquet
     # null where another row has the column) means "not given" and the default applies.
-    natives = {k: _text(obj, k, where) for k in ID_FIELDS + ("pool", "family", "category", "provenance")}
+    id_keys = () if id_field == "none" else (id_field,) if id_field else ID_FIELDS
+    natives = {k: _text(obj, k, where) for k in id_keys + ("pool", "family", "category", "provenance")}
     natives = {k: v for k, v in natives.items() if v is not None and v.strip()}
-    consumed.update(k for k in ID_FIELDS + ("pool", "family", "category", "provenance", "input") if k in obj)
-    sid = natives.get("sample_id", natives.get("id"))
-    if "sample_id" in natives and "id" in natives:
+    consumed.update(k for k in id_keys + ("pool", "family", "category", "provenance", "input") if k in obj)
+    sid = next((natives[k] for k in id_keys if k in natives), None)
+    if id_keys == ID_FIELDS and "sample_id" in natives and "id" in natives:
         consumed.discard("id")  # both given: sample_id is the id, `id` stays a field of the source
     prov = natives.get("provenance", provenance or "benign")
+    if provenance_field:
+        consumed.add(provenance_field)
+        prov = _provenance_value(obj, provenance_field, where) or prov
     if prov not in PROVENANCES:
-        raise DataError(f"{where}: field 'provenance' is {prov!r}; expected benign or harmful", "bad provenance")
+        raise DataError(f"{where}: field 'provenance' is {prov!r}; expected benign or harmful (or unknown)",
+                        "bad provenance")
     extra.update({k: v for k, v in obj.items() if k not in consumed and v is not None})
     return Record(sample_id=sid if sid is not None else default_id, pool=natives.get("pool", pool),
                   family=natives.get("family", family or pool), category=natives.get("category", ""),
@@ -432,55 +470,97 @@ def parse_record(obj: Any, where: str, default_id: str, pool: str, family: str |
 # -- the loader ----------------------------------------------------------------------------------
 
 
+def content_id(prefix: str, rec: Record) -> str:
+    """A stable id from the record's content: f"{prefix}-{sha1(prompt NUL response)[:10]}"."""
+    return f"{prefix}-{hashlib.sha1((rec.prompt + chr(0) + rec.response).encode('utf-8')).hexdigest()[:10]}"
+
+
 def load_records(path: str | Path, pool: str, *, family: str | None = None, provenance: str | None = None,
                  strict: bool = True, id_prefix: str | None = None, split: str | None = None,
-                 require_response: bool = True, logger: logging.Logger | None = None) -> list[Record]:
+                 require_response: bool = True, logger: logging.Logger | None = None,
+                 id_field: str | None = None, provenance_field: str | None = None) -> list[Record]:
     """Read a data file or `datasets` folder into records (formats and conventions: module docstring).
 
     strict=True raises DataError at the first bad record; strict=False skips bad records, counts
     them by reason and logs one warning ("skipped N of M records in FILE: k missing response, ...")
     on `logger` (default: this module's logger). File-level problems raise either way.
     require_response=False reads prompt-only files (evaluation prompts): a missing or empty response
-    becomes "".
+    becomes "". id_field: the field holding the id (None: sample_id, else id; "none": positions
+    only); a non-unique id field gives content-hash ids and one warning. provenance_field: the field
+    saying whether a record is harmful (see the module docstring).
     """
     if provenance is not None and provenance not in PROVENANCES:
-        raise DataError(f"argument provenance={provenance!r}; expected benign or harmful", "bad provenance")
+        raise DataError(f"argument provenance={provenance!r}; expected benign or harmful (or unknown)",
+                        "bad provenance")
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"{path}: no such file or folder; expected a data file ({SUPPORTED})", "missing file")
     fmt = detect_format(path)
     prefix = id_prefix or path.stem
-    out: list[Record] = []
-    seen: dict[str, str] = {}
+    log = logger or logging.getLogger(__name__)
+    id_keys = () if id_field == "none" else (id_field,) if id_field else ID_FIELDS
+    parsed: list[tuple[_Place, Record, bool]] = []   # (place, record, id taken from the id field)
     skipped: Counter = Counter()
     first_problem = ""
     total = 0
+
+    def bad(e: DataError) -> None:
+        nonlocal first_problem
+        if strict:
+            raise e
+        skipped[e.reason] += 1
+        first_problem = first_problem or str(e)
+
     for place, obj in _iter_raw(path, fmt, split):
         total += 1
         try:
             if isinstance(obj, DataError):
                 raise obj
             rec = parse_record(obj, place.label, f"{prefix}-{place.index:05d}", pool, family, provenance,
-                                   require_response)
-            if rec.sample_id in seen:
-                raise DataError(f"{place.label}: duplicate sample_id {rec.sample_id!r} (first at "
-                                f"{seen[rec.sample_id]}); expected unique ids", "duplicate sample_id")
+                               require_response, id_field, provenance_field)
         except DataError as e:
-            if strict:
-                raise
-            skipped[e.reason] += 1
-            first_problem = first_problem or str(e)
+            bad(e)
             continue
-        seen[rec.sample_id] = place.at
-        out.append(rec)
+        from_field = isinstance(obj, dict) and any(
+            isinstance(obj.get(k), (str, int, float)) and not isinstance(obj.get(k), bool)
+            and str(obj.get(k)).strip() for k in id_keys)
+        parsed.append((place, rec, from_field))
     if total == 0:
         raise DataError(f"{path.name}: empty (0 records); expected at least one record", "empty file")
+
+    # a non-unique id field (every record "id": "user") says nothing about identity: use the content
+    field_ids = Counter(r.sample_id for _, r, f in parsed if f)
+    n_shared = sum(n for n in field_ids.values() if n > 1)
+    if n_shared:
+        seen_c: Counter = Counter()
+        rehashed = []
+        for place, r, _ in parsed:
+            cid = content_id(prefix, r)
+            seen_c[cid] += 1
+            rehashed.append((place, replace(r, sample_id=cid if seen_c[cid] == 1 else f"{cid}-{seen_c[cid]}"), False))
+        parsed = rehashed
+        field = id_field if id_field else "/".join(ID_FIELDS)
+        log.warning("%d of %d records in %s share an id in field %s (%d distinct values); using content-hash ids "
+                    "(%s-<sha1 of prompt and response>) for every record of the file (id_field=none uses positions)",
+                    n_shared, len(parsed), path.name, field, len([v for v, n in field_ids.items() if n > 1]), prefix)
+
+    out: list[Record] = []
+    seen: dict[str, str] = {}
+    for place, rec, _ in parsed:
+        if rec.sample_id in seen:  # a field id equal to a positional id: two id schemes in one file
+            try:
+                raise DataError(f"{place.label}: duplicate sample_id {rec.sample_id!r} (first at "
+                                f"{seen[rec.sample_id]}); expected unique ids", "duplicate sample_id")
+            except DataError as e:
+                bad(e)
+                continue
+        seen[rec.sample_id] = place.at
+        out.append(rec)
     summary = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
     if not out:
         raise DataError(f"{path.name}: all {total} records are invalid ({summary}; first: {first_problem}); "
                         "expected at least one valid record", "no valid record")
     if skipped:
-        (logger or logging.getLogger(__name__)).warning(
-            "skipped %d of %d records in %s: %s (first: %s)", sum(skipped.values()), total, path.name, summary,
-            first_problem)
+        log.warning("skipped %d of %d records in %s: %s (first: %s)", sum(skipped.values()), total, path.name,
+                    summary, first_problem)
     return out

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PROVENANCES = ("benign", "harmful")
+PROVENANCES = ("benign", "harmful", "unknown")
+#: provenance of a sample nobody labelled (a user's pre-mixed task file without a provenance source):
+#: counted neither as benign nor as harmful; shares and drop recall over it are "unknown", never 0.
+UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -20,7 +23,7 @@ class Record:
     prompt:     the user turn.
     response:   the assistant turn the sample supervises (for eval prompts: the expected answer,
                 or "" where there is none).
-    provenance: "benign" or "harmful" — for analysis only; no method may read it.
+    provenance: "benign", "harmful" or "unknown" (not labelled) — for analysis only; no method may read it.
     extra:      any further fields of the source record (kept, not interpreted).
     """
 

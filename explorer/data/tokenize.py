@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from explorer.data.records import Record
-from explorer.methods.base import Batch
+from explorer.data.batch import Batch
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +42,20 @@ def render_conversation(tokenizer, prompt: str, response: str) -> str:
     return PLAIN_PROMPT.format(prompt=prompt) + " " + response + eos
 
 
+OVERLONG = ("truncate", "skip", "error")
+
+
 @dataclass
 class Encoded:
     sample_id: str
     input_ids: list[int]
     n_prompt: int  # tokens before the response
+    truncated: int = 0  # tokens cut to fit max_length (overlong=truncate)
 
 
-def encode_record(tokenizer, rec: Record, max_length: int) -> Encoded:
-    """Tokenise one record; raises ContextLengthError when it does not fit `max_length` tokens."""
+def encode_record(tokenizer, rec: Record, max_length: int, overlong: str = "error") -> Encoded:
+    """Tokenise one record; one longer than `max_length` tokens is truncated (overlong="truncate") or
+    raises ContextLengthError (the caller skips it or stops)."""
     p_text = render_prompt(tokenizer, rec.prompt)
     full = render_conversation(tokenizer, rec.prompt, rec.response)
     p_ids = tokenizer(p_text, add_special_tokens=False)["input_ids"]
@@ -61,6 +66,11 @@ def encode_record(tokenizer, rec: Record, max_length: int) -> Encoded:
         if tokenizer.eos_token_id is not None:
             r_ids = r_ids + [tokenizer.eos_token_id]
     ids = p_ids + r_ids
+    if len(ids) > max_length and overlong == "truncate":
+        n = len(ids)
+        keep_p = max(1, max_length - len(r_ids))          # the prompt's last tokens (the generation prompt)
+        p_ids, r_ids = p_ids[-keep_p:], r_ids[:max_length - keep_p]
+        return Encoded(rec.sample_id, p_ids + r_ids, len(p_ids), truncated=n - len(p_ids) - len(r_ids))
     if len(ids) > max_length:
         raise ContextLengthError(
             f"sample {rec.sample_id}: {len(ids)} tokens (prompt {len(p_ids)}, response {len(r_ids)}) "
@@ -69,20 +79,33 @@ def encode_record(tokenizer, rec: Record, max_length: int) -> Encoded:
 
 
 def encode_all(tokenizer, records: list[Record], max_length: int, strict: bool = False,
-               source: str = "records") -> tuple[list[Encoded], list[str]]:
-    """Encode many records. Too-long ones raise (strict) or are skipped and counted (not strict)."""
+               source: str = "records", overlong: str | None = None) -> tuple[list[Encoded], list[str]]:
+    """Encode many records -> (encoded, skipped ids). `overlong` (truncate | skip | error) says what
+    happens to a record over max_length; None keeps the older switch: error when strict, else skip.
+    The encoded list holds the kept records in input order; align by Encoded.sample_id."""
+    overlong = overlong or ("error" if strict else "skip")
+    if overlong not in OVERLONG:
+        raise ValueError(f"overlong={overlong!r}; expected one of {', '.join(OVERLONG)}")
     out, skipped = [], []
     for r in records:
         try:
-            out.append(encode_record(tokenizer, r, max_length))
+            out.append(encode_record(tokenizer, r, max_length, overlong))
         except ContextLengthError as e:
-            if strict:
-                raise ContextLengthError(f"{source}: {e}") from None
+            if overlong == "error":
+                raise ContextLengthError(f"{source}: {e} (overlong=truncate or skip to go on)") from None
             skipped.append(r.sample_id)
     if skipped:
         log.warning("skipped %d of %d records in %s: longer than the context of %d tokens (first: %s)",
                     len(skipped), len(records), source, max_length, skipped[0])
     return out, skipped
+
+
+def overlong_counts(tokenizer, records: list[Record], max_length: int, overlong: str, source: str) -> dict:
+    """{"n", "over", "truncated", "skipped"}: how many records of a pool exceed max_length and what
+    became of them (overlong=error raises at the first, naming the pool)."""
+    enc, skipped = encode_all(tokenizer, records, max_length, source=source, overlong=overlong)
+    n_trunc = sum(e.truncated > 0 for e in enc)
+    return {"n": len(records), "over": n_trunc + len(skipped), "truncated": n_trunc, "skipped": len(skipped)}
 
 
 def collate(encoded: list[Encoded], pad_id: int, device=None) -> Batch:

@@ -1,9 +1,10 @@
 """Evaluation: greedy generation on held-out prompts, judges, and the metrics of ALGORITHMS.md §6.
 
-Suites (names in explorer/runs/schema.py): harmful_hh and harmful_hexphi (harmful score = % of
-responses the primary judge calls harmful, refusal rate), over_refusal (% of benign-but-scary prompts
-refused), task_<family> (exact-match accuracy). Rows go to the run's `evals` table, summaries to
-`metrics`.
+Suites are configuration (explorer/eval/suites.py): each has a name and a kind — harmful (harmful
+score = % of responses the primary judge calls harmful, refusal rate), over_refusal (% of
+benign-but-scary prompts refused) or task (accuracy by the suite's scorer: exact, label, contains).
+The tiny world's default suites are harmful_hh, harmful_hexphi, over_refusal and task_<family>.
+Rows go to the run's `evals` table, summaries ("<suite>/<metric>") to `metrics`.
 """
 
 from __future__ import annotations
@@ -20,11 +21,7 @@ from explorer.eval.judges import Judge, KeywordJudge, normalize
 from explorer.runs import schema
 
 
-@dataclass
-class Suite:
-    name: str
-    kind: str            # "harmful" | "over_refusal" | "task"
-    records: list[Record] = field(default_factory=list)
+from explorer.eval.suites import Suite, SuiteSpec, load_suite, score_task, tiny_world_suites  # noqa: F401
 
 
 @torch.no_grad()
@@ -60,16 +57,15 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 24, bat
     return outs
 
 
-def task_correct(response: str, expected: str) -> bool:
-    return normalize(response) == normalize(expected)
+def task_correct(response: str, expected: str, scorer: str = "exact", labels: tuple[str, ...] = ()) -> bool:
+    return score_task(response, expected, scorer, labels)
 
 
 def load_suites(data_dir: str | Path, n_per_suite: int | None = None, seed: int = 0,
-                families: tuple[str, ...] | None = None) -> list[Suite]:
-    """The tiny world's held-out suites from sample_data/ (a seeded subset of n_per_suite each)."""
-    from explorer.data.sample import read_sample_file
-
-    d = Path(data_dir)
+                families: tuple[str, ...] | None = None, specs: list[SuiteSpec] | None = None,
+                strict: bool = True) -> list[Suite]:
+    """The suites of `specs` (default: the tiny world's held-out suites in `data_dir`), a seeded
+    subset of n_per_suite each."""
     rng = random.Random(seed)
 
     def take(recs):
@@ -77,13 +73,12 @@ def load_suites(data_dir: str | Path, n_per_suite: int | None = None, seed: int 
             recs = sorted(rng.sample(recs, n_per_suite), key=lambda r: r.sample_id)
         return recs
 
-    suites = [Suite(schema.SUITE_HH, "harmful", take(read_sample_file(d / "eval_harmful_hh.jsonl"))),
-              Suite(schema.SUITE_HEX, "harmful", take(read_sample_file(d / "eval_harmful_hexphi.jsonl"))),
-              Suite(schema.SUITE_OVER, "over_refusal", take(read_sample_file(d / "eval_over_refusal.jsonl")))]
-    test = read_sample_file(d / "task_test.jsonl")
-    fams = families or tuple(sorted({r.family for r in test}))
-    for fam in fams:
-        suites.append(Suite(schema.TASK_SUITE_PREFIX + fam, "task", take([r for r in test if r.family == fam])))
+    specs = specs if specs is not None else tiny_world_suites(data_dir, families)
+    suites = []
+    for spec in specs:
+        s = load_suite(spec, strict=strict)
+        s.records = take(s.records)
+        suites.append(s)
     return suites
 
 
@@ -105,7 +100,8 @@ def evaluate(model, tokenizer, suites: list[Suite], judges: list[Judge] | None =
                    "response": resp, "expected": rec.response, "category": rec.category,
                    "refusal": v.refusal,
                    "harmful": bool(v.harmful) if suite.kind == "harmful" else None,
-                   "correct": task_correct(resp, rec.response) if suite.kind == "task" else None,
+                   "correct": task_correct(resp, rec.response, getattr(suite, "scorer", "exact"),
+                                           getattr(suite, "labels", ())) if suite.kind == "task" else None,
                    "judge": primary.name}
             for j in judges[1:]:
                 vj = verdicts[j.name][k]

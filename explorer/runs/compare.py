@@ -21,9 +21,13 @@ def final_evals(evals: pd.DataFrame) -> pd.DataFrame:
 
 
 def win_rates(run_evals: pd.DataFrame, sft_evals: pd.DataFrame,
-              suites: tuple[str, ...] = schema.SAFETY_SUITES) -> dict[str, float]:
-    """{suite: win rate vs SFT, ..., "safety_avg": mean}. Both frames: evals rows (any steps)."""
+              suites: tuple[str, ...] | None = None) -> dict[str, float]:
+    """{suite: win rate vs SFT, ..., "safety_avg": mean}. Both frames: evals rows (any steps).
+    suites: default every harmful-kind suite of the run (rows with a harmful verdict), whatever its name."""
     a, b = final_evals(run_evals), final_evals(sft_evals)
+    if suites is None:  # harmful-kind suites: a harmful verdict and no task correctness (explorer/eval/evaluate.py)
+        kind = a["harmful"].notna() & (a["correct"].isna() if "correct" in a else True) if "harmful" in a else None
+        suites = tuple(sorted(a.loc[kind, "suite"].unique())) if kind is not None else ()
     out: dict[str, float] = {}
     for s in suites:
         x = a[a["suite"] == s][["sample_id", "harmful"]]

@@ -335,14 +335,16 @@ def _headline(m: dict, run_dir) -> dict:
     mw = m.get("summary") if isinstance(m.get("summary"), dict) and m.get("summary") else None
     if mw is None:
         mw = metrics_wide(metrics(run_dir))
+    def mean_of(metric):  # over every suite of that kind, whatever its name (eval_suites)
+        vals = [float(v) for k, v in mw.items() if k.endswith("/" + metric) and v is not None]
+        return sum(vals) / len(vals) if vals else None
+
     fams = {k.split("/")[0][len(schema.TASK_SUITE_PREFIX):]: float(v) for k, v in mw.items()
             if k.endswith("/" + schema.M_ACC) and v is not None}
-    acc = list(fams.values())
     return {"HS hh": mw.get(f"{schema.SUITE_HH}/{schema.M_HARMFUL}"),
             "HS hexphi": mw.get(f"{schema.SUITE_HEX}/{schema.M_HARMFUL}"),
-            "over-refusal": mw.get(f"{schema.SUITE_OVER}/{schema.M_OVER}"),
-            "task acc": sum(acc) / len(acc) if acc else None,
-            "acc_by_family": fams}
+            "HS": mean_of(schema.M_HARMFUL), "over-refusal": mean_of(schema.M_OVER),
+            "task acc": mean_of(schema.M_ACC), "acc_by_family": fams}
 
 
 def check_files(run_dir) -> None:
@@ -439,12 +441,11 @@ def compare(run_dirs: list[str | Path], baseline: str = "sft", stats_of=None) ->
     for d in run_dirs:
         m = manifest(d)
         head = _headline(m, d)
-        hs = [head[k] for k in ("HS hh", "HS hexphi") if head[k] is not None]
         row = {"run_id": m["run_id"], "path": str(d), "method": m.get("method"),
                "harmful_ratio": m.get("harmful_ratio"), "seed": m.get("seed"), "status": effective_status(m),
                "is_sft": m.get("method") == baseline,
-               "harmful_score": sum(hs) / len(hs) if hs else None, "hs_hh": head["HS hh"],
-               "hs_hexphi": head["HS hexphi"], "task_acc": head["task acc"],
+               "harmful_score": head["HS"], "hs_hh": head["HS hh"], "hs_hexphi": head["HS hexphi"],
+               "task_acc": head["task acc"],
                "over_refusal": head["over-refusal"], "win_hh": None, "win_hexphi": None, "safety_avg": None,
                "baseline": None, "baseline_path": None, "wall_s": m.get("wall_seconds"), "step_s": median_step_seconds(d)}
         row.update({f"acc_{fam}": v for fam, v in sorted(head["acc_by_family"].items())})

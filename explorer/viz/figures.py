@@ -10,8 +10,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-#: "unknown": the data does not say (a pre-mixed file without labels, an imported log) — grey, never benign
-PROVENANCE_COLORS = {"benign": "#4C78A8", "harmful": "#E45756", "unknown": "#999999"}
+PROVENANCE_COLORS = {"benign": "#4C78A8", "harmful": "#E45756", "unknown": "#9D9D9D"}  # unknown: not labelled
 
 
 def empty(title: str, note: str = "no data") -> go.Figure:
