@@ -45,15 +45,17 @@ LAYERS: list[tuple[str, ...]] = [
     ("explorer.interp",),
     ("explorer.methods",),
     ("explorer.config",),
-    ("explorer.record",),
+    ("explorer.record", "explorer.runs.writer"),
     ("explorer.train",),
-    ("explorer.importers",),
+    ("explorer.importers", "explorer.runs.importers"),  # importers read data files: above data
     ("explorer.viz",),
     ("explorer.app",),
     ("explorer.demo",),
     ("explorer.cli", "explorer.__main__", "explorer"),
 ]
 VIEWING = ("explorer.runs", "explorer.viz", "explorer.app")
+#: in the run-folder package but on the writing side (they read data files; still no torch: test_no_torch)
+NOT_VIEWING = ("explorer.runs.writer", "explorer.runs.importers")
 
 
 def module_name(path: Path) -> str:
@@ -144,8 +146,8 @@ def test_no_import_from_a_lower_layer_to_a_higher_one():
 
 
 def test_the_viewing_side_imports_only_the_viewing_side():
-    bad = [f"{m} imports {n}" for m, deps in sorted(graph().items()) if m.startswith(VIEWING)
-           for n in sorted(deps) if not n.startswith(VIEWING)]
+    bad = [f"{m} imports {n}" for m, deps in sorted(graph().items())
+           if m.startswith(VIEWING) and not m.startswith(NOT_VIEWING) for n in sorted(deps) if not n.startswith(VIEWING)]
     assert not bad, "\n".join(bad)
 
 

@@ -311,8 +311,6 @@ def drop_stats(run_dir, stats: pd.DataFrame | None = None) -> dict:
     if not stats.empty and "provenance" in stats:
         dropped = stats["n_seen"] - stats["n_kept"]
         n_drop = int(dropped.sum())
-        if n_drop and stats["provenance"].eq("unknown").any():
-            return {"precision": float("nan"), "recall": float("nan"), "n_dropped": n_drop}  # unknown, not 0
         if n_drop:
             if not provenance_known(stats["provenance"]):
                 return {**unknown, "n_dropped": n_drop, "note": DROP_PROVENANCE_UNKNOWN}
