@@ -45,7 +45,7 @@ def _cmd_prepare(args) -> int:
 
 def _cmd_run(args) -> int:
     from explorer.config import load_config
-    from explorer.train.loop import resume, run
+    from explorer.train.recipe import resume, run
 
     if args.resume:
         run_dir = resume(args.resume)

@@ -69,7 +69,9 @@ class RunConfig:
     batch_size: int = 32
     lr: float = 2e-4                      # FINDINGS: at 1e-3 even benign fine-tuning erases refusal
     weight_decay: float = 0.0
-    warmup_steps: int = 5
+    warmup_steps: int = 5                 # linear warm-up from lr / warmup_steps to lr
+    lr_schedule: str = "cosine"           # after warm-up: constant | linear | cosine (to lr_min_ratio * lr)
+    lr_min_ratio: float = 0.1             # where linear / cosine decay ends, as a share of lr (0: HF's)
     clip: float = 1.0
     # -- evaluation and recording
     eval_every: int = 0                   # evaluate every N steps (0: only at the start and the end)
@@ -219,6 +221,10 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
         if getattr(cfg, k) is not None and getattr(cfg, k) <= 0:
             raise ConfigError(f"{where}: {k} = {getattr(cfg, k)}: expected a positive integer")
     validate_data(cfg, where)
+    if cfg.lr_schedule not in ("constant", "linear", "cosine"):
+        raise ConfigError(f"{where}: lr_schedule = {cfg.lr_schedule!r}: expected constant, linear or cosine")
+    if not 0.0 <= cfg.lr_min_ratio <= 1.0:
+        raise ConfigError(f"{where}: lr_min_ratio = {cfg.lr_min_ratio}: expected a number in [0, 1]")
     if cfg.epochs <= 0 and cfg.max_steps <= 0:
         raise ConfigError(f"{where}: epochs and max_steps are both 0; expected one of them positive")
     method_config(cfg, where)  # validates the method section

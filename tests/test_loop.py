@@ -22,23 +22,20 @@ def read_table(run_dir: Path, table: str) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
 
 
-def test_sft_run_records_everything_and_changes_parameters(short_config, tiny_paths):
+def test_sft_run_records_everything_and_changes_parameters(short_config, tiny_paths, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    from explorer.train import loop
+    from explorer.train.recipe import Recipe, run
 
     captured = {}
-    real = loop._train
+    real = Recipe.train
 
-    def spy(cfg, mcfg, writer, model, *a, **k):
-        captured["model"] = model
-        return real(cfg, mcfg, writer, model, *a, **k)
+    def spy(self):
+        captured["model"] = self.model
+        return real(self)
 
-    loop._train = spy
-    try:
-        run_dir = loop.run(short_config("method=sft"))
-    finally:
-        loop._train = real
+    monkeypatch.setattr(Recipe, "train", spy)
+    run_dir = run(short_config("method=sft"))
     m = json.loads((run_dir / schema.MANIFEST).read_text())
     assert m["status"] == "complete" and m["method"] == "sft" and m["seed"] == 0
     assert m["config"]["n_train"] == 64 and "torch" in m["versions"]
@@ -70,7 +67,7 @@ def test_sft_run_records_everything_and_changes_parameters(short_config, tiny_pa
 @pytest.mark.contract
 @pytest.mark.parametrize("method", ["sft", "random", "safeinstr"])
 def test_baseline_contract(short_config, method):
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     run_dir = run(short_config(f"method={method}"))
     m = json.loads((run_dir / schema.MANIFEST).read_text())
@@ -87,7 +84,7 @@ def test_baseline_contract(short_config, method):
 
 
 def test_same_seed_same_decisions_and_metrics(short_config):
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     a = run(short_config("method=random", "run_name=a"))
     b = run(short_config("method=random", "run_name=b"))
@@ -99,7 +96,7 @@ def test_same_seed_same_decisions_and_metrics(short_config):
 
 def test_a_crash_inside_a_method_marks_the_run_failed_and_keeps_flushed_parts(short_config, monkeypatch):
     from explorer.methods import sft
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     calls = {"n": 0}
     real = sft.Sft.decide
@@ -156,7 +153,7 @@ def test_resume_after_sigkill_gives_the_same_records_as_an_uninterrupted_run(tmp
     import random as _random
 
     from explorer.config import load_config
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     common = ["n_train=96", "epochs=2", "batch_size=8", "flush_every=2", "checkpoint_every=4",
               "final_eval_n=8", "eval_n=4", "eval_every=8", "eval_max_new_tokens=8", "progress=false",
@@ -197,7 +194,7 @@ def test_resume_after_sigkill_gives_the_same_records_as_an_uninterrupted_run(tmp
 def test_prompts_longer_than_the_context_are_truncated_skipped_or_refused(tmp_path, short_config):
     """A record that does not fit max_length: truncated (default), skipped, or an error (overlong=)."""
     from explorer.data.tokenize import ContextLengthError
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     long = tmp_path / "long.jsonl"
     rows = [{"id": f"ok{i}", "prompt": "what is 2 plus 3 ?", "response": "5"} for i in range(70)]

@@ -62,25 +62,22 @@ def plain_checkpoint(tmp_path_factory, tiny_paths):
     return d
 
 
-def test_lora_run_on_a_local_checkpoint_trains_only_adapters(plain_checkpoint, short_config):
-    from explorer.train import loop
+def test_lora_run_on_a_local_checkpoint_trains_only_adapters(plain_checkpoint, short_config, monkeypatch):
+    from explorer.train.recipe import Recipe, run
 
     model, tok, info = load_model(str(plain_checkpoint))
     assert not info["chat_template"]
     captured = {}
-    real = loop._train
+    real = Recipe.train
 
-    def spy(cfg, mcfg, writer, model, *a, **k):
-        captured["model"] = model
-        captured["before"] = {n: p.detach().clone() for n, p in model.named_parameters()}
-        return real(cfg, mcfg, writer, model, *a, **k)
+    def spy(self):
+        captured["model"] = self.model
+        captured["before"] = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        return real(self)
 
-    loop._train = spy
-    try:
-        run_dir = loop.run(short_config(f"model={plain_checkpoint}", "lora=true", "lora_r=4", "lora_alpha=8",
-                                        "lr=1e-3", "method=sft"))
-    finally:
-        loop._train = real
+    monkeypatch.setattr(Recipe, "train", spy)
+    run_dir = run(short_config(f"model={plain_checkpoint}", "lora=true", "lora_r=4", "lora_alpha=8",
+                               "lr=1e-3", "method=sft"))
     m = json.loads((run_dir / "run.json").read_text())
     assert m["status"] == "complete" and m["model_info"]["lora"]["r"] == 4
     trainable = {n for n, p in captured["model"].named_parameters() if p.requires_grad}

@@ -158,6 +158,10 @@ class RunWriter:
         self._buffers = {}
         return written
 
+    def next_parts(self) -> dict[str, int]:
+        """table -> the number of the next part to write (a checkpoint stores it to truncate on resume)."""
+        return dict(self._next_part)
+
     def truncate_parts(self, next_part: dict[str, int]) -> None:
         """Remove parts numbered at or after `next_part[table]` (records past a checkpoint)."""
         for d in self.run_dir.iterdir():

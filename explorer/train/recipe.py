@@ -1,0 +1,489 @@
+"""The one method-agnostic training recipe, in the manner of torchtune's single-device recipes.
+
+    run(config) -> run folder          = Recipe(config).setup(); Recipe.train()
+
+`setup()` loads the model and the data, opens the run folder (manifest "running" before step 0),
+builds the method's Context and the method, evaluates the starting model, lets the method prepare,
+records every sample and builds the optimiser. `train()` walks the epochs and calls `step(batch)`:
+
+    decide -> weighted loss (+ extra) -> backward, or the method's assembled update -> transform_grads
+    -> clip -> optimiser -> after_step -> record the step and every per-sample decision
+
+then evaluates every `eval_every` steps, flushes Parquet parts every `flush_every` and saves a checkpoint
+every `checkpoint_every`. At the end it evaluates, writes the summary and marks the run complete; any
+error (also SIGTERM, Ctrl-C) marks it failed, keeping what was flushed.
+
+Tests drive the same `step` through `Recipe.for_context(method, ctx, cfg)`, without a run folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from explorer.config import RunConfig, build_dataclass, method_config, to_dict
+from explorer.data.assemble import build_pools, run_label
+from explorer.data.records import Record
+from explorer.data.tokenize import collate, encode_all, overlong_counts, pad_id_of
+from explorer.eval.evaluate import Suite, evaluate, summarize  # noqa: F401  (Suite: for old imports)
+from explorer.eval.judges import make_judge
+from explorer.methods import make_method
+from explorer.methods.base import Batch, Decision
+from explorer.model.load import LoraSettings, load_model, pick_device
+from explorer.record.writer import RunWriter
+from explorer.runs import schema
+from explorer.train.context import Context
+from explorer.train.losses import per_sample_nll
+
+CHECKPOINT = "checkpoint"
+LR_SCHEDULES = ("constant", "linear", "cosine")
+
+
+def get_lr(step: int, total: int, peak: float, warmup: int, schedule: str = "cosine",
+           min_ratio: float = 0.1) -> float:
+    """Linear warm-up over `warmup` steps, then `schedule` from the peak down to `min_ratio` * peak:
+    constant (stays at the peak), linear, or cosine (the default; min_ratio 0 gives Hugging Face's
+    linear / cosine schedulers after their warm-up)."""
+    if step < warmup:
+        return peak * (step + 1) / max(1, warmup)
+    if schedule == "constant":
+        return peak
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "linear":
+        return peak * (min_ratio + (1 - min_ratio) * (1 - progress))
+    if schedule == "cosine":
+        return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    raise ValueError(f"lr_schedule = {schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
+
+
+def make_run_id(cfg: RunConfig, p_label: str | None = None) -> str:
+    """p_label: the harmful share as the data knows it ("0.1", "0.0967", "unknown"; assemble.run_label)."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
+    if p_label is None:
+        p_label = "unknown" if cfg.harmful_ratio is None else f"{cfg.harmful_ratio:g}"
+    return f"{cfg.run_name or cfg.method_name}-p{p_label}-s{cfg.seed}-{stamp}"
+
+
+class Recipe:
+    """One run's state: model, data, run folder, method, optimiser and where the loop stands."""
+
+    def __init__(self, cfg: RunConfig, run_id: str | None = None, resume_dir: str | Path | None = None):
+        self.cfg = cfg
+        self.run_id = run_id
+        self.resume_dir = Path(resume_dir) if resume_dir is not None else None
+        self.writer: RunWriter | None = None
+        self.log = None                       # (table, rows) -> None: the writer's, or a test's
+        self.step_no, self.epoch, self.pos, self.order = 0, 0, 0, None
+        self.total_steps = 0
+        self.harm = float("nan")              # latest harmful score, for the progress bar
+
+    # ----------------------------------------------------------------------------------------------
+    # setup
+    # ----------------------------------------------------------------------------------------------
+
+    def setup(self) -> "Recipe":
+        """Model, data, run folder, method, starting evaluation, method.prepare, optimiser."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.mcfg = method_config(cfg)
+        self.device = pick_device(cfg.device)
+        lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets) if cfg.lora else None
+        self.model, self.tok, self.model_info = load_model(cfg.model, self.device, cfg.dtype, lora=lora)
+        self.autocast_dtype = torch.bfloat16 if self.device.type == "cuda" else None
+        self.records, self.pools, self.suites, self.data_info = build_pools(cfg)
+        self._open_run_folder()
+        self._setup_method()
+        self._count_overlong()
+        self.t_start = time.time()
+        if self.checkpoint is None:
+            self.start_summary = self.evaluate(0, cfg.final_eval_n)
+            self.writer.update(start_metrics=self.start_summary)
+            self.writer.flush()
+        else:
+            self.start_summary = self.writer.manifest.get("start_metrics", {})
+        self.method.prepare(self.ctx)
+        self._setup_training_set()
+        self._setup_optimizer(cfg)
+        self.model.train()
+        self.harm = harmful_score(self.start_summary)
+        if self.checkpoint is not None:
+            self.restore_checkpoint(self.checkpoint)
+        return self
+
+    def _open_run_folder(self) -> None:
+        cfg = self.cfg
+        self.checkpoint = None
+        if self.resume_dir is not None:
+            self.writer = RunWriter.open(self.resume_dir)
+            self.checkpoint = load_checkpoint(self.resume_dir)
+            self.writer.truncate_parts(self.checkpoint["next_part"])  # drop records written after it
+            self.writer.update(status=schema.STATUS_RUNNING, resumed_from_step=self.checkpoint["step"],
+                               error=None, pid=os.getpid())
+        else:
+            # data_info carries harmful_ratio: the p mixed in, the measured share, or null (unknown)
+            self.writer = RunWriter.create(cfg.runs_dir, self.run_id or make_run_id(cfg, run_label(self.data_info)), {
+                "method": cfg.method_name, "config": to_dict(cfg), "method_config": self.mcfg.__dict__,
+                "seed": cfg.seed, "model": cfg.model,
+                "model_info": self.model_info, "device": str(self.device), **self.data_info,
+                "progress": {"step": 0, "total_steps": None}})
+        self.log = self.writer.log
+
+    def _setup_method(self) -> None:
+        cfg = self.cfg
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.pad = pad_id_of(self.tok)
+        self.judges = [make_judge(j) for j in cfg.judges]
+        self._reference: torch.nn.Module | None = None
+        self.ctx = Context(model=self.model, tokenizer=self.tok, device=self.device, config=cfg,
+                           records=self.records, pools=self.pools, train_ids=list(self.pools["task"]),
+                           encode=self.encode, log=self.writer.log, reference_model=self.reference_model,
+                           load_model=self.other_model, run_dir=str(self.writer.run_dir),
+                           generator=self.gen, autocast_dtype=self.autocast_dtype)
+        self.method = make_method(cfg.method_name, self.mcfg)
+
+    def _count_overlong(self) -> None:
+        """Records over max_length in every pool, counted into the manifest (overlong=error stops here,
+        before the first evaluation)."""
+        cfg = self.cfg
+        self.writer.update(overlong={"policy": cfg.overlong, "max_length": cfg.max_length, **{
+            name: overlong_counts(self.tok, [self.records[i] for i in ids], cfg.max_length, cfg.overlong,
+                                  f"{name} pool") for name, ids in self.pools.items()}})
+
+    def _setup_training_set(self) -> None:
+        """Tokenise the fine-tuning set the method left in ctx.train_ids; record every sample."""
+        cfg, records = self.cfg, self.records
+        train_recs = [records[i] for i in self.ctx.train_ids]
+        self.enc, skipped = encode_all(self.tok, train_recs, cfg.max_length, source="fine-tuning set",
+                                       overlong=cfg.overlong)
+        in_train = {e.sample_id for e in self.enc}
+        in_mix = set(self.pools["task"])
+        self.writer.write_samples([{**r.to_row(), "in_train": r.sample_id in in_train,
+                                    "in_mix": r.sample_id in in_mix} for r in records.values()]
+                                  + [{**r.to_row(), "in_train": False, "in_mix": False}
+                                     for s in self.suites for r in s.records])
+        steps_per_epoch = math.ceil(len(self.enc) / cfg.batch_size)
+        total = cfg.epochs * steps_per_epoch
+        if cfg.max_steps > 0:
+            total = min(total, cfg.max_steps) if cfg.epochs > 0 else cfg.max_steps
+        self.ctx.steps_per_epoch, self.ctx.total_steps = steps_per_epoch, total
+        self.total_steps = total
+        self.writer.update(progress={"step": 0, "total_steps": total}, n_skipped_too_long=len(skipped))
+
+    def _setup_optimizer(self, cfg: RunConfig) -> None:
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.ctx.optimizer = self.opt
+
+    @classmethod
+    def for_context(cls, method, ctx: Context, cfg: RunConfig, total_steps: int) -> "Recipe":
+        """A recipe around a Context built elsewhere (tests, notebooks): the same `step`, recording
+        into `ctx.log`, with no run folder, evaluation or checkpoints."""
+        self = cls(cfg)
+        self.model, self.device, self.autocast_dtype = ctx.model, ctx.device, ctx.autocast_dtype
+        self.ctx, self.method, self.log, self.gen = ctx, method, ctx.log, ctx.generator
+        self.total_steps = ctx.total_steps = total_steps
+        self._setup_optimizer(cfg)
+        self.model.train()
+        return self
+
+    # -- what the Context offers methods ----------------------------------------------------------
+
+    def encode(self, recs: list[Record]) -> Batch:
+        """The Batch's sample_ids are the records kept (overlong=skip may leave some out): align by them."""
+        overlong = getattr(self.cfg, "overlong", "skip")
+        enc, _ = encode_all(self.tok, recs, self.cfg.max_length, overlong="skip" if overlong == "error" else overlong)
+        return collate(enc, self.pad, self.device)
+
+    def reference_model(self) -> torch.nn.Module:
+        """A frozen copy of the starting model (taken before the first optimiser step)."""
+        if self._reference is None:
+            if self.ctx.step > 0:
+                raise RuntimeError("reference_model() first called after training started; call it in prepare()")
+            if self.cfg.lora:
+                m = load_model(self.cfg.model, self.device, self.cfg.dtype, trainable=False)[0]
+            else:
+                m = copy.deepcopy(self.model).eval()
+                for p in m.parameters():
+                    p.requires_grad_(False)
+            self._reference = m
+        return self._reference
+
+    def other_model(self, spec: str) -> torch.nn.Module:
+        return load_model(spec, self.device, self.cfg.dtype, trainable=False)[0]
+
+    # ----------------------------------------------------------------------------------------------
+    # training
+    # ----------------------------------------------------------------------------------------------
+
+    def train(self) -> Path:
+        """All epochs (from the checkpoint when resuming), the final evaluation, the summary."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        p_shown = self.writer.manifest.get("harmful_ratio")  # null when the data does not know it
+        bar = tqdm(total=self.total_steps, desc=f"{cfg.method_name} p={'unknown' if p_shown is None else p_shown}",
+                   disable=not cfg.progress, mininterval=1.0)
+        bar.update(self.step_no)
+        while self.step_no < self.total_steps:
+            if self.order is None:
+                self.order = torch.randperm(len(self.enc), generator=self.gen).tolist()
+            self.ctx.epoch = self.epoch
+            for s in range(self.pos, len(self.order), cfg.batch_size):
+                if self.step_no >= self.total_steps:
+                    break
+                self.pos = s + cfg.batch_size
+                row = self.step(collate([self.enc[i] for i in self.order[s:self.pos]], self.pad, self.device))
+                self.after_step_bookkeeping()
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.3f}", kept=f"{row['kept_frac']:.2f}",
+                                harmful=f"{self.harm:.0f}")
+            self.epoch += 1
+            self.pos, self.order = 0, None
+        bar.close()
+        final = self.evaluate(self.total_steps, cfg.final_eval_n)
+        self.writer.flush()
+        self.writer.finish(summary=final, progress={"step": self.total_steps, "total_steps": self.total_steps},
+                           wall_seconds=round(time.time() - self.t_start, 2))
+        return self.writer.run_dir
+
+    def step(self, batch: Batch) -> dict[str, Any]:
+        """One optimiser step on `batch`; records it and returns the `steps` row."""
+        t0 = time.time()
+        self.ctx.step = self.step_no
+        self.set_lr()
+        decision = self.method.decide(batch, self.ctx)
+        t_decide = time.time() - t0
+        w = decision.weights.detach().float().to(self.device)                          # [B]
+        self.opt.zero_grad(set_to_none=True)
+        if decision.grads is not None:      # the method assembled the update from per-sample gradients
+            losses = self.assembled_update(decision)
+        else:
+            losses = decision.losses if decision.losses is not None else self.per_sample_losses(batch)
+        task_loss = (w * losses).sum() / w.sum().clamp_min(1e-8)
+        loss = task_loss + (decision.extra_loss if decision.extra_loss is not None else 0.0)
+        if decision.grads is None and loss.requires_grad:
+            loss.backward()
+        extra_metrics = self.method.transform_grads(self.ctx) or {}
+        grad_norm = self.clip_grads()
+        self.opt.step()
+        self.method.after_step(self.ctx)
+        row = self.record(batch, decision, w, losses, task_loss, loss, grad_norm, extra_metrics,
+                          time.time() - t0, t_decide)
+        self.step_no += 1
+        return row
+
+    # -- the pieces of a step ---------------------------------------------------------------------
+
+    def set_lr(self) -> None:
+        cfg = self.cfg
+        lr = get_lr(self.step_no, self.total_steps, cfg.lr, cfg.warmup_steps, cfg.lr_schedule, cfg.lr_min_ratio)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+
+    def per_sample_losses(self, batch: Batch) -> torch.Tensor:
+        dtype = self.autocast_dtype
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        return per_sample_nll(out.logits, batch.labels)                                # [B]
+
+    def assembled_update(self, decision: Decision) -> torch.Tensor:
+        """Write the method's flat update into .grad; return its per-sample losses (for the records)."""
+        if decision.losses is None:
+            raise ValueError(f"{self.method.name}: a Decision with grads must also carry the per-sample losses")
+        off = 0
+        for p in self.params:
+            p.grad = decision.grads[off:off + p.numel()].view_as(p).to(p.dtype).clone()
+            off += p.numel()
+        return decision.losses.detach()
+
+    def clip_grads(self) -> torch.Tensor:
+        if self.cfg.clip > 0:
+            return torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip)
+        return torch.tensor(0.0)
+
+    def record(self, batch, decision, w, losses, task_loss, loss, grad_norm, extra_metrics, seconds,
+               t_decide) -> dict[str, Any]:
+        """The `steps` row and one `decisions` row per sample of this step."""
+        phase = decision.step_metrics.get("phase")
+        n_kept = int((w > 0).sum())
+        row = {"step": self.step_no, "epoch": self.epoch,
+               "phase": decision.step_metrics.pop("phase") if isinstance(phase, str) else "train",
+               "loss": float(loss.detach()), "task_loss": float(task_loss.detach()),
+               "extra_loss": float(decision.extra_loss.detach()) if decision.extra_loss is not None else 0.0,
+               "lr": self.opt.param_groups[0]["lr"], "grad_norm": float(grad_norm), "n_batch": len(batch),
+               "n_kept": n_kept, "kept_frac": n_kept / len(batch), "time_s": seconds, "time_decide_s": t_decide}
+        row.update({k: float(v) if not isinstance(v, str) else v
+                    for k, v in {**decision.step_metrics, **extra_metrics}.items()})
+        self.log("steps", row)
+        lvals = losses.detach().float().cpu().tolist()
+        wvals = w.cpu().tolist()
+        scores = {k: (v.detach().float().cpu().tolist() if torch.is_tensor(v) else list(v))
+                  for k, v in decision.scores.items()}
+        self.log("decisions", [
+            {"step": self.step_no, "sample_id": sid, "role": "task", "weight": wvals[i], "kept": wvals[i] > 0,
+             "loss": lvals[i], **{k: v[i] for k, v in scores.items()}}
+            for i, sid in enumerate(batch.sample_ids)])
+        return row
+
+    def after_step_bookkeeping(self) -> None:
+        """Evaluate, flush and checkpoint on their schedules (self.step_no steps are done)."""
+        cfg, step, total = self.cfg, self.step_no, self.total_steps
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
+            self.harm = harmful_score(self.evaluate(step, cfg.eval_n))
+        if step % cfg.flush_every == 0:
+            self.flush()
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
+            self.writer.flush()
+            self.save_checkpoint()
+
+    # ----------------------------------------------------------------------------------------------
+    # evaluation, flushing, checkpoints
+    # ----------------------------------------------------------------------------------------------
+
+    def evaluate(self, step: int, n: int) -> dict[str, float]:
+        """Generate and judge on every suite (a seeded subset of `n` prompts each when n > 0)."""
+        cfg, sub = self.cfg, self.suites
+        if n:
+            rng = random.Random(cfg.seed)
+            sub = [dataclasses.replace(s, records=sorted(rng.sample(s.records, min(n, len(s.records))),
+                                                         key=lambda r: r.sample_id)) for s in self.suites]
+        rows, metrics = evaluate(self.model, self.tok, sub, self.judges, step=step,
+                                 max_new_tokens=cfg.eval_max_new_tokens, batch_size=cfg.eval_batch_size)
+        self.writer.log("evals", rows)
+        self.writer.log("metrics", metrics)
+        return summarize(metrics)
+
+    def flush(self) -> None:
+        self.writer.flush()
+        self.writer.update(progress={"step": self.step_no, "total_steps": self.total_steps})
+
+    def save_checkpoint(self) -> None:
+        """Trainable weights, AdamW state, the generator, the method's state and where the loop is
+        (safetensors + JSON only: a run folder never holds a pickle)."""
+        from safetensors.torch import save_file
+
+        if not hasattr(self.method, "state_dict"):
+            return  # a method without state_dict cannot be resumed faithfully; said at resume time
+        d = self.writer.run_dir / (CHECKPOINT + ".tmp")
+        d.mkdir(exist_ok=True)
+        save_file({n: p.detach().cpu().contiguous() for n, p in self.model.named_parameters() if p.requires_grad},
+                  str(d / "model.safetensors"))
+        tensors, scalars = {"generator": self.gen.get_state()}, {}
+        # keyed by parameter name: AdamW keeps no state for a parameter that has had no gradient yet,
+        # so positions in opt.state need not match positions among the trainable parameters
+        for n, p in self.model.named_parameters():
+            for name, v in self.opt.state.get(p, {}).items():
+                if torch.is_tensor(v):
+                    tensors[f"opt/{n}/{name}"] = v.detach().cpu().contiguous()
+                else:
+                    scalars[f"opt/{n}/{name}"] = v
+        for k, v in self.method.state_dict().items():
+            if torch.is_tensor(v):
+                tensors[f"method.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"method.{k}"] = v
+        save_file(tensors, str(d / "state.safetensors"))
+        meta = {"step": self.step_no, "epoch": self.epoch, "pos": self.pos, "order": self.order,
+                "harm": self.harm, "scalars": scalars, "next_part": self.writer.next_parts()}
+        (d / "state.json").write_text(json.dumps(meta))
+        final = self.writer.run_dir / CHECKPOINT
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(d, final)
+        self.writer.update(checkpoint_step=self.step_no)
+
+    def restore_checkpoint(self, ck: dict) -> None:
+        """Put weights, optimiser, generator, method state and the loop position back."""
+        if not hasattr(self.method, "load_state_dict"):
+            raise RuntimeError(f"method {self.method.name!r} keeps no state_dict/load_state_dict; "
+                               "it cannot be resumed")
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for n, v in ck["model"].items():
+                params[n].copy_(v)
+        self.gen.set_state(ck["tensors"]["generator"])
+        for n, p in params.items():
+            st = {key.rsplit("/", 1)[1]: v.to(p.device) if torch.is_tensor(v) else v
+                  for key, v in {**ck["tensors"], **ck["scalars"]}.items() if key.startswith(f"opt/{n}/")}
+            if st:
+                self.opt.state[p] = st
+        self.method.load_state_dict({k[len("method."):]: v for k, v in {**ck["tensors"], **ck["scalars"]}.items()
+                                     if k.startswith("method.")})
+        self.step_no, self.epoch, self.pos, self.order = ck["step"], ck["epoch"], ck["pos"], ck["order"]
+        self.harm = ck.get("harm", self.harm)
+
+
+def harmful_score(summary: dict[str, float]) -> float:
+    """Mean harmful score over the harmful suites of an evaluation summary."""
+    vals = [v for k, v in summary.items() if k.endswith("/" + schema.M_HARMFUL)]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def load_checkpoint(run_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    d = Path(run_dir) / CHECKPOINT
+    if not (d / "state.json").exists():
+        raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from; expected {d}/state.json "
+                                "(set checkpoint_every > 0 when starting a run)")
+    meta = json.loads((d / "state.json").read_text())
+    meta["model"] = load_file(str(d / "model.safetensors"))
+    meta["tensors"] = load_file(str(d / "state.safetensors"))
+    return meta
+
+
+# --------------------------------------------------------------------------------------------------
+# entry points
+# --------------------------------------------------------------------------------------------------
+
+def run(cfg: RunConfig, run_id: str | None = None, resume_dir: str | Path | None = None) -> Path:
+    """Train and record one run. With `resume_dir`, continue that run from its last checkpoint."""
+    recipe = Recipe(cfg, run_id=run_id, resume_dir=resume_dir)
+    previous = _raise_on_sigterm()
+    try:
+        return recipe.setup().train()
+    except BaseException as e:  # also KeyboardInterrupt / SIGTERM: the folder stays readable, marked failed
+        if recipe.writer is not None:
+            recipe.writer.fail(e)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def resume(run_dir: str | Path) -> Path:
+    """`explorer run --resume RUN_DIR`: continue a killed or failed run from its last checkpoint."""
+    run_dir = Path(run_dir)
+    m = json.loads((run_dir / schema.MANIFEST).read_text())
+    if m.get("status") == schema.STATUS_COMPLETE:
+        raise ValueError(f"{run_dir}: the run is complete; nothing to resume")
+    cfg = build_dataclass(RunConfig, m["config"], f"{run_dir / schema.MANIFEST} [config]")
+    return run(cfg, run_id=m["run_id"], resume_dir=run_dir)
+
+
+class Terminated(Exception):
+    """SIGTERM arrived; raised so that the run is marked failed with what was flushed."""
+
+
+def _raise_on_sigterm():
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, handler)
