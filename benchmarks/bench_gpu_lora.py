@@ -7,7 +7,8 @@ No checkpoint is needed (random weights; timings do not depend on them). bf16 we
 with CUDA synchronisation. "DualSelect step" = explorer's own DualSelect.decide on the batch (exact
 per-sample gradients by hooks, compat against a reference direction, hard top-half filter, the update
 assembled from the kept per-sample gradients) + the correction η·g_ref (transform_grads) + clipping +
-AdamW: the work a training step does between refreshes.
+AdamW, through explorer's own recipe step: the work a training step does between refreshes. "SFT" is the same
+recipe step with the SFT method.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import torch
 
 from types import SimpleNamespace
 
-from explorer.methods.base import Batch
+from explorer.config import RunConfig
+from explorer.data.batch import Batch
 from explorer.methods.dualselect import DualSelect, DualSelectConfig
+from explorer.methods.sft import Sft, SftConfig
 from explorer.scoring import directional, make_estimator
-from explorer.train.losses import per_sample_nll
+from explorer.train.recipe import Recipe
 
 
 def build(seq: int, device):
@@ -72,35 +75,37 @@ def main() -> None:
     n_all = sum(p.numel() for p in model.parameters())
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | {n_all / 1e9:.2f} B parameters, "
           f"{sum(p.numel() for p in params) / 1e6:.2f} M LoRA | seq {a.seq}")
-    opt = torch.optim.AdamW(params, lr=2e-5)
+    cfg = RunConfig(lr=2e-5, warmup_steps=0, lr_schedule="constant", clip=1.0)
+
+    def recipe_for(method, ctx):
+        """explorer's own training step (explorer/train/recipe.py) around `ctx`; records are dropped."""
+        r = Recipe.for_context(method, ctx, cfg, total_steps=10**9)
+        r.step_no = 1  # past the epoch boundary: no reference refresh inside the timed steps
+        return r
+
+    def context():
+        return SimpleNamespace(model=model, device=dev, config=SimpleNamespace(seed=0), autocast_dtype=None,
+                               pools={"reference": ["r0"]}, step=1, steps_per_epoch=10**9,
+                               log=lambda table, rows: None, generator=None)
+
     rows = []
     for B in a.batches:
         b = make_batch(B, a.seq, dev)
+        sft_recipe = recipe_for(Sft(SftConfig()), context())
 
         def sft():
-            l = per_sample_nll(model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits, b.labels).mean()
-            opt.zero_grad(set_to_none=True)
-            l.backward()
-            opt.step()
+            sft_recipe.step(b)
 
         ds = DualSelect(DualSelectConfig(warmup_steps=0, keep_fraction=0.5, reference_selection="static"))
-        ctx = SimpleNamespace(model=model, config=SimpleNamespace(seed=0), autocast_dtype=None,
-                              pools={"reference": ["r0"]}, step=1, steps_per_epoch=10**9)
+        ctx = context()
         ds.prepare(ctx)
         P = sum(p.numel() for p in params)
-        ds.g_ref_full_ = torch.randn(P, device=dev) * 1e-3     # a reference direction, as a refresh leaves it
-        ds.g_ref_, ds.ref_loss_, ds.refresh_id_ = ds.g_ref_full_, 0.0, 0
+        ds.state.g_ref_full = torch.randn(P, device=dev) * 1e-3     # a reference direction, as a refresh leaves it
+        ds.state.g_ref, ds.state.ref_loss, ds.state.refresh_id = ds.state.g_ref_full, 0.0, 0
+        dual_recipe = recipe_for(ds, ctx)
 
         def dual_step():
-            dec = ds.decide(b, ctx)
-            opt.zero_grad(set_to_none=True)
-            off = 0
-            for p in params:  # what explorer's loop does with Decision.grads
-                p.grad = dec.grads[off:off + p.numel()].view_as(p).to(p.dtype)
-                off += p.numel()
-            ds.transform_grads(ctx)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
+            dual_recipe.step(b)
 
         t_sft = bench(sft)
         rows.append((B, "step: SFT", t_sft, None, 1.0))

@@ -1,5 +1,6 @@
-"""Run configuration: one typed dataclass, from YAML plus `key=value` overrides; unknown keys and wrong
-types fail loudly, naming the key, the file and what was expected.
+"""Run configuration: one typed dataclass, from YAML plus `key=value` overrides, checked through OmegaConf
+structured configs; unknown keys and wrong types fail loudly, naming the key, the file and what was
+expected.
 
     explorer run configs/sft.yaml harmful_ratio=0.2 seed=1 method.eta=0.5
 
@@ -91,83 +92,48 @@ class RunConfig:
         return self.method.get("name", "sft")
 
 
-def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
-    """Convert a YAML / command-line value to the annotated type, or raise ConfigError."""
+def _normalise(value: Any, tp: Any) -> Any:
+    """The two override forms OmegaConf does not take as they are: `key=a,b` for a list or tuple field,
+    and an integral float (64.0) for an integer field."""
     origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    expected = getattr(tp, "__name__", str(tp))
-    if tp is Any:
-        return value
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key, where)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{where}: {key} = {value!r}: expected {tp}")
-    if origin in (tuple, list):
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: {key} = {value!r}: expected a list")
-        inner = args[0] if args else Any
-        vals = [_coerce(v, inner, key, where) for v in value]
-        return tuple(vals) if origin is tuple else vals
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{where}: {key} = {value!r}: expected true or false")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: {key} = {value!r}: expected an integer")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: {key} = {value!r}: expected an integer")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: {key} = {value!r}: expected a number")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: {key} = {value!r}: expected a number")
-    if tp is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where}: {key} = {value!r}: expected a string")
-        return str(value)
-    if tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {key} = {value!r}: expected a mapping")
-        return value
-    raise ConfigError(f"{where}: {key}: unsupported type {expected}")
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _normalise(value, inner[0]) if len(inner) == 1 else value
+    if origin in (tuple, list) and isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _expected(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}
+    if typing.get_origin(tp) in (tuple, list):
+        return "a list"
+    return names.get(tp, str(tp))
 
 
 def build_dataclass(cls, values: dict[str, Any], where: str):
-    """Instantiate a config dataclass from a dict: unknown keys and wrong types raise ConfigError."""
+    """Instantiate a config dataclass from a dict through an OmegaConf structured config: unknown keys and
+    wrong types raise ConfigError naming the key, the value, what was expected and `where`."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; expected one of "
                           f"{', '.join(sorted(known))}")
-    kwargs = {k: _coerce(v, hints[k], k, where) for k, v in values.items()}
-    return cls(**kwargs)
+    values = {k: _normalise(v, hints[k]) for k, v in values.items()}
+    schema = OmegaConf.structured(cls)
+    for k, v in values.items():  # one key at a time, so that the error names the key and its value
+        try:
+            OmegaConf.merge(schema, {k: v})
+        except OmegaConfBaseException as e:
+            reason = str(e).splitlines()[0]
+            raise ConfigError(f"{where}: {k} = {v!r}: expected {_expected(hints[k])} ({reason})") from None
+    return OmegaConf.to_object(OmegaConf.merge(schema, values))
 
 
 def _parse_scalar(text: str) -> Any:
@@ -220,11 +186,11 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
     for k in ("batch_size", "n_train", "max_length", "flush_every"):
         if getattr(cfg, k) is not None and getattr(cfg, k) <= 0:
             raise ConfigError(f"{where}: {k} = {getattr(cfg, k)}: expected a positive integer")
-    validate_data(cfg, where)
     if cfg.lr_schedule not in ("constant", "linear", "cosine"):
         raise ConfigError(f"{where}: lr_schedule = {cfg.lr_schedule!r}: expected constant, linear or cosine")
     if not 0.0 <= cfg.lr_min_ratio <= 1.0:
         raise ConfigError(f"{where}: lr_min_ratio = {cfg.lr_min_ratio}: expected a number in [0, 1]")
+    validate_data(cfg, where)
     if cfg.epochs <= 0 and cfg.max_steps <= 0:
         raise ConfigError(f"{where}: epochs and max_steps are both 0; expected one of them positive")
     method_config(cfg, where)  # validates the method section

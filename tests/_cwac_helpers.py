@@ -1,12 +1,12 @@
-"""Fixtures for the CWAC tests: a small CWAC config for the random tiny Llama, and the loop's step in
-miniature with transform_grads and after_step (tests/_method_helpers.train_steps has neither)."""
+"""Fixtures for the CWAC tests: a small CWAC config for the random tiny Llama, and the recipe's real step
+with an SGD option."""
 
 from __future__ import annotations
 
 import torch
 
+from _method_helpers import run_steps
 from explorer.methods.cwac import CwacConfig
-from explorer.train.losses import per_sample_nll
 
 
 def small_config(**kw) -> CwacConfig:
@@ -19,29 +19,8 @@ def small_config(**kw) -> CwacConfig:
 
 def loop_steps(method, ctx, n_steps: int = 2, lr: float = 1e-2, optimizer: str = "adamw",
                on_grads=None) -> list[float]:
-    """decide -> weighted loss + extra -> backward -> transform_grads -> on_grads(ctx) -> step ->
-    after_step, as explorer/train/loop.py does (without clipping). Returns the losses."""
-    params = [p for p in ctx.model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0) if optimizer == "adamw" else torch.optim.SGD(params, lr=lr)
-    ctx.total_steps = n_steps
-    ctx.model.train()
-    losses = []
-    for step in range(n_steps):
-        ctx.step = step
-        ids = ctx.train_ids[(step * 4) % len(ctx.train_ids):][:4] or ctx.train_ids[:4]
-        batch = ctx.encode([ctx.records[i] for i in ids])
-        d = method.decide(batch, ctx)
-        l = per_sample_nll(ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits,
-                           batch.labels)
-        w = d.weights.float()
-        loss = (w * l).sum() / w.sum() + (d.extra_loss if d.extra_loss is not None else 0.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        extra = method.transform_grads(ctx) or {}
-        if on_grads is not None:
-            on_grads(ctx)
-        opt.step()
-        method.after_step(ctx)
-        ctx.last_decision, ctx.last_extra = d, extra
-        losses.append(float(loss.detach()))
-    return losses
+    """The recipe's real step (tests/_method_helpers.run_steps); optimizer "sgd" swaps AdamW for plain
+    SGD (a projected gradient stays projected only without Adam's per-coordinate scaling)."""
+    sgd = (lambda c: torch.optim.SGD([p for p in c.model.parameters() if p.requires_grad], lr=lr)) \
+        if optimizer == "sgd" else None
+    return run_steps(method, ctx, n_steps, lr, optimizer=sgd, on_grads=on_grads)

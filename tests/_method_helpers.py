@@ -1,10 +1,11 @@
-"""Fixtures for the SEAL / PACT / token-wise tests: a random tiny Llama, a word-level tokenizer with
+"""Fixtures for the SEAL / PACT / token-wise / CWAC tests: a random tiny Llama, a word-level tokenizer with
 the tiny world's chat template, a handful of records and a minimal Context that records what a
 method logs. Nothing here needs the prepared tiny models."""
 
 from __future__ import annotations
 
 import copy
+import math
 from collections import defaultdict
 from types import SimpleNamespace
 
@@ -12,7 +13,7 @@ import torch
 
 from explorer.data.records import Record
 from explorer.data.tokenize import collate, encode_all, pad_id_of
-from explorer.train.context import Context
+from explorer.methods.protocol import Context
 
 TASK = [("is this review positive : great film .", "positive"),
         ("is this review positive : dull plot .", "negative"),
@@ -113,28 +114,47 @@ def make_context(model=None, tok=None, *, lora: bool = False, batch_size: int = 
     return ctx
 
 
-def train_steps(method, ctx, n_steps: int = 2, lr: float = 1e-2) -> dict[str, torch.Tensor]:
-    """The loop's step in miniature: decide -> weighted loss + extra -> backward -> AdamW step.
-    Returns the trainable parameters before the first step."""
-    params = [p for p in ctx.model.parameters() if p.requires_grad]
-    before = {n: p.detach().clone() for n, p in ctx.model.named_parameters() if p.requires_grad}
-    opt = torch.optim.AdamW(params, lr=lr)
-    ctx.model.train()
-    from explorer.train.losses import per_sample_nll
+def run_steps(method, ctx, n_steps: int = 2, lr: float = 1e-2, optimizer=None, on_grads=None,
+              **settings) -> list[float]:
+    """`n_steps` of the recipe's real step (explorer/train/recipe.py: decide -> weighted loss + extra ->
+    backward or the assembled update -> transform_grads -> clip -> optimiser with the lr schedule ->
+    after_step -> record into ctx.logged["steps" / "decisions"]) on batches of 4 from ctx.train_ids.
+    `settings` are RunConfig fields (default: no warm-up); `optimizer` replaces AdamW; `on_grads(ctx)`
+    looks at the gradients after transform_grads. Leaves the last Decision, transform_grads' metrics
+    and loss in ctx.last_decision, ctx.last_extra, ctx.last_loss. Returns the step losses."""
+    from explorer.config import RunConfig
+    from explorer.train.recipe import Recipe
 
-    for step in range(n_steps):
-        ctx.step = step
-        ids = ctx.train_ids[(step * 4) % len(ctx.train_ids):][:4] or ctx.train_ids[:4]
-        batch = ctx.encode([ctx.records[i] for i in ids])
-        d = method.decide(batch, ctx)
-        losses = d.losses if d.losses is not None else per_sample_nll(
-            ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch.labels)
-        w = d.weights.float()
-        loss = (w * losses).sum() / w.sum().clamp_min(1e-8) + (d.extra_loss if d.extra_loss is not None else 0.0)
-        assert torch.isfinite(loss), f"{method.name}: loss {loss} at step {step}"
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        ctx.last_decision = d
-        ctx.last_loss = float(loss.detach())
+    recipe = Recipe.for_context(method, ctx, RunConfig(lr=lr, **{"warmup_steps": 0, **settings}), n_steps,
+                                optimizer=optimizer(ctx) if callable(optimizer) else optimizer)
+    decide, transform = method.decide, method.transform_grads
+
+    def seen_decide(batch, c):  # instance attributes shadow the class's methods for this test only
+        ctx.last_decision = decide(batch, c)
+        return ctx.last_decision
+
+    def seen_transform(c):
+        ctx.last_extra = transform(c) or {}
+        if on_grads is not None:
+            on_grads(c)
+        return ctx.last_extra
+
+    method.decide, method.transform_grads = seen_decide, seen_transform
+    losses = []
+    try:
+        for step in range(n_steps):
+            ids = ctx.train_ids[(step * 4) % len(ctx.train_ids):][:4] or ctx.train_ids[:4]
+            row = recipe.step(ctx.encode([ctx.records[i] for i in ids]))
+            assert math.isfinite(row["loss"]), f"{method.name}: loss {row['loss']} at step {step}"
+            losses.append(row["loss"])
+    finally:
+        del method.decide, method.transform_grads
+    ctx.last_loss = losses[-1]
+    return losses
+
+
+def train_steps(method, ctx, n_steps: int = 2, lr: float = 1e-2, **settings) -> dict[str, torch.Tensor]:
+    """run_steps (the recipe's real step), returning the trainable parameters before the first step."""
+    before = {n: p.detach().clone() for n, p in ctx.model.named_parameters() if p.requires_grad}
+    run_steps(method, ctx, n_steps, lr, **settings)
     return before

@@ -150,7 +150,7 @@ def test_assembled_update_equals_the_weighted_backward_plus_correction(tiny_path
     from explorer.data.sample import read_sample_file, sample_data_dir
     from explorer.data.tokenize import encode_batch
     from explorer.methods.dualselect import DualSelect
-    from explorer.train.losses import per_sample_nll
+    from explorer.model.losses import per_sample_nll
 
     tok = AutoTokenizer.from_pretrained(tiny_paths["aligned"])
     model = AutoModelForCausalLM.from_pretrained(tiny_paths["aligned"])
@@ -166,8 +166,8 @@ def test_assembled_update_equals_the_weighted_backward_plus_correction(tiny_path
                           pools={"reference": ["r0"]}, step=5, steps_per_epoch=100)
     m.prepare(ctx)
     g = torch.Generator().manual_seed(0)
-    m.g_ref_full_ = torch.randn(P, generator=g) * 1e-2   # a reference direction, as a refresh leaves it
-    m.g_ref_, m.ref_loss_, m.refresh_id_ = m.g_ref_full_, 0.0, 0
+    m.state.g_ref_full = torch.randn(P, generator=g) * 1e-2   # a reference direction, as a refresh leaves it
+    m.state.g_ref, m.state.ref_loss, m.state.refresh_id = m.state.g_ref_full, 0.0, 0
     dec = m.decide(batch, ctx)
     assert dec.grads is not None and dec.grads.shape == (P,) and int((dec.weights > 0).sum()) == 4
 
@@ -186,7 +186,7 @@ def test_assembled_update_equals_the_weighted_backward_plus_correction(tiny_path
         off += p.numel()
     m.transform_grads(ctx)
     corrected = torch.cat([p.grad.reshape(-1) for p in params])
-    torch.testing.assert_close(corrected, dec.grads + 0.3 * m.g_ref_full_)
+    torch.testing.assert_close(corrected, dec.grads + 0.3 * m.state.g_ref_full)
 
 
 @pytest.mark.integration

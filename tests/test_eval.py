@@ -1,5 +1,7 @@
 """Judges and metrics on hand-made responses."""
 
+import math
+
 import pandas as pd
 import pytest
 
@@ -64,6 +66,13 @@ def test_win_rates_cover_every_harmful_suite_by_its_own_name():
     task = pd.DataFrame([{"step": 1, "suite": "sst2", "sample_id": "t", "harmful": None}])
     wr = win_rates(pd.concat([run, task]), pd.concat([sft, task]))
     assert wr == {"advbench": 100.0, "beavertails": 50.0, "safety_avg": 75.0}
+
+
+def test_drop_precision_recall_is_unknown_when_provenance_is():
+    samples = pd.DataFrame({"sample_id": ["u1", "u2", "u3"], "provenance": ["unknown"] * 3})
+    dec = pd.DataFrame({"sample_id": ["u1", "u2", "u3"], "role": "task", "kept": [False, True, True]})
+    pr = drop_precision_recall(dec, samples)
+    assert math.isnan(pr["precision"]) and math.isnan(pr["recall"]) and pr["n_dropped"] == 1
 
 
 def test_embedding_judge_offline_on_hand_made_responses():

@@ -22,6 +22,21 @@ def read_table(run_dir: Path, table: str) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
 
 
+def kill_when(cmd: list[str], ready, every: float, timeout: float = 120) -> None:
+    """Start `cmd`, poll `ready()` every `every` seconds, then SIGKILL the process (no cleanup runs)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and not ready():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(every)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_sft_run_records_everything_and_changes_parameters(short_config, tiny_paths, monkeypatch):
     from transformers import AutoModelForCausalLM
 
@@ -123,20 +138,7 @@ def test_sigkill_leaves_flushed_parts_readable_and_status_says_so(tmp_path, tiny
     runs = tmp_path / "runs"
     cmd = [sys.executable, "-m", "explorer.cli", "run", f"runs_dir={runs}", "n_train=256", "epochs=4",
            "batch_size=8", "flush_every=1", "progress=false", "final_eval_n=8", "eval_max_new_tokens=8"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            parts = list(runs.glob("*/steps/part-*.parquet"))
-            if len(parts) >= 3:
-                break
-            assert proc.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.2)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_when(cmd, lambda: len(list(runs.glob("*/steps/part-*.parquet"))) >= 3, every=0.2)
     run_dir = next(runs.iterdir())
     m = json.loads((run_dir / schema.MANIFEST).read_text())
     assert m["status"] == "running"  # nobody could write anything else ...
@@ -162,21 +164,12 @@ def test_resume_after_sigkill_gives_the_same_records_as_an_uninterrupted_run(tmp
 
     runs = tmp_path / "killed"
     kill_after = _random.Random().randint(2, 4)  # checkpoints written before the kill
-    proc = subprocess.Popen([sys.executable, "-m", "explorer.cli", "run", f"runs_dir={runs}", *common],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            ms = list(runs.glob("*/run.json"))
-            if ms and json.loads(ms[0].read_text()).get("checkpoint_step", 0) >= 4 * kill_after:
-                break
-            assert proc.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+
+    def checkpointed():
+        ms = list(runs.glob("*/run.json"))
+        return bool(ms) and json.loads(ms[0].read_text()).get("checkpoint_step", 0) >= 4 * kill_after
+
+    kill_when([sys.executable, "-m", "explorer.cli", "run", f"runs_dir={runs}", *common], checkpointed, every=0.05)
     run_dir = next(runs.iterdir())
     assert json.loads((run_dir / schema.MANIFEST).read_text())["status"] == "running"
     out = subprocess.run([sys.executable, "-m", "explorer.cli", "run", "--resume", str(run_dir)],

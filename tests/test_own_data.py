@@ -137,13 +137,13 @@ def test_no_file_is_read_that_the_run_does_not_use(tmp_path):
     for f in ("task_train.jsonl", "task_test.jsonl", "eval_harmful_hh.jsonl", "eval_harmful_hexphi.jsonl",
               "eval_over_refusal.jsonl"):
         shutil.copy(sample_data_dir() / f, d / f)
-    _, pools, _, info = build_pools(load_config(None, [f"data_dir={d}", "harmful_ratio=0", "n_train=50"]))
-    assert len(pools["task"]) == 50 and pools["reference"] == [] and info["n_harmful_in_mix"] == 0
-    assert "harmful" not in info["data_files"]
+    pools = build_pools(load_config(None, [f"data_dir={d}", "harmful_ratio=0", "n_train=50"]))
+    assert len(pools.pools["task"]) == 50 and pools.pools["reference"] == [] and pools.manifest["n_harmful_in_mix"] == 0
+    assert "harmful" not in pools.manifest["data_files"]
     # with its own suites the run reads none of the tiny world's evaluation files
     (d / "eval_harmful_hh.jsonl").unlink()
     p = tmp_path / "c.yaml"
     p.write_text(f"data_dir: {d}\nharmful_ratio: 0\nn_train: 50\neval_suites:\n"
                  f"  - {{name: adv, kind: harmful, file: {FIX / 'advbench.csv'}}}\n")
-    _, _, suites, info = build_pools(load_config(p))
-    assert [s.name for s in suites] == ["adv"] and info["eval_suites"][0]["n"] == 40
+    pools = build_pools(load_config(p))
+    assert [s.name for s in pools.suites] == ["adv"] and pools.manifest["eval_suites"][0]["n"] == 40

@@ -88,3 +88,48 @@ def test_a_checkpoint_restores_each_parameters_optimizer_state_to_that_parameter
             w = fresh.opt.state[q][k]
             assert torch.equal(torch.as_tensor(v), torch.as_tensor(w)), (names[id(p)], k)
     assert fresh.step_no == 2 and math.isfinite(fresh.step(ctx.encode([ctx.records["task-0"]]))["loss"])
+
+
+@pytest.mark.integration
+def test_a_crashed_run_resumes_to_the_records_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    """On the golden test's model (built in seconds, no tiny-world preparation): a run that dies after
+    its second checkpoint, resumed with `resume`, ends with the same steps and decisions."""
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).with_name("golden")))
+    import make_golden
+
+    from explorer.methods.random_select import RandomSelect
+    from explorer.train.recipe import resume, run
+
+    model = make_golden.build_model(tmp_path / "model")
+    common = [f"model={model}", "n_train=48", "epochs=2", "batch_size=8", "flush_every=1", "checkpoint_every=2",
+              "final_eval_n=2", "eval_max_new_tokens=1", "progress=false", "method=random", "device=cpu"]
+    ref = run(load_config(None, [f"runs_dir={tmp_path / 'ref'}", *common]))
+
+    real, calls = RandomSelect.decide, {"n": 0}
+
+    def dies_at_step_5(self, batch, ctx):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise RuntimeError("killed")
+        return real(self, batch, ctx)
+
+    monkeypatch.setattr(RandomSelect, "decide", dies_at_step_5)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(load_config(None, [f"runs_dir={tmp_path / 'crashed'}", *common]))
+    monkeypatch.setattr(RandomSelect, "decide", real)
+    crashed = next((tmp_path / "crashed").iterdir())
+    assert resume(crashed) == crashed
+
+    def table(d, name, key):
+        parts = sorted((d / name).glob("part-*.parquet"))
+        df = pd.concat([pd.read_parquet(p) for p in parts]).drop(columns=["run_id"])
+        return df[[c for c in df.columns if not c.startswith("time")]].sort_values(key).reset_index(drop=True)
+
+    for name, key in (("steps", ["step"]), ("decisions", ["step", "sample_id"])):
+        pd.testing.assert_frame_equal(table(ref, name, key), table(crashed, name, key), check_exact=False, rtol=1e-6)
+    assert len(table(crashed, "steps", ["step"])) == 12

@@ -11,7 +11,7 @@ import torch
 from explorer.methods.seal import (Seal, SealConfig, model_loss, selector_loss, selector_weights, top_p_cut,
                                    u_at_epoch)
 
-from _method_helpers import make_context, train_steps
+from _method_helpers import make_context, make_model, train_steps
 
 
 # -- pure maths -------------------------------------------------------------------------------------
@@ -181,14 +181,30 @@ def test_lora_selector_restores_adapters_and_transfer_uses_another_model():
     Seal(SealConfig(selector_epochs=1, model_lr=1e-2, zip_mode="cycle_safe")).prepare(ctx)
     assert all(torch.equal(start[n], p) for n, p in ctx.model.named_parameters() if p.requires_grad)
 
+
+@pytest.mark.contract
+def test_transfer_trains_the_selector_on_another_model_with_its_own_tokenizer(tmp_path):
+    """selector_model = a saved checkpoint whose tokenizer numbers words differently: SEAL encodes the
+    data with that tokenizer (not the run's), trains the selector there, and leaves the run's model alone."""
+    from _method_helpers import HARMFUL, REFUSALS, TASK
+    from explorer.model.load import load_model
+    from explorer.model.tiny import train_tokenizer
+
+    # another vocabulary: extra words first, so every shared word gets another id
+    other_tok = train_tokenizer(["zebra quokka " * 50] + [p + " " + r for p, r in TASK + HARMFUL + REFUSALS])
+    make_model(other_tok, seed=3).save_pretrained(tmp_path / "other")
+    other_tok.save_pretrained(tmp_path / "other")
     ctx = make_context()
+    ctx.load_model = lambda spec: load_model(spec, "cpu", trainable=False)[0]   # as the recipe does
+    rec = ctx.records["task-0"]
+    ours = ctx.encode([rec]).input_ids[0].tolist()
+    theirs = Seal(SealConfig())._encoder_for(ctx, str(tmp_path / "other"))([rec]).input_ids[0].tolist()
+    assert ours != theirs and len(other_tok) != len(ctx.tokenizer)
     start = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
-    m = Seal(SealConfig(selector_epochs=1, model_lr=1e-3, selector_model="toy:base"))
-    m.__dict__["_encoder_for"] = lambda c, spec: c.encode  # same tokenizer in the toy world
+    m = Seal(SealConfig(selector_epochs=1, model_lr=1e-3, selector_model=str(tmp_path / "other")))
     m.prepare(ctx)
-    assert ctx.loaded == ["toy:base"]
     assert all(torch.equal(start[k], p) for k, p in ctx.model.named_parameters())
-    assert len(ctx.train_ids) == 7
+    assert len(ctx.train_ids) == 7 and len(ctx.logged["seal_selector"]) > 0
 
 
 @pytest.mark.unit

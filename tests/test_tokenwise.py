@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from explorer.methods.tokenwise import (Tokenwise, TokenwiseConfig, beta_schedule, response_index,
                                         token_logprobs, token_weights)
-from explorer.train.losses import per_sample_nll
+from explorer.model.losses import per_sample_nll
 
 from _method_helpers import make_context, train_steps
 

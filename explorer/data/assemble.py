@@ -1,10 +1,9 @@
 """The data side of a run: every pool loaded, the fine-tuning mix built, the evaluation suites read.
 
-    records, pools, suites, info = build_pools(cfg)
+    build_pools(cfg) -> Pools(records, pools, suites, mix, manifest)
 
-`records` maps every sample id to its record (task mix, reference pool, safety demonstrations),
-`pools` names the ids of each pool (task = the fine-tuning set, reference, safety), `suites` are the
-evaluation suites, `info` is what the manifest records about the data.
+`records` holds every sample by id (task mix, reference pool, safety demonstrations), `pools` the
+ids of each pool, `suites` the evaluation suites, `manifest` the data fields of the run's manifest.
 The training recipe calls it once; nothing here touches the model.
 
 Two ways to build the fine-tuning set:
@@ -25,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,15 +127,23 @@ def join_pools(named: list[tuple[str, list[Record]]]) -> tuple[dict[str, Record]
     return records, pools
 
 
-def run_label(info: dict[str, Any]) -> str:
-    """p in the run id: the mixed ratio, the measured share, or "unknown" (never 0 for unknown)."""
-    p = info.get("harmful_ratio")
-    return "unknown" if p is None else f"{p:.3g}"
+@dataclass
+class Pools:
+    records: dict[str, Record]            # every sample by id: the mix, references, safety demonstrations
+    pools: dict[str, list[str]]           # pool name -> sample ids (task = the fine-tuning mix)
+    suites: list[Suite]                   # evaluation suites
+    mix: list[Record]                     # the fine-tuning set, in order
+    manifest: dict[str, Any] = field(default_factory=dict)  # data fields of the run manifest
+
+    @property
+    def run_label(self) -> str:
+        """p in the run id: the mixed ratio, the measured share, or "unknown" (never 0 for unknown)."""
+        p = self.manifest.get("harmful_ratio")
+        return "unknown" if p is None else f"{p:.3g}"
 
 
-def build_pools(cfg: RunConfig) -> tuple[dict[str, Record], dict[str, list[str]], list[Suite], dict[str, Any]]:
-    """Load every pool of `cfg`, build the fine-tuning set and the suites, check that no evaluation
-    prompt is in the reference pool. Returns (records, pools, suites, info)."""
+def build_pools(cfg: RunConfig) -> Pools:
+    """Load every pool of `cfg`, build the fine-tuning set and the suites, check them against each other."""
     data_dir = Path(cfg.data_dir) if cfg.data_dir else sample_data_dir()
     p = mix_ratio(cfg)
     tiny = lambda name: data_dir / name  # noqa: E731  the tiny world's file of that name
@@ -186,7 +193,7 @@ def build_pools(cfg: RunConfig) -> tuple[dict[str, Record], dict[str, list[str]]
         files["harmful"] = cfg.harmful_data or str(tiny("harmful_train.jsonl"))
     if cfg.harmful_reference:
         files["harmful_reference"] = cfg.harmful_reference
-    info = {
+    manifest = {
         # harmful_ratio: the p mixed in, else the measured share, else null (unknown: never 0)
         "harmful_ratio": p if p is not None else (None if n_h is None else round(share, 4)),
         "harmful_share": share if n_h is None else round(share, 4),
@@ -195,4 +202,4 @@ def build_pools(cfg: RunConfig) -> tuple[dict[str, Record], dict[str, list[str]]
         "n_train": len(mix), "n_harmful_in_mix": n_h,
         "task_families": list(families),
         "eval_suites": [{**s.to_dict(), "n": len(x.records)} for s, x in zip(specs, suites)]}
-    return records, pools, suites, info
+    return Pools(records, pools, suites, mix, manifest)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from explorer.data.records import Record
-from explorer.methods.base import Batch
+from explorer.data.batch import Batch
 
 log = logging.getLogger(__name__)
 

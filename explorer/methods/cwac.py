@@ -71,7 +71,7 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -80,14 +80,12 @@ from explorer.interp.hooks import capture, decoder_layers, forward_to, modules_n
 from explorer.interp.sae import TopKSAE, train_sae
 from explorer.interp.subspace import CovarianceAccumulator, project_right, removed_share, small_eigen_subspace
 from explorer.methods.base import Batch, Decision, MethodBase, register
+from explorer.methods.base import help_field as _h
+from explorer.model.plumbing import eval_mode, is_peft
 
 log = logging.getLogger(__name__)
 
 SAE_FILE = "cwac_sae.safetensors"
-
-
-def _h(text: str, default):
-    return field(default=default, metadata={"help": text})
 
 
 @dataclass(frozen=True)
@@ -208,18 +206,9 @@ def safety_loss(z: torch.Tensor, z_base: torch.Tensor) -> torch.Tensor:
 # the method
 # --------------------------------------------------------------------------------------------------
 
-def _is_peft(model) -> bool:
-    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
-
-
 def _recorded(ctx, table: str) -> bool:
     return bool(ctx.run_dir) and (any((Path(ctx.run_dir) / table).glob("part-*.parquet"))
                                   or (Path(ctx.run_dir) / f"{table}.parquet").exists())
-
-
-def _autocast(ctx):
-    dt = getattr(ctx, "autocast_dtype", None)
-    return torch.autocast(ctx.device.type, dtype=dt) if dt is not None else nullcontext()
 
 
 @register("cwac", CwacConfig)
@@ -259,7 +248,7 @@ class Cwac(MethodBase):
     def _resid(self, ctx, batch: Batch, grad: bool) -> torch.Tensor:
         """Residual stream after decoder layer `sae_layer`: [B, T, d] (the rest of the model is skipped)."""
         layer = decoder_layers(ctx.model)[self.layer_idx_]
-        with (nullcontext() if grad else torch.no_grad()), _autocast(ctx):
+        with (nullcontext() if grad else torch.no_grad()), ctx.autocast():
             h = forward_to(ctx.model, layer, detach=not grad, input_ids=batch.input_ids,
                            attention_mask=batch.attention_mask)
         return h.float()
@@ -287,15 +276,11 @@ class Cwac(MethodBase):
         if not harmful:
             raise ValueError(f"cwac: pool {c.harmful_pool!r} is empty; expected harmful prompts with refusals "
                              "(method.harmful_pool)")
-        was_training = ctx.model.training
-        ctx.model.eval()
-        try:
+        with eval_mode(ctx.model):
             if c.weight_on:
                 self._prepare_weight(ctx, harmful[:c.cov_prompts])
             if c.activation_on:
                 self._prepare_activation(ctx, harmful)
-        finally:
-            ctx.model.train(was_training)
 
     def _prepare_weight(self, ctx, harmful) -> None:
         c = self.config
@@ -303,7 +288,7 @@ class Cwac(MethodBase):
         if not mods:
             raise ValueError(f"cwac: no module named *{c.weight_modules} in {type(ctx.model).__name__}; "
                              "expected Llama-style MLP projections (method.weight_modules)")
-        self.lora_ = _is_peft(ctx.model)
+        self.lora_ = is_peft(ctx.model)
         for name, m in mods.items():
             if hasattr(m, "lora_A"):
                 params = [m.lora_A[a].weight for a in m.lora_A if m.lora_A[a].weight.requires_grad]
@@ -319,7 +304,7 @@ class Cwac(MethodBase):
         acc = {n: None for n in self.targets_}
         with capture({n: mods[n] for n in self.targets_}, what="input") as got:
             for b in self._batches(ctx, harmful):
-                with torch.no_grad(), _autocast(ctx):
+                with torch.no_grad(), ctx.autocast():
                     ctx.model(input_ids=b.input_ids, attention_mask=b.attention_mask)
                 mask = prompt_mask(b) if c.cov_tokens == "prompt" else b.attention_mask.bool()
                 for n in self.targets_:
@@ -486,12 +471,8 @@ class Cwac(MethodBase):
         """cwac_latents at `step` (optimiser steps taken): drift = mean over the drift prompts of
         (z − z_base)² per safety latent."""
         n = min(self.config.drift_prompts, len(self.base_ids_))
-        was = ctx.model.training
-        ctx.model.eval()
-        try:
+        with eval_mode(ctx.model):
             ids, z = self._pooled(ctx, [self._base_recs[s] for s in self.base_ids_[:n]], self.latents_)
-        finally:
-            ctx.model.train(was)
         zb = self.z_base_[:n].to(z.device)
         drift = ((z - zb) ** 2).mean(0)
         ctx.log("cwac_latents", [{"step": step, "latent": int(j), "rank": r, "drift": float(drift[r]),

@@ -38,13 +38,11 @@ from dataclasses import dataclass, field
 import torch
 
 from explorer.methods.base import Batch, Decision, MethodBase, register
+from explorer.methods.base import help_field as _h
 from explorer.scoring import cosine, directional, make_estimator, trainable_params, weighted_mean
 from explorer.scoring.estimators import HooksEstimator
-from explorer.train.losses import per_sample_nll
-
-
-def _h(text: str, default):
-    return field(default=default, metadata={"help": text})
+from explorer.model.losses import per_sample_nll
+from explorer.model.plumbing import add_flat_grad, flat_grad, flatten_grads
 
 
 @dataclass(frozen=True)
@@ -181,26 +179,35 @@ def jaccard(a: set, b: set) -> float:
 # the method
 # --------------------------------------------------------------------------------------------------
 
+@dataclass
+class DualSelectState:
+    """What DualSelect carries from one step to the next; checkpoints save it (MethodBase.state_dict)."""
+
+    d: torch.Tensor | None = None           # task direction used for the next refresh (feature space)
+    d_last: torch.Tensor | None = None      # direction used at the last refresh
+    dir_sum: torch.Tensor | None = None     # Σ g_task since the last refresh (feature space)
+    dir_n: int = 0
+    epoch_sum: torch.Tensor | None = None   # Σ g_task over the current epoch
+    epoch_n: int = 0
+    epoch_prev: torch.Tensor | None = None  # mean g_task of the last finished epoch (the epoch schedule's d)
+    warm_sum: torch.Tensor | None = None    # Σ g_task over the warm-up steps (the first d)
+    g_ref_full: torch.Tensor | None = None  # reference gradient in parameter space (flat)
+    g_ref: torch.Tensor | None = None       # the same in feature space
+    ref_loss: float | None = None           # weighted reference loss at the last refresh
+    ref_ids: list[str] = field(default_factory=list)   # the selected references
+    ref_w: torch.Tensor | None = None       # their weights
+    ref_unit: torch.Tensor | None = None    # their unit gradient features (decision_refs)
+    refresh_id: int = -1
+    steps_since: int = 0                    # steps since the last refresh
+    n_filtered: int = 0                     # filtered steps so far
+
+
 @register("dualselect", DualSelectConfig)
 class DualSelect(MethodBase):
     def __init__(self, config: DualSelectConfig):
         super().__init__(config)
-        self.d_ = None              # task direction used for the next refresh (feature space)
-        self.g_ref_full_ = None     # reference gradient in parameter space (flat)
-        self.g_ref_ = None          # the same in feature space
-        self.ref_ids_: list[str] = []
-        self.ref_w_: torch.Tensor | None = None
-        self.refresh_id_ = -1
-        self.dir_sum_ = None        # Σ g_task since the last refresh (feature space)
-        self.dir_n_ = 0
-        self.epoch_sum_ = None      # Σ g_task over the current epoch
-        self.epoch_n_ = 0
-        self.d_last_ = None         # direction used at the last refresh
-        self.steps_since_ = 0
-        self.warm_sum_ = None
+        self.state = DualSelectState()
         self.buf_ = None            # the per-step [B, P] per-sample gradient buffer (hooks estimator)
-        self.ref_unit_ = None       # unit gradient features of the selected references (decision_refs)
-        self.n_filtered_ = 0        # filtered steps so far
 
     # -- set-up ---------------------------------------------------------------------------------
     def prepare(self, ctx) -> None:
@@ -221,20 +228,16 @@ class DualSelect(MethodBase):
     def _to_feature(self, v_full: torch.Tensor) -> torch.Tensor:
         return self.estimator_.to_feature(v_full) if hasattr(self.estimator_, "to_feature") else v_full
 
-    def _flat_grad(self) -> torch.Tensor:
-        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
-                          for p in self.params_.values()])
-
     # -- refresh --------------------------------------------------------------------------------
     def _refresh(self, ctx, trigger: str) -> None:
         c = self.config
-        prev = set(self.ref_ids_)
+        prev = set(self.state.ref_ids)
         ids = list(self.pool_)
         if c.ref_cap and len(ids) > c.ref_cap:
             pick = torch.randperm(len(ids), generator=ctx.generator)[:c.ref_cap].tolist()
             ids = [ids[i] for i in sorted(pick)]
         losses, cos_d = [], []
-        d = self.d_
+        d = self.state.d
         was_training = ctx.model.training
         ctx.model.eval()  # no dropout while scoring
         for s in range(0, len(ids), c.chunk_size):
@@ -259,30 +262,30 @@ class DualSelect(MethodBase):
             score = torch.rand(len(ids), generator=ctx.generator).to(loss.device)  # a random ranking
         w, rank, selected = select_references(score, self.k_ref_, c.ref_mode, c.tau_ref, c.uniform_ref_weights)
         sel_idx = torch.nonzero(selected).flatten().tolist()
-        self.ref_ids_ = [ids[i] for i in sel_idx]
-        self.ref_w_ = w[sel_idx]
-        self.refresh_id_ += 1
-        now = set(self.ref_ids_)
+        self.state.ref_ids = [ids[i] for i in sel_idx]
+        self.state.ref_w = w[sel_idx]
+        self.state.refresh_id += 1
+        now = set(self.state.ref_ids)
         jac = jaccard(now, prev) if prev else float("nan")
         rows = []
         for i, rid in enumerate(ids):
             sel = bool(selected[i])
             change = ("entered" if sel and rid not in prev else "stayed" if sel else
                       "left" if rid in prev else "out")
-            rows.append({"refresh_id": self.refresh_id_, "step": ctx.step, "trigger": trigger, "sample_id": rid,
+            rows.append({"refresh_id": self.state.refresh_id, "step": ctx.step, "trigger": trigger, "sample_id": rid,
                          "loss": float(loss[i]), "cosine": float(cos_to_d[i]), "conflict": float(conflict[i]),
                          "score": float(score[i]), "weight": float(w[i]), "rank": int(rank[i]),
                          "selected": sel, "change": change, "jaccard_prev": jac, "estimator": self.est_name_,
                          "k_ref": self.k_ref_})
         for rid in prev - set(ids):  # left because it was not scored this time (ref_cap)
-            rows.append({"refresh_id": self.refresh_id_, "step": ctx.step, "trigger": trigger, "sample_id": rid,
+            rows.append({"refresh_id": self.state.refresh_id, "step": ctx.step, "trigger": trigger, "sample_id": rid,
                          "selected": False, "change": "left", "jaccard_prev": jac, "estimator": self.est_name_})
         ctx.log("refreshes", rows)
         if c.ref_cosines_every and c.estimator != "jvp":
-            self.ref_unit_ = self._unit_features(ctx, self.ref_ids_)
+            self.state.ref_unit = self._unit_features(ctx, self.state.ref_ids)
         self._update_g_ref(ctx)
-        self.d_last_ = self.d_
-        self.dir_sum_, self.dir_n_, self.steps_since_ = None, 0, 0
+        self.state.d_last = self.state.d
+        self.state.dir_sum, self.state.dir_n, self.state.steps_since = None, 0, 0
 
     def _unit_features(self, ctx, ids: list[str]) -> torch.Tensor:
         """Unit-norm gradient features [K, D] of the given references (for decision_refs)."""
@@ -294,27 +297,26 @@ class DualSelect(MethodBase):
         return torch.cat(out)
 
     def _log_ref_cosines(self, ctx, batch: Batch, feats: torch.Tensor) -> None:
-        cos = (feats @ self.ref_unit_.T) / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)   # [B, K]
+        cos = (feats @ self.state.ref_unit.T) / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)   # [B, K]
         vals = cos.float().cpu().tolist()
         ctx.log("decision_refs", [{"step": ctx.step, "sample_id": sid, "reference_id": rid, "cosine": vals[i][k]}
-                                  for i, sid in enumerate(batch.sample_ids) for k, rid in enumerate(self.ref_ids_)])
+                                  for i, sid in enumerate(batch.sample_ids) for k, rid in enumerate(self.state.ref_ids)])
 
     def _ref_loss(self, ctx) -> torch.Tensor:
         """Σ_r w_r ℓ_r / Σ_r w_r over the selected references, with graph."""
-        b = ctx.encode([ctx.records[i] for i in self.ref_ids_])
+        b = ctx.encode([ctx.records[i] for i in self.state.ref_ids])
         out = ctx.model(input_ids=b.input_ids, attention_mask=b.attention_mask)
         l = per_sample_nll(out.logits, b.labels)
-        w = self.ref_w_.to(l.device)
+        w = self.state.ref_w.to(l.device)
         return (w * l).sum() / w.sum().clamp_min(1e-12)
 
     def _update_g_ref(self, ctx) -> None:
         """g_ref = Σ w_r g_r / Σ w_r = ∇ of the weighted reference loss (one backward)."""
         loss = self._ref_loss(ctx)
         gs = torch.autograd.grad(loss, list(self.params_.values()), allow_unused=True)
-        self.g_ref_full_ = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float()
-                                      for g, p in zip(gs, self.params_.values())])
-        self.g_ref_ = self._to_feature(self.g_ref_full_)
-        self.ref_loss_ = float(loss.detach())
+        self.state.g_ref_full = flatten_grads(gs, self.params_.values())
+        self.state.g_ref = self._to_feature(self.state.g_ref_full)
+        self.state.ref_loss = float(loss.detach())
 
     # -- per step -------------------------------------------------------------------------------
     def _due(self, ctx) -> str | None:
@@ -324,9 +326,9 @@ class DualSelect(MethodBase):
         if c.refresh == "epoch":
             return "epoch" if ctx.steps_per_epoch and ctx.step % ctx.steps_per_epoch == 0 else None
         if c.refresh == "every_n_steps":
-            return "every_n_steps" if self.steps_since_ >= c.refresh_every else None
-        if (self.steps_since_ >= c.drift_min_steps and self.dir_sum_ is not None and self.d_last_ is not None
-                and float(cosine(self.dir_sum_, self.d_last_)) < c.drift_threshold):
+            return "every_n_steps" if self.state.steps_since >= c.refresh_every else None
+        if (self.state.steps_since >= c.drift_min_steps and self.state.dir_sum is not None and self.state.d_last is not None
+                and float(cosine(self.state.dir_sum, self.state.d_last)) < c.drift_threshold):
             return "on_drift"
         return None
 
@@ -339,22 +341,22 @@ class DualSelect(MethodBase):
             return Decision(weights=torch.ones(B, device=dev),
                             scores={"compat": nan, "score": nan, "rank": nan},
                             step_metrics={"phase": "warmup", "estimator": self.est_name_})
-        if self.g_ref_ is None:  # the first refresh, right after warm-up, from d = Σ warm-up gradients
-            self.d_ = self._to_feature(self.warm_sum_) if self.warm_sum_ is not None else None
+        if self.state.g_ref is None:  # the first refresh, right after warm-up, from d = Σ warm-up gradients
+            self.state.d = self._to_feature(self.state.warm_sum) if self.state.warm_sum is not None else None
             self._refresh(ctx, "warmup")
         else:
             trig = self._due(ctx)
             if trig:
                 if c.refresh == "epoch":
-                    self.d_ = self.epoch_prev_ if getattr(self, "epoch_prev_", None) is not None else self.d_
+                    self.state.d = self.state.epoch_prev if self.state.epoch_prev is not None else self.state.d
                 else:
-                    self.d_ = self.dir_sum_ if self.dir_sum_ is not None else self.d_
+                    self.state.d = self.state.dir_sum if self.state.dir_sum is not None else self.state.d
                 self._refresh(ctx, trig)
 
         # per-sample losses and gradient features of the batch
         if c.estimator == "jvp":
-            losses, dots = directional(ctx.model, batch, self.g_ref_full_, self.params_, ctx.autocast_dtype)
-            compat = dots / self.g_ref_full_.norm().clamp_min(1e-12)   # projection length, not a cosine
+            losses, dots = directional(ctx.model, batch, self.state.g_ref_full, self.params_, ctx.autocast_dtype)
+            compat = dots / self.state.g_ref_full.norm().clamp_min(1e-12)   # projection length, not a cosine
             feats = None
         else:
             if isinstance(self.estimator_, HooksEstimator):  # reuse one [B, P] buffer across steps
@@ -363,22 +365,22 @@ class DualSelect(MethodBase):
             else:
                 f = self.estimator_.features(ctx.model, batch, self.params_)
             losses, feats = f.losses, f.grads
-            compat = cosine(feats, self.g_ref_)
-        if (c.ref_cosines_every and feats is not None and getattr(self, "ref_unit_", None) is not None
-                and self.n_filtered_ % c.ref_cosines_every == 0):
+            compat = cosine(feats, self.state.g_ref)
+        if (c.ref_cosines_every and feats is not None and self.state.ref_unit is not None
+                and self.state.n_filtered % c.ref_cosines_every == 0):
             self._log_ref_cosines(ctx, batch, feats)
-        self.n_filtered_ += 1
+        self.state.n_filtered += 1
         s = task_scores(losses, compat, c.mu_task, c.nu)
         if c.filter_task:
             w, rank = select_task(s, n_keep(c, B), c.task_mode, c.tau_task, batch.n_target_tokens, c.token_budget)
         else:
             w, rank = torch.ones(B, device=losses.device), torch.argsort(torch.argsort(s))
 
-        metrics = {"phase": "train", "estimator": self.est_name_, "refresh_id": self.refresh_id_,
-                   "g_ref_norm": float(self.g_ref_.norm()), "ref_loss": self.ref_loss_}
+        metrics = {"phase": "train", "estimator": self.est_name_, "refresh_id": self.state.refresh_id,
+                   "g_ref_norm": float(self.state.g_ref.norm()), "ref_loss": self.state.ref_loss}
         if feats is not None:
             g_task = weighted_mean(feats, w)
-            g_ref = self.g_ref_
+            g_ref = self.state.g_ref
             metrics["cos_task_ref"] = float(cosine(g_task, g_ref))
             metrics["g_task_norm"] = float(g_task.norm())
             if c.correction == "additive":
@@ -393,76 +395,47 @@ class DualSelect(MethodBase):
             if current:
                 ref_loss = c.eta * self._ref_loss(ctx)
                 gs = torch.autograd.grad(ref_loss, list(self.params_.values()), allow_unused=True)
-                grads = grads + torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float()
-                                           for g, p in zip(gs, self.params_.values())])
+                grads = grads + flatten_grads(gs, self.params_.values())
                 extra = ref_loss.detach()
         elif current:
             extra = c.eta * self._ref_loss(ctx)
-        self.steps_since_ += 1
+        self.state.steps_since += 1
         return Decision(weights=w.to(dev), scores={"compat": compat, "score": s, "rank": rank.float()},
                         extra_loss=extra, step_metrics=metrics, losses=losses if grads is not None else None,
                         grads=grads)
 
     def _accumulate(self, g_task: torch.Tensor) -> None:
-        self.dir_sum_ = g_task.clone() if self.dir_sum_ is None else self.dir_sum_ + g_task
-        self.dir_n_ += 1
-        self.epoch_sum_ = g_task.clone() if self.epoch_sum_ is None else self.epoch_sum_ + g_task
-        self.epoch_n_ += 1
+        self.state.dir_sum = g_task.clone() if self.state.dir_sum is None else self.state.dir_sum + g_task
+        self.state.dir_n += 1
+        self.state.epoch_sum = g_task.clone() if self.state.epoch_sum is None else self.state.epoch_sum + g_task
+        self.state.epoch_n += 1
 
     def transform_grads(self, ctx):
         c = self.config
         if ctx.step < c.warmup_steps:
-            g = self._flat_grad()
-            self.warm_sum_ = g if self.warm_sum_ is None else self.warm_sum_ + g
+            g = flat_grad(self.params_.values())
+            self.state.warm_sum = g if self.state.warm_sum is None else self.state.warm_sum + g
             return None
-        if self.g_ref_full_ is None:
+        if self.state.g_ref_full is None:
             return None
         if c.correction == "additive" and c.ref_grad == "refresh" and c.eta > 0:
             # the authors' corrected_direction: g = g_task + η g_ref, g_ref from the last refresh
-            off = 0
-            for p in self.params_.values():
-                n = p.numel()
-                corr = c.eta * self.g_ref_full_[off:off + n].view_as(p).to(p.dtype)
-                p.grad = corr.clone() if p.grad is None else p.grad + corr
-                off += n
+            add_flat_grad(self.params_.values(), self.state.g_ref_full, scale=c.eta)
             return None
         if c.correction != "pcgrad":
             return None
         # PCGrad-style: remove the component of g_task that points against g_ref
-        g = self._flat_grad()
-        dot = float(g @ self.g_ref_full_)
+        g = flat_grad(self.params_.values())
+        dot = float(g @ self.state.g_ref_full)
         removed = 0.0
         if dot < 0:
-            proj = dot / float(self.g_ref_full_ @ self.g_ref_full_) * self.g_ref_full_
+            proj = dot / float(self.state.g_ref_full @ self.state.g_ref_full) * self.state.g_ref_full
             removed = float(proj.norm() / g.norm().clamp_min(1e-12))
-            off = 0
-            for p in self.params_.values():
-                n = p.numel()
-                if p.grad is not None:
-                    p.grad -= proj[off:off + n].view_as(p).to(p.grad.dtype)
-                off += n
+            add_flat_grad(self.params_.values(), proj, scale=-1.0, only_existing=True)
         return {"pcgrad_dot": dot, "pcgrad_removed_share": removed}
 
     def after_step(self, ctx) -> None:
         # end of an epoch: its mean g_task becomes the next d (authors' schedule)
-        if ctx.steps_per_epoch and (ctx.step + 1) % ctx.steps_per_epoch == 0 and self.epoch_sum_ is not None:
-            self.epoch_prev_ = self.epoch_sum_ / max(1, self.epoch_n_)
-            self.epoch_sum_, self.epoch_n_ = None, 0
-
-    # -- resume ---------------------------------------------------------------------------------
-    _TENSORS = ("d_", "g_ref_full_", "g_ref_", "ref_w_", "dir_sum_", "epoch_sum_", "d_last_", "warm_sum_", "epoch_prev_",
-                "ref_unit_")
-    _SCALARS = ("refresh_id_", "dir_n_", "epoch_n_", "steps_since_", "ref_loss_", "n_filtered_")
-
-    def state_dict(self) -> dict:
-        out = {k: getattr(self, k) for k in self._TENSORS if getattr(self, k, None) is not None}
-        out.update({k: getattr(self, k) for k in self._SCALARS if hasattr(self, k)})
-        out["ref_ids_"] = "\n".join(self.ref_ids_)
-        return out
-
-    def load_state_dict(self, state: dict) -> None:
-        for k, v in state.items():
-            if k == "ref_ids_":
-                self.ref_ids_ = v.split("\n") if v else []
-            else:
-                setattr(self, k, v)
+        if ctx.steps_per_epoch and (ctx.step + 1) % ctx.steps_per_epoch == 0 and self.state.epoch_sum is not None:
+            self.state.epoch_prev = self.state.epoch_sum / max(1, self.state.epoch_n)
+            self.state.epoch_sum, self.state.epoch_n = None, 0

@@ -73,21 +73,18 @@ from __future__ import annotations
 
 import logging
 import math
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from explorer.data.tokenize import pad_id_of
 from explorer.methods.base import Batch, Decision, MethodBase, register
-from explorer.train.losses import per_sample_nll
+from explorer.methods.base import help_field as _h
+from explorer.model.losses import per_sample_nll
+from explorer.model.plumbing import pick_reference, reference_logits
 
 log = logging.getLogger(__name__)
-
-
-def _h(text: str, default):
-    return field(default=default, metadata={"help": text})
 
 
 @dataclass(frozen=True)
@@ -226,10 +223,6 @@ def gather_positions(logits_S: torch.Tensor, first: torch.Tensor, n: int) -> tor
 # the method
 # --------------------------------------------------------------------------------------------------
 
-def _is_peft(model) -> bool:
-    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
-
-
 def _recorded(ctx, table: str) -> bool:
     from pathlib import Path
 
@@ -266,29 +259,12 @@ class Pact(MethodBase):
 
     # -- reference plumbing ---------------------------------------------------------------------
     def _setup_reference(self, ctx) -> None:
-        mode = self.config.reference
-        if mode == "auto":
-            mode = "adapter_off" if _is_peft(ctx.model) else "copy"
-        if mode == "adapter_off" and not _is_peft(ctx.model):
-            raise ValueError("pact: method.reference = adapter_off needs a peft (LoRA) model; "
-                             "set lora: true or reference: copy")
-        self.reference_mode_ = mode
-        self.ref_ = ctx.reference_model() if mode == "copy" else None
+        self.reference_mode_, self.ref_ = pick_reference(ctx.model, self.config.reference, "pact",
+                                                         ctx.reference_model)
 
     def _ref_logits(self, ctx, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits of the frozen aligned model (no graph)."""
-        amp = torch.autocast(ctx.device.type, dtype=ctx.autocast_dtype) if ctx.autocast_dtype else nullcontext()
-        with torch.no_grad(), amp:
-            if self.reference_mode_ == "copy":
-                return self.ref_(input_ids=input_ids, attention_mask=attention_mask).logits
-            model = ctx.model
-            was_training = model.training
-            model.eval()
-            try:
-                with model.disable_adapter():
-                    return model(input_ids=input_ids, attention_mask=attention_mask).logits
-            finally:
-                model.train(was_training)
+        return reference_logits(ctx.model, self.ref_, input_ids, attention_mask, ctx.autocast_dtype)
 
     # -- stage 1 --------------------------------------------------------------------------------
     def prepare(self, ctx) -> None:
@@ -390,7 +366,7 @@ class Pact(MethodBase):
     def decide(self, batch: Batch, ctx) -> Decision:
         c = self.config
         T = c.temperature
-        with torch.autocast(ctx.device.type, dtype=ctx.autocast_dtype, enabled=ctx.autocast_dtype is not None):
+        with ctx.autocast():
             out = ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         ce = per_sample_nll(out.logits, batch.labels)                                 # [B]
         start, count = response_span(batch.labels)

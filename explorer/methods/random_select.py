@@ -7,17 +7,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from explorer.methods.base import Batch, Decision, MethodBase, register
+from explorer.methods.base import Batch, Decision, MethodBase, help_field, register
 
 
 @dataclass(frozen=True)
 class RandomConfig:
-    keep: float = field(default=0.5, metadata={"help": "share of samples kept (0, 1]"})
-    scope: str = field(default="batch", metadata={"help": "batch: per mini-batch; pool: once over the set"})
+    keep: float = help_field("share of samples kept (0, 1]", 0.5)
+    scope: str = help_field("batch: per mini-batch; pool: once over the set", "batch")
 
     def __post_init__(self):
         if not 0 < self.keep <= 1:
@@ -43,9 +43,3 @@ class RandomSelect(MethodBase):
             drop = torch.randperm(B, generator=ctx.generator)[k:]
             w[drop] = 0.0
         return Decision(weights=w.to(batch.input_ids.device), scores={"random_rank": torch.argsort(w, descending=True).float()})
-
-    def state_dict(self) -> dict:
-        return {}  # stateless between steps: resuming needs nothing from the method
-
-    def load_state_dict(self, state: dict) -> None:
-        return None

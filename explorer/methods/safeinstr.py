@@ -4,18 +4,18 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from explorer.methods.base import Batch, Decision, MethodBase, register
+from explorer.methods.base import Batch, Decision, MethodBase, help_field, register
 
 
 @dataclass(frozen=True)
 class SafeInstrConfig:
-    share: float = field(default=0.03, metadata={
-        "help": "safety demonstrations added, as a share of the fine-tuning set (the paper: a few %)"})
-    pool: str = field(default="safety", metadata={"help": "pool the demonstrations come from"})
+    share: float = help_field("safety demonstrations added, as a share of the fine-tuning set "
+                              "(the paper: a few %)", 0.03)
+    pool: str = help_field("pool the demonstrations come from", "safety")
 
     def __post_init__(self):
         if not 0 <= self.share <= 1:
@@ -36,9 +36,3 @@ class SafeInstr(MethodBase):
 
     def decide(self, batch: Batch, ctx) -> Decision:
         return Decision(weights=torch.ones(len(batch), device=batch.input_ids.device))
-
-    def state_dict(self) -> dict:
-        return {}  # stateless between steps: resuming needs nothing from the method
-
-    def load_state_dict(self, state: dict) -> None:
-        return None

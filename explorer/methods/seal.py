@@ -49,19 +49,17 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from explorer.methods.base import Batch, Decision, MethodBase, register
-from explorer.train.losses import per_sample_nll
+from explorer.methods.base import help_field as _h
+from explorer.model.losses import per_sample_nll
+from explorer.model.plumbing import is_peft
 
 log = logging.getLogger(__name__)
-
-
-def _h(text: str, default):
-    return field(default=default, metadata={"help": text})
 
 
 @dataclass(frozen=True)
@@ -162,10 +160,6 @@ def top_p_cut(omega: torch.Tensor, topp: float) -> tuple[torch.Tensor, torch.Ten
 # the method
 # --------------------------------------------------------------------------------------------------
 
-def _is_peft(model) -> bool:
-    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
-
-
 def _encode_or_none(encode, recs):
     """encode() skips records longer than the context; a batch of only such records gives None."""
     try:
@@ -209,7 +203,7 @@ class Seal(MethodBase):
             for p in model.parameters():
                 p.requires_grad_(True)
             encode = self._encoder_for(ctx, c.selector_model)
-        elif c.selector_copy == "restore" or (c.selector_copy == "auto" and _is_peft(ctx.model)):
+        elif c.selector_copy == "restore" or (c.selector_copy == "auto" and is_peft(ctx.model)):
             model = ctx.model
             restore = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         else:
@@ -241,7 +235,7 @@ class Seal(MethodBase):
         return encode
 
     def _forward_losses(self, ctx, model, batch: Batch) -> torch.Tensor:
-        with torch.autocast(ctx.device.type, dtype=ctx.autocast_dtype, enabled=ctx.autocast_dtype is not None):
+        with ctx.autocast():
             out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         return per_sample_nll(out.logits, batch.labels)
 

@@ -18,9 +18,3 @@ class SftConfig:
 class Sft(MethodBase):
     def decide(self, batch: Batch, ctx) -> Decision:
         return Decision(weights=torch.ones(len(batch), device=batch.input_ids.device))
-
-    def state_dict(self) -> dict:
-        return {}  # stateless between steps: resuming needs nothing from the method
-
-    def load_state_dict(self, state: dict) -> None:
-        return None

@@ -35,17 +35,14 @@ plumbing is the same; the code is not shared).
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from explorer.methods.base import Batch, Decision, MethodBase, register
-
-
-def _h(text: str, default):
-    return field(default=default, metadata={"help": text})
+from explorer.methods.base import help_field as _h
+from explorer.model.plumbing import pick_reference, reference_logits
 
 
 @dataclass(frozen=True)
@@ -115,39 +112,19 @@ def response_index(mask: torch.Tensor) -> torch.Tensor:
 # the method
 # --------------------------------------------------------------------------------------------------
 
-def _is_peft(model) -> bool:
-    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
-
-
 @register("tokenwise", TokenwiseConfig)
 class Tokenwise(MethodBase):
     def prepare(self, ctx) -> None:
-        mode = self.config.reference
-        if mode == "auto":
-            mode = "adapter_off" if _is_peft(ctx.model) else "copy"
-        if mode == "adapter_off" and not _is_peft(ctx.model):
-            raise ValueError("tokenwise: method.reference = adapter_off needs a peft (LoRA) model; "
-                             "set lora: true or reference: copy")
-        self.reference_mode_ = mode
-        self.ref_ = ctx.reference_model() if mode == "copy" else None   # must be taken before step 0
+        # the copy must be taken before step 0
+        self.reference_mode_, self.ref_ = pick_reference(ctx.model, self.config.reference, "tokenwise",
+                                                         ctx.reference_model)
 
     def _ref_logits(self, ctx, batch: Batch) -> torch.Tensor:
-        amp = torch.autocast(ctx.device.type, dtype=ctx.autocast_dtype) if ctx.autocast_dtype else nullcontext()
-        with torch.no_grad(), amp:
-            if self.reference_mode_ == "copy":
-                return self.ref_(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            model = ctx.model
-            was_training = model.training
-            model.eval()
-            try:
-                with model.disable_adapter():
-                    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            finally:
-                model.train(was_training)
+        return reference_logits(ctx.model, self.ref_, batch.input_ids, batch.attention_mask, ctx.autocast_dtype)
 
     def decide(self, batch: Batch, ctx) -> Decision:
         c = self.config
-        with torch.autocast(ctx.device.type, dtype=ctx.autocast_dtype, enabled=ctx.autocast_dtype is not None):
+        with ctx.autocast():
             out = ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         logp, mask = token_logprobs(out.logits, batch.labels)                    # [B, L-1]
         ref_logp, _ = token_logprobs(self._ref_logits(ctx, batch), batch.labels)

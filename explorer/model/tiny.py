@@ -143,7 +143,7 @@ def train_stage(model, tokenizer, records: list[Record], steps: int, lr: float, 
     from tqdm.auto import tqdm
 
     from explorer.data.tokenize import pad_id_of
-    from explorer.train.losses import per_sample_nll
+    from explorer.model.losses import per_sample_nll
 
     enc, skipped = encode_all(tokenizer, records, s.max_positions, strict=True, source=desc)
     rng = random.Random(seed)

@@ -64,16 +64,19 @@ def drop_precision_recall(decisions: pd.DataFrame, samples: pd.DataFrame) -> dic
     out = {"precision": float("nan"), "recall": float("nan"), "n_dropped": 0}
     if not decisions.empty and "kept" in decisions and (~decisions["kept"].astype(bool)).any():
         d = decisions[decisions.get("role", "task") == "task"]
-        harmful = d["sample_id"].map(prov).eq("harmful")
+        labels = d["sample_id"].map(prov)
         dropped = ~d["kept"].astype(bool)
     elif not samples.empty and "in_mix" in samples and "in_train" in samples:
         s = samples[samples["in_mix"].astype(bool)]
-        harmful = s["provenance"].eq("harmful")
+        labels = s["provenance"]
         dropped = ~s["in_train"].astype(bool)
     else:
         return out
     n_drop = int(dropped.sum())
     out["n_dropped"] = n_drop
+    if labels.eq("unknown").any():
+        return out  # provenance unknown (a pre-mixed file without labels): precision and recall unknown, not 0
+    harmful = labels.eq("harmful")
     if n_drop:
         out["precision"] = 100.0 * float((harmful & dropped).sum()) / n_drop
     if harmful.sum():

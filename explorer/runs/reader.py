@@ -294,6 +294,8 @@ def drop_stats(run_dir, stats: pd.DataFrame | None = None) -> dict[str, float]:
     if not stats.empty and "provenance" in stats:
         dropped = stats["n_seen"] - stats["n_kept"]
         n_drop = int(dropped.sum())
+        if n_drop and stats["provenance"].eq("unknown").any():
+            return {"precision": float("nan"), "recall": float("nan"), "n_dropped": n_drop}  # unknown, not 0
         if n_drop:
             harmful = stats["provenance"].eq("harmful")
             h = int(stats.loc[harmful, "n_seen"].sum())
@@ -316,11 +318,14 @@ def _headline(m: dict, run_dir) -> dict:
     mw = m.get("summary") if isinstance(m.get("summary"), dict) and m.get("summary") else None
     if mw is None:
         mw = metrics_wide(metrics(run_dir))
-    acc = [float(v) for k, v in mw.items() if k.endswith("/" + schema.M_ACC) and v is not None]
+    def mean_of(metric):  # over every suite of that kind, whatever its name (eval_suites)
+        vals = [float(v) for k, v in mw.items() if k.endswith("/" + metric) and v is not None]
+        return sum(vals) / len(vals) if vals else None
+
     return {"HS hh": mw.get(f"{schema.SUITE_HH}/{schema.M_HARMFUL}"),
             "HS hexphi": mw.get(f"{schema.SUITE_HEX}/{schema.M_HARMFUL}"),
-            "over-refusal": mw.get(f"{schema.SUITE_OVER}/{schema.M_OVER}"),
-            "task acc": sum(acc) / len(acc) if acc else None}
+            "HS": mean_of(schema.M_HARMFUL), "over-refusal": mean_of(schema.M_OVER),
+            "task acc": mean_of(schema.M_ACC)}
 
 
 def check_files(run_dir) -> None:
@@ -405,11 +410,10 @@ def compare(run_dirs: list[str | Path], baseline: str = "sft", stats_of=None) ->
     for d in run_dirs:
         m = manifest(d)
         head = _headline(m, d)
-        hs = [head[k] for k in ("HS hh", "HS hexphi") if head[k] is not None]
         row = {"run_id": m["run_id"], "path": str(d), "method": m.get("method"),
                "harmful_ratio": m.get("harmful_ratio"), "seed": m.get("seed"), "status": effective_status(m),
                "is_sft": m.get("method") == baseline,
-               "harmful_score": sum(hs) / len(hs) if hs else None, "task_acc": head["task acc"],
+               "harmful_score": head["HS"], "task_acc": head["task acc"],
                "over_refusal": head["over-refusal"], "win_hh": None, "win_hexphi": None, "safety_avg": None,
                "baseline": None}
         base = find_baseline(d, run_dirs, baseline)

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from explorer.methods.base import Batch
-from explorer.train.losses import per_sample_nll
+from explorer.data.batch import Batch
+from explorer.model.losses import per_sample_nll
+from explorer.model.plumbing import autocast
 
 
 @dataclass
@@ -72,10 +73,7 @@ def weighted_mean(feats: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return (w.to(feats.dtype) @ feats) / w.sum().clamp_min(1e-12)   # a GEMV: no [N, D] temporary
 
 
-def _autocast(device: torch.device, dtype):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+_autocast = autocast  # one definition, in explorer/model/plumbing.py
 
 
 # --------------------------------------------------------------------------------------------------

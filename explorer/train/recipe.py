@@ -35,18 +35,19 @@ from typing import Any
 import torch
 
 from explorer.config import RunConfig, build_dataclass, method_config, to_dict
-from explorer.data.assemble import build_pools, run_label
+from explorer.data.assemble import build_pools
+from explorer.data.batch import Batch
 from explorer.data.records import Record
 from explorer.data.tokenize import collate, encode_all, overlong_counts, pad_id_of
-from explorer.eval.evaluate import Suite, evaluate, summarize  # noqa: F401  (Suite: for old imports)
+from explorer.eval.evaluate import evaluate, summarize
 from explorer.eval.judges import make_judge
 from explorer.methods import make_method
-from explorer.methods.base import Batch, Decision
+from explorer.methods.protocol import Context, Decision
 from explorer.model.load import LoraSettings, load_model, pick_device
+from explorer.model.losses import per_sample_nll
+from explorer.model.plumbing import autocast, set_flat_grad
 from explorer.record.writer import RunWriter
 from explorer.runs import schema
-from explorer.train.context import Context
-from explorer.train.losses import per_sample_nll
 
 CHECKPOINT = "checkpoint"
 LR_SCHEDULES = ("constant", "linear", "cosine")
@@ -70,7 +71,7 @@ def get_lr(step: int, total: int, peak: float, warmup: int, schedule: str = "cos
 
 
 def make_run_id(cfg: RunConfig, p_label: str | None = None) -> str:
-    """p_label: the harmful share as the data knows it ("0.1", "0.0967", "unknown"; assemble.run_label)."""
+    """p_label: the harmful share as the data knows it ("0.1", "0.0967", "unknown")."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
     if p_label is None:
         p_label = "unknown" if cfg.harmful_ratio is None else f"{cfg.harmful_ratio:g}"
@@ -104,10 +105,11 @@ class Recipe:
         lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets) if cfg.lora else None
         self.model, self.tok, self.model_info = load_model(cfg.model, self.device, cfg.dtype, lora=lora)
         self.autocast_dtype = torch.bfloat16 if self.device.type == "cuda" else None
-        self.records, self.pools, self.suites, self.data_info = build_pools(cfg)
+        self.data = build_pools(cfg)
+        self.records, self.pools, self.suites = self.data.records, self.data.pools, self.data.suites
         self._open_run_folder()
-        self._setup_method()
         self._count_overlong()
+        self._setup_method()
         self.t_start = time.time()
         if self.checkpoint is None:
             self.start_summary = self.evaluate(0, cfg.final_eval_n)
@@ -134,13 +136,20 @@ class Recipe:
             self.writer.update(status=schema.STATUS_RUNNING, resumed_from_step=self.checkpoint["step"],
                                error=None, pid=os.getpid())
         else:
-            # data_info carries harmful_ratio: the p mixed in, the measured share, or null (unknown)
-            self.writer = RunWriter.create(cfg.runs_dir, self.run_id or make_run_id(cfg, run_label(self.data_info)), {
+            self.writer = RunWriter.create(cfg.runs_dir, self.run_id or make_run_id(cfg, self.data.run_label), {
                 "method": cfg.method_name, "config": to_dict(cfg), "method_config": self.mcfg.__dict__,
-                "seed": cfg.seed, "model": cfg.model,
-                "model_info": self.model_info, "device": str(self.device), **self.data_info,
+                "seed": cfg.seed, "model": cfg.model, "model_info": self.model_info,
+                "device": str(self.device), **self.data.manifest,
                 "progress": {"step": 0, "total_steps": None}})
         self.log = self.writer.log
+
+    def _count_overlong(self) -> None:
+        """Over-long records of every pool, counted (and refused up front with overlong=error)."""
+        cfg = self.cfg
+        self.writer.update(overlong={
+            "policy": cfg.overlong, "max_length": cfg.max_length,
+            **{name: overlong_counts(self.tok, [self.records[i] for i in ids], cfg.max_length, cfg.overlong,
+                                     f"{name} pool") for name, ids in self.pools.items()}})
 
     def _setup_method(self) -> None:
         cfg = self.cfg
@@ -154,14 +163,9 @@ class Recipe:
                            load_model=self.other_model, run_dir=str(self.writer.run_dir),
                            generator=self.gen, autocast_dtype=self.autocast_dtype)
         self.method = make_method(cfg.method_name, self.mcfg)
-
-    def _count_overlong(self) -> None:
-        """Records over max_length in every pool, counted into the manifest (overlong=error stops here,
-        before the first evaluation)."""
-        cfg = self.cfg
-        self.writer.update(overlong={"policy": cfg.overlong, "max_length": cfg.max_length, **{
-            name: overlong_counts(self.tok, [self.records[i] for i in ids], cfg.max_length, cfg.overlong,
-                                  f"{name} pool") for name, ids in self.pools.items()}})
+        if (cfg.checkpoint_every or self.resume_dir) and not hasattr(self.method, "load_state_dict"):
+            raise ValueError(f"method {cfg.method_name!r} keeps no state_dict/load_state_dict (MethodBase "
+                             "has them); it cannot be checkpointed or resumed: set checkpoint_every=0")
 
     def _setup_training_set(self) -> None:
         """Tokenise the fine-tuning set the method left in ctx.train_ids; record every sample."""
@@ -189,23 +193,27 @@ class Recipe:
         self.ctx.optimizer = self.opt
 
     @classmethod
-    def for_context(cls, method, ctx: Context, cfg: RunConfig, total_steps: int) -> "Recipe":
+    def for_context(cls, method, ctx: Context, cfg: RunConfig, total_steps: int,
+                    optimizer: torch.optim.Optimizer | None = None) -> "Recipe":
         """A recipe around a Context built elsewhere (tests, notebooks): the same `step`, recording
-        into `ctx.log`, with no run folder, evaluation or checkpoints."""
+        into `ctx.log`, with no run folder or evaluation. `optimizer` replaces AdamW (e.g. plain SGD
+        to test a projection that Adam's per-coordinate scaling would blur)."""
         self = cls(cfg)
         self.model, self.device, self.autocast_dtype = ctx.model, ctx.device, ctx.autocast_dtype
         self.ctx, self.method, self.log, self.gen = ctx, method, ctx.log, ctx.generator
         self.total_steps = ctx.total_steps = total_steps
         self._setup_optimizer(cfg)
+        if optimizer is not None:
+            self.opt = ctx.optimizer = optimizer
         self.model.train()
         return self
 
     # -- what the Context offers methods ----------------------------------------------------------
 
     def encode(self, recs: list[Record]) -> Batch:
-        """The Batch's sample_ids are the records kept (overlong=skip may leave some out): align by them."""
-        overlong = getattr(self.cfg, "overlong", "skip")
-        enc, _ = encode_all(self.tok, recs, self.cfg.max_length, overlong="skip" if overlong == "error" else overlong)
+        # the Batch's sample_ids are the records kept (overlong=skip may leave some out): align by them
+        enc, _ = encode_all(self.tok, recs, self.cfg.max_length,
+                            overlong="skip" if self.cfg.overlong == "error" else self.cfg.overlong)
         return collate(enc, self.pad, self.device)
 
     def reference_model(self) -> torch.nn.Module:
@@ -234,7 +242,7 @@ class Recipe:
         from tqdm.auto import tqdm
 
         cfg = self.cfg
-        p_shown = self.writer.manifest.get("harmful_ratio")  # null when the data does not know it
+        p_shown = self.writer.manifest.get("harmful_ratio")
         bar = tqdm(total=self.total_steps, desc=f"{cfg.method_name} p={'unknown' if p_shown is None else p_shown}",
                    disable=not cfg.progress, mininterval=1.0)
         bar.update(self.step_no)
@@ -295,8 +303,7 @@ class Recipe:
             g["lr"] = lr
 
     def per_sample_losses(self, batch: Batch) -> torch.Tensor:
-        dtype = self.autocast_dtype
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+        with autocast(self.device, self.autocast_dtype):
             out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         return per_sample_nll(out.logits, batch.labels)                                # [B]
 
@@ -304,10 +311,7 @@ class Recipe:
         """Write the method's flat update into .grad; return its per-sample losses (for the records)."""
         if decision.losses is None:
             raise ValueError(f"{self.method.name}: a Decision with grads must also carry the per-sample losses")
-        off = 0
-        for p in self.params:
-            p.grad = decision.grads[off:off + p.numel()].view_as(p).to(p.dtype).clone()
-            off += p.numel()
+        set_flat_grad(self.params, decision.grads)
         return decision.losses.detach()
 
     def clip_grads(self) -> torch.Tensor:
@@ -318,10 +322,8 @@ class Recipe:
     def record(self, batch, decision, w, losses, task_loss, loss, grad_norm, extra_metrics, seconds,
                t_decide) -> dict[str, Any]:
         """The `steps` row and one `decisions` row per sample of this step."""
-        phase = decision.step_metrics.get("phase")
         n_kept = int((w > 0).sum())
-        row = {"step": self.step_no, "epoch": self.epoch,
-               "phase": decision.step_metrics.pop("phase") if isinstance(phase, str) else "train",
+        row = {"step": self.step_no, "epoch": self.epoch, "phase": "train",  # a method's "phase" overrides it
                "loss": float(loss.detach()), "task_loss": float(task_loss.detach()),
                "extra_loss": float(decision.extra_loss.detach()) if decision.extra_loss is not None else 0.0,
                "lr": self.opt.param_groups[0]["lr"], "grad_norm": float(grad_norm), "n_batch": len(batch),
@@ -376,8 +378,6 @@ class Recipe:
         (safetensors + JSON only: a run folder never holds a pickle)."""
         from safetensors.torch import save_file
 
-        if not hasattr(self.method, "state_dict"):
-            return  # a method without state_dict cannot be resumed faithfully; said at resume time
         d = self.writer.run_dir / (CHECKPOINT + ".tmp")
         d.mkdir(exist_ok=True)
         save_file({n: p.detach().cpu().contiguous() for n, p in self.model.named_parameters() if p.requires_grad},
@@ -408,9 +408,6 @@ class Recipe:
 
     def restore_checkpoint(self, ck: dict) -> None:
         """Put weights, optimiser, generator, method state and the loop position back."""
-        if not hasattr(self.method, "load_state_dict"):
-            raise RuntimeError(f"method {self.method.name!r} keeps no state_dict/load_state_dict; "
-                               "it cannot be resumed")
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for n, v in ck["model"].items():

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-PROVENANCE_COLORS = {"benign": "#4C78A8", "harmful": "#E45756"}
+PROVENANCE_COLORS = {"benign": "#4C78A8", "harmful": "#E45756", "unknown": "#9D9D9D"}  # unknown: not labelled
 
 
 def empty(title: str, note: str = "no data") -> go.Figure:

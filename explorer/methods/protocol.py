@@ -1,0 +1,164 @@
+"""The method protocol: what one selection or constraint method looks like to the training recipe, and
+what the recipe hands it (Context). One module, so that methods and the recipe import one place and
+nothing imports back up.
+
+A method is one module with a frozen config dataclass (its settings, with help text) and a class
+that implements :class:`Method`. The recipe (``explorer/train/recipe.py``) calls, in order::
+
+    method.prepare(ctx)                    once, before the data loader is built; may restrict
+                                           ctx.train_ids, build reference pools, frozen models ...
+    for each batch:
+        decision = method.decide(batch, ctx)   weights over the batch (0 = dropped), score columns,
+                                               optional extra loss (already multiplied by its weight)
+        loss = sum_i w_i * l_i / sum_i w_i + decision.extra_loss
+        loss.backward()                        (or .grad = decision.grads when the method assembled it)
+        method.transform_grads(ctx)            optional: edit .grad before clipping (projection ...)
+        clip, optimiser step
+        method.after_step(ctx)                 optional: refresh schedules, selector updates
+
+Implementation inheritance between methods is ruled out (torchtune's rule): :class:`MethodBase`
+only supplies no-op defaults for the optional hooks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import torch
+
+from explorer.data.batch import Batch
+from explorer.data.records import Record
+from explorer.model import plumbing
+
+
+def help_field(text: str, default):
+    """A config dataclass field with its help text (in the field's metadata, key "help")."""
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class Decision:
+    """What a method decides for one batch.
+
+    weights: [B] non-negative update weights; 0 means the sample is dropped. The recipe normalises
+        them (sum_i w_i l_i / sum_i w_i), so a hard selection is 1 for kept and 0 for dropped.
+    scores: named per-sample columns recorded in the `decisions` table (e.g. loss, compat, score).
+    extra_loss: a scalar added to the weighted task loss (already multiplied by its coefficient),
+        e.g. DualSelect's eta * l_ref, PACT's lambda * L_PACT. None when there is none.
+    step_metrics: scalars recorded in the `steps` row of this step (e.g. cos_task_ref).
+    losses: the per-sample losses [B] with graph, if the method already computed them on the
+        current parameters; the recipe then reuses them instead of a second forward pass.
+    grads: the update gradient, flat over the trainable parameters in `named_parameters` order, if
+        the method assembled it itself (DualSelect sums the per-sample gradients it scored with, as
+        its authors' code does). The recipe then skips its forward and backward, writes these into
+        `.grad`, and takes `losses` (required then, graph not needed) for the records.
+    """
+
+    weights: torch.Tensor
+    scores: dict[str, Any] = field(default_factory=dict)
+    extra_loss: torch.Tensor | None = None
+    step_metrics: dict[str, float] = field(default_factory=dict)
+    losses: torch.Tensor | None = None
+    grads: torch.Tensor | None = None
+
+
+class Method(Protocol):
+    """A selection or constraint method. `name` is its registry key; `config` its frozen settings."""
+
+    name: str
+    config: Any
+
+    def prepare(self, ctx: Context) -> None: ...
+
+    def decide(self, batch: Batch, ctx: Context) -> Decision: ...
+
+    def transform_grads(self, ctx: Context) -> dict[str, float] | None: ...
+
+    def after_step(self, ctx: Context) -> None: ...
+
+
+class MethodBase:
+    """No-op defaults for the optional hooks, and a default state_dict (not shared logic)."""
+
+    name: str = "base"
+    #: what the method carries from one step to the next, as a dataclass instance; None = nothing.
+    #: The default state_dict / load_state_dict save and restore its fields (tensors, numbers,
+    #: strings, lists of them); a method keeping such state elsewhere must override both.
+    state: Any = None
+
+    def __init__(self, config):
+        self.config = config
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.state is None:
+            return {}
+        return {f.name: getattr(self.state, f.name) for f in dataclasses.fields(self.state)
+                if getattr(self.state, f.name) is not None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        known = {f.name for f in dataclasses.fields(self.state)} if self.state is not None else set()
+        unknown = sorted(set(state) - known)
+        if unknown:
+            raise ValueError(f"{self.name}: checkpoint state has unknown key(s) {', '.join(unknown)}; expected "
+                             f"{', '.join(sorted(known)) or 'none'} (a checkpoint from another version?)")
+        for k, v in state.items():
+            setattr(self.state, k, v)
+
+    def prepare(self, ctx: Context) -> None:
+        return None
+
+    def transform_grads(self, ctx: Context) -> dict[str, float] | None:
+        return None
+
+    def after_step(self, ctx: Context) -> None:
+        return None
+
+
+@dataclass
+class Context:
+    """Everything a method may use. Built by the recipe; methods read it and may set a few fields.
+
+    Methods may:
+      - restrict or extend `train_ids` in `prepare` (the loader is built after `prepare`);
+      - call `encode(records)` to tokenise any records into a Batch on `device`;
+      - call `log(table, rows)` to record rows (list of dicts) into the run folder; `run_id`
+        is added to each row; rows of partitioned tables should carry `step`;
+      - call `reference_model()` for a frozen copy of the starting (aligned) model;
+      - call `load_model(spec)` for another model (e.g. PACT's base model) in eval mode;
+      - wrap forward passes in `with ctx.autocast():` (bf16 on CUDA, nothing on CPU).
+    Shared helpers (eval mode, reference logits, flat gradients) are in explorer/model/plumbing.py.
+    """
+
+    model: torch.nn.Module
+    tokenizer: Any
+    device: torch.device
+    config: Any                       # explorer.config.RunConfig
+    records: dict[str, Record]        # every record by sample_id
+    pools: dict[str, list[str]]       # pool name -> sample ids: task, reference, safety, eval_* ...
+    train_ids: list[str]              # the fine-tuning set the loader draws from
+    encode: Callable[[list[Record]], Batch]
+    log: Callable[[str, list[dict]], None]
+    reference_model: Callable[[], torch.nn.Module]
+    load_model: Callable[[str], torch.nn.Module]
+    run_dir: str = ""
+    step: int = 0                     # global optimiser step about to be taken (0-based)
+    epoch: int = 0
+    steps_per_epoch: int = 0
+    total_steps: int = 0
+    optimizer: Any = None
+    generator: torch.Generator | None = None   # seeded; use it for any randomness
+    autocast_dtype: torch.dtype | None = None  # bf16 on CUDA, None on CPU
+    state: dict[str, Any] = field(default_factory=dict)  # scratch space shared within a run
+
+    def autocast(self):
+        """bf16 autocast on CUDA, nothing on CPU: wrap the model's forward passes in it."""
+        return plumbing.autocast(self.device, self.autocast_dtype)
+
+    def trainable_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """The parameters being fine-tuned (all of them on the tiny model, LoRA matrices with peft)."""
+        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def pool_records(self, pool: str) -> list[Record]:
+        return [self.records[i] for i in self.pools.get(pool, [])]

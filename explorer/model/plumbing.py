@@ -1,0 +1,83 @@
+"""Shared plumbing of the methods and the recipe, written once: autocast, eval mode, peft detection,
+the frozen reference model's logits, and flat gradients over a list of parameters."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+
+import torch
+
+
+def is_peft(model) -> bool:
+    """A peft model (LoRA adapters that can be switched off)."""
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """bf16 autocast on the device when `dtype` is set (CUDA), nothing otherwise (CPU)."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module):
+    """model.eval() inside the block, the previous train/eval mode after it (also on error)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def pick_reference(model, mode: str, who: str, reference_model) -> tuple[str, torch.nn.Module | None]:
+    """Resolve a method's `reference` setting: auto -> adapter_off on a peft model, else copy. Returns
+    (mode, frozen copy or None); `reference_model` is ctx.reference_model (call it before step 0)."""
+    if mode == "auto":
+        mode = "adapter_off" if is_peft(model) else "copy"
+    if mode == "adapter_off" and not is_peft(model):
+        raise ValueError(f"{who}: method.reference = adapter_off needs a peft (LoRA) model; "
+                         "set lora: true or reference: copy")
+    return mode, (reference_model() if mode == "copy" else None)
+
+
+def reference_logits(model, ref: torch.nn.Module | None, input_ids: torch.Tensor,
+                     attention_mask: torch.Tensor, autocast_dtype: torch.dtype | None) -> torch.Tensor:
+    """Logits of the frozen starting model, without graph: the copy `ref` if given, else `model` with
+    its peft adapters switched off (in eval mode)."""
+    with torch.no_grad(), autocast(input_ids.device, autocast_dtype):
+        if ref is not None:
+            return ref(input_ids=input_ids, attention_mask=attention_mask).logits
+        with eval_mode(model), model.disable_adapter():
+            return model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def flatten_grads(grads, params) -> torch.Tensor:
+    """Gradients (one per parameter, None = zero; e.g. from torch.autograd.grad) as one float32 vector."""
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float()
+                      for g, p in zip(grads, params)])
+
+
+def flat_grad(params) -> torch.Tensor:
+    """The parameters' .grad as one float32 vector (zeros where a parameter has no gradient)."""
+    params = list(params)
+    return flatten_grads([p.grad for p in params], params)
+
+
+def set_flat_grad(params, flat: torch.Tensor) -> None:
+    """Write a flat vector into the parameters' .grad (each in its own dtype)."""
+    off = 0
+    for p in params:
+        p.grad = flat[off:off + p.numel()].view_as(p).to(p.dtype).clone()
+        off += p.numel()
+
+
+def add_flat_grad(params, flat: torch.Tensor, scale: float = 1.0, only_existing: bool = False) -> None:
+    """.grad += scale * flat (each slice cast to its parameter's dtype before scaling). A parameter
+    without a gradient gets one, unless `only_existing`."""
+    off = 0
+    for p in params:
+        n = p.numel()
+        if p.grad is not None or not only_existing:
+            part = scale * flat[off:off + n].view_as(p).to(p.dtype)
+            p.grad = part.clone() if p.grad is None else p.grad + part
+        off += n
