@@ -146,8 +146,10 @@ pd.DataFrame({"sample": [r.sample_id for r in pool], "provenance": [r.provenance
               "predicted effect_safety": pred.numpy(), "actual change": actual})
 
 # %% [markdown]
-# The harmful compliances raise the held-out refusal loss, the benign tasks barely move it, and the
-# prediction matches the real step. Now the question the dashboard asks at every recorded step: does the
+# Read the two columns against each other: the prediction should match the real step closely (the
+# error is O(lr²)), and a harmful compliance should raise the held-out refusal loss more than a benign
+# task sample does — if not, the check itself would need explaining before it can judge a method.
+# Now the question the dashboard asks at every recorded step: does the
 # method **prefer** the samples the check says help? Spearman's ρ between the method's preference (its
 # score oriented so that larger = kept) and −effect: +1 perfect agreement, 0 unrelated.
 
