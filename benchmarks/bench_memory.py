@@ -65,7 +65,7 @@ def encoder(refs):
     """ctx.encode for the stand-in records: right-padded Batch, labels on the last N_SUP tokens."""
     import torch
 
-    from explorer.methods.base import Batch
+    from explorer.data.batch import Batch
 
     def encode(recs):
         seqs = [refs[r.sample_id] for r in recs]
@@ -89,7 +89,7 @@ def rss_mb() -> float:
 def phase(name: str, args) -> dict:
     import torch
 
-    from explorer.train.losses import per_sample_nll
+    from explorer.model.losses import per_sample_nll
 
     torch.set_num_threads(args.threads)
     model = build(args.attn)

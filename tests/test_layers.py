@@ -8,13 +8,14 @@ so those sit below train here.
     runs        the run-folder format and its reader (the viewing side's base; no torch)
     data        records, pools, loaders, tokenised Batch
     eval        generation on held-out suites, judges, metrics
-    data.assemble   one run's pools + its evaluation suites (composes data with eval's suites; it lives
-                in data/ because the data loading is reworked there, so it gets a layer of its own)
     model       load a causal LM (+ LoRA), the tiny one, the per-sample loss
     scoring     per-sample gradient features and scores
     interp      activation hooks, SAEs, subspaces
     methods     the protocol (Method, Decision, Context), the registry, one module per method
     config      RunConfig + each method's config dataclass from the registry
+    data.assemble   one run's pools + its evaluation suites from a RunConfig (composes data with eval's
+                suites and reads the config; it lives in data/ beside the loaders, so it gets a layer of
+                its own above config)
     record      writes the run folder
     train       the recipe
     importers   other tools' logs -> run folders
@@ -39,12 +40,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("explorer.runs",),
     ("explorer.data",),
     ("explorer.eval",),
-    ("explorer.data.assemble",),
     ("explorer.model",),
     ("explorer.scoring",),
     ("explorer.interp",),
     ("explorer.methods",),
     ("explorer.config",),
+    ("explorer.data.assemble",),
     ("explorer.record", "explorer.runs.writer"),
     ("explorer.train",),
     ("explorer.importers", "explorer.runs.importers"),  # importers read data files: above data

@@ -100,9 +100,6 @@ def test_own_model_and_data_end_to_end(own):
         own("harmful_ratio=0.1")
 
 
-@pytest.mark.xfail(raises=IndexError, strict=False,
-                   reason="DualSelect's _refresh aligns scores by position; the mem helper's fix aligns them by the "
-                          "Batch's sample_ids (issue 14 item 4). Remove this mark when it is merged.")
 def test_dualselect_skipping_long_references_keeps_ids_aligned(own):
     """Issue 14: with references over max_length skipped, the refresh's scores must stay on their own ids
     (it used to shift them and stop with IndexError). Passes once DualSelect's _refresh aligns by the

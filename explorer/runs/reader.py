@@ -18,7 +18,7 @@ import duckdb
 import pandas as pd
 
 from explorer.runs import schema
-from explorer.runs.compare import (DROP_BATCHES_UNKNOWN, DROP_NONE, DROP_PROVENANCE_UNKNOWN, drop_precision_recall,
+from explorer.runs.compare import (DROP_BATCHES_UNKNOWN, DROP_PROVENANCE_UNKNOWN, drop_precision_recall,
                                    metrics_wide, provenance_known, win_rates)
 from explorer.runs.status import effective_status, status_note
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from explorer.methods.base import Batch
+from explorer.data.batch import Batch
 
 
 def parse_chunk_size(value) -> int | str:

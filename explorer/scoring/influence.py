@@ -39,9 +39,9 @@ from dataclasses import dataclass
 import torch
 
 from explorer.data.records import Record
-from explorer.methods.base import Batch
+from explorer.data.batch import Batch
 from explorer.scoring.estimators import _autocast, directional, flatten, make_estimator, trainable_params
-from explorer.train.losses import per_sample_nll
+from explorer.model.losses import per_sample_nll
 
 EFFECT_SAFETY = "effect_safety"
 EFFECT_TASK = "effect_task"
