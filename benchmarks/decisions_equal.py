@@ -53,8 +53,9 @@ def _numeric_diff(a: pd.DataFrame, b: pd.DataFrame, keys: list[str], rtol: float
     return problems
 
 
-def compare_pair(before: Path, after: Path, rtol: float) -> list[str]:
-    problems = []
+def compare_pair(before: Path, after: Path, rtol: float, notes: list[str] | None = None) -> list[str]:
+    """Differences between two runs (empty = identical); `notes` collects what is news, not a difference."""
+    problems, notes = [], notes if notes is not None else []
     for table, keys in (("decisions", ["step", "sample_id", "role"]), ("steps", ["step"]),
                         ("metrics", ["step", "suite", "metric"])):
         if reader.has_table(before, table) or reader.has_table(after, table):
@@ -63,6 +64,14 @@ def compare_pair(before: Path, after: Path, rtol: float) -> list[str]:
                 a = a.drop(columns=[c for c in a.columns if c.startswith("time")])
                 b = b.drop(columns=[c for c in b.columns if c.startswith("time")])
             keys = [k for k in keys if k in a.columns]
+            if table == "metrics":  # a metric added by a change (a new verdict) is news, not a difference
+                ka, kb = (set(map(tuple, df[keys].astype(str).to_numpy())) for df in (a, b))
+                for side, extra in (("before", ka - kb), ("after", kb - ka)):
+                    if extra:
+                        notes.append(f"metrics: {len(extra)} rows only {side} "
+                                     f"(e.g. {sorted(extra)[0]}); compared on the {len(ka & kb)} shared")
+                on = lambda df: df[[tuple(r) in (ka & kb) for r in df[keys].astype(str).to_numpy()]]  # noqa: E731
+                a, b = on(a), on(b)
             problems += [f"{table}: {p}" for p in _numeric_diff(a, b, keys, rtol)]
     if reader.has_table(before, "refreshes"):
         a, b = reader.refreshes(before), reader.refreshes(after)
@@ -85,10 +94,13 @@ def main(argv=None) -> int:
             print(f"{key}: only in {'before' if key in a else 'after'}")
             bad += 1
             continue
-        problems = compare_pair(a[key], b[key], args.rtol)
+        notes: list[str] = []
+        problems = compare_pair(a[key], b[key], args.rtol, notes)
         print(f"{key}: {'identical' if not problems else 'DIFFERENT'}")
         for q in problems:
             print(f"    {q}")
+        for q in notes:
+            print(f"    note: {q}")
         bad += bool(problems)
     print(f"{len(set(a) & set(b)) - bad} of {len(set(a) | set(b))} run pairs identical")
     return 1 if bad else 0
