@@ -252,7 +252,9 @@ def assistant_header_ids(tokenizer) -> list[int]:
             s0 = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False)
             s1 = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
             header = s1[len(s0):] if s1.startswith(s0) else ""
-        except Exception:  # templates raise many types; fall back like the release
+        except Exception as e:  # templates raise many types; fall back like the release, and say so
+            log.warning("pact: the chat template did not render a generation prompt (%s: %s); using the "
+                        "plain 'Assistant:' header", type(e).__name__, e)
             header = ""
     ids = tokenizer(header if header.strip() else "Assistant:", add_special_tokens=False)["input_ids"]
     if not ids:
@@ -303,8 +305,10 @@ class Pact(MethodBase):
                 batch = ctx.encode(recs[i:i + c.stage1_batch_size])
             except ContextLengthError:
                 raise     # overlong=error: the user asked for the error
-            except ValueError:
-                continue  # every record of the chunk was too long (collate() of an empty list)
+            except ValueError:  # every record of the chunk was too long (collate() of an empty list)
+                log.warning("pact: stage 1 skips records %d-%d of the safety set: none fits max_length=%d",
+                            i, i + len(recs[i:i + c.stage1_batch_size]) - 1, ctx.config.max_length)
+                continue
             z_a = self._ref_logits(ctx, batch.input_ids, batch.attention_mask).float()
             with torch.no_grad():
                 z_b = base(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()

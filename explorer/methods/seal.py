@@ -164,7 +164,8 @@ def _encode_or_none(encode, recs):
     """encode() skips records longer than the context; a batch of only such records gives None."""
     try:
         b = encode(recs)
-    except ValueError:  # collate() of an empty list
+    except ValueError:  # collate() of an empty list: every record is longer than the context
+        log.warning("seal: a batch of %d records is skipped: none fits the context (overlong=skip)", len(recs))
         return None
     return b if b is not None and len(b) > 0 else None
 
