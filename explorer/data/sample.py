@@ -30,21 +30,27 @@ def sample_data_dir() -> Path:
     return d
 
 
-def read_sample_file(path: str | Path) -> list[Record]:
-    path = Path(path)
-    out = []
+def json_lines(path: Path, label: str, expected: str = "one object per line", error: type = ValueError):
+    """(line number, object) for each non-blank line of a JSON Lines file; a line that is not JSON raises
+    `error` naming `label`, the line and what was expected."""
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                yield n, json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {n}: invalid JSON ({e.msg}); expected one object per line") from None
-            missing = [k for k in _FIELDS if k not in obj]
-            if missing:
-                raise ValueError(f"{path} line {n}: missing field(s) {', '.join(missing)}; "
-                                 f"expected {', '.join(_FIELDS)}")
-            extra = {k: v for k, v in obj.items() if k not in _FIELDS}
-            out.append(Record(**{k: obj[k] for k in _FIELDS}, extra=extra))
+                raise error(f"{label} line {n}: invalid JSON ({e.msg}); expected {expected}") from None
+
+
+def read_sample_file(path: str | Path) -> list[Record]:
+    path = Path(path)
+    out = []
+    for n, obj in json_lines(path, str(path)):
+        missing = [k for k in _FIELDS if k not in obj]
+        if missing:
+            raise ValueError(f"{path} line {n}: missing field(s) {', '.join(missing)}; "
+                             f"expected {', '.join(_FIELDS)}")
+        extra = {k: v for k, v in obj.items() if k not in _FIELDS}
+        out.append(Record(**{k: obj[k] for k in _FIELDS}, extra=extra))
     return out

@@ -19,12 +19,12 @@ No torch here.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from pathlib import Path
 
 from explorer.data.load import DataError, load_records
+from explorer.data.sample import json_lines
 from explorer.runs.writer import RunWriter
 from explorer.runs import schema
 
@@ -35,25 +35,18 @@ BATCHES_REBUILT, BATCHES_UNKNOWN = schema.BATCHES_REBUILT, schema.BATCHES_UNKNOW
 
 def read_log(path: Path) -> list[dict]:
     entries = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path.name} line {n}: invalid JSON ({e.msg}); expected one log object per line") from None
-            kind = obj.get("kind") if isinstance(obj, dict) else None
-            if not isinstance(kind, str) or not (kind == "reference" or kind.startswith("task_step_")):
-                raise DataError(f"{path.name} line {n}: field 'kind' = {kind!r}; expected 'reference' or 'task_step_<step>'")
-            if not isinstance(obj.get("indices"), list):
-                raise DataError(f"{path.name} line {n}: field 'indices' missing or not a list; expected indices of selected items")
-            for k in LIST_KEYS[1:]:
-                if k in obj and (not isinstance(obj[k], list) or len(obj[k]) != len(obj["indices"])):
-                    raise DataError(f"{path.name} line {n}: field {k!r} must be a list as long as 'indices' "
-                                    f"({len(obj['indices'])})")
-            obj["_line"] = n
-            entries.append(obj)
+    for n, obj in json_lines(path, path.name, "one log object per line", DataError):
+        kind = obj.get("kind") if isinstance(obj, dict) else None
+        if not isinstance(kind, str) or not (kind == "reference" or kind.startswith("task_step_")):
+            raise DataError(f"{path.name} line {n}: field 'kind' = {kind!r}; expected 'reference' or 'task_step_<step>'")
+        if not isinstance(obj.get("indices"), list):
+            raise DataError(f"{path.name} line {n}: field 'indices' missing or not a list; expected indices of selected items")
+        for k in LIST_KEYS[1:]:
+            if k in obj and (not isinstance(obj[k], list) or len(obj[k]) != len(obj["indices"])):
+                raise DataError(f"{path.name} line {n}: field {k!r} must be a list as long as 'indices' "
+                                f"({len(obj['indices'])})")
+        obj["_line"] = n
+        entries.append(obj)
     if not entries:
         raise DataError(f"{path}: empty log; expected selection_log.jsonl lines")
     return entries
