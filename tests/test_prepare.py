@@ -74,3 +74,29 @@ def test_every_run_records_the_weights_it_started_from(short_config, tiny_paths)
     assert fp["weights_sha256"] == _sha(aligned / "model.safetensors")
     assert fp["preparation_seed"] == 0
     assert fp == model_fingerprint(aligned)
+
+
+def test_concurrent_preparers_train_once(tmp_path, monkeypatch):
+    """Two workers (test processes, torchrun ranks) asking for the same unprepared world: one trains,
+    the other waits for it and reuses its folder instead of training into it at the same time."""
+    import threading
+    import time
+
+    monkeypatch.setenv("EXPLORER_CACHE", str(tmp_path))
+    calls = []
+
+    def slow_prepare(out, paths, data_dir, settings, evaluate_models):
+        calls.append(out)
+        time.sleep(0.5)  # long enough for the second worker to arrive while the first trains
+        (out / "prepare.json").write_text("{}")
+
+    monkeypatch.setattr(tiny, "_prepare", slow_prepare)
+    results = []
+    workers = [threading.Thread(target=lambda: results.append(tiny.prepare(settings=tiny.TinySettings(seed=5))))
+               for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(calls) == 1
+    assert len(results) == 2 and results[0] == results[1]

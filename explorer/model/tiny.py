@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 from explorer.data.records import Record
 from explorer.data.sample import read_sample_file, sample_data_dir
@@ -228,8 +229,13 @@ def prepare(data_dir: Path | None = None, settings: TinySettings = TinySettings(
     if (out / "prepare.json").exists() and not force:
         return paths
     out.mkdir(parents=True, exist_ok=True)
-    with _reproducible(settings.seed):
-        _prepare(out, paths, data_dir, settings, evaluate_models)
+    # One preparer at a time: parallel test workers, or the ranks of a torchrun launch, would otherwise
+    # each train into the same folder. Whoever waited finds prepare.json written and reuses it.
+    with FileLock(str(out) + ".lock"):
+        if (out / "prepare.json").exists() and not force:
+            return paths
+        with _reproducible(settings.seed):
+            _prepare(out, paths, data_dir, settings, evaluate_models)
     return paths
 
 
