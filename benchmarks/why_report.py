@@ -49,7 +49,7 @@ def _find(runs_dir: Path, method: str, seed: int, p: float) -> Path | None:
 def train(method: str, seed: int, p: float, runs_dir: Path, every: int, n: int, extra: list[str]) -> Path:
     from explorer.config import load_config
     from explorer.demo import demo_config_path
-    from explorer.train.loop import run
+    from explorer.train.recipe import Recipe
 
     cfg_path = demo_config_path(method)
     ov = [f"harmful_ratio={p}", f"seed={seed}", f"runs_dir={runs_dir}", f"influence_every={every}",
@@ -63,9 +63,27 @@ def train(method: str, seed: int, p: float, runs_dir: Path, every: int, n: int, 
     if cfg_path is None:
         ov.append(f"method={method}")
     t = time.time()
-    d = run(load_config(cfg_path, ov))
+    recipe = Recipe(load_config(cfg_path, ov))
+    try:
+        d = recipe.setup().train()
+    except BaseException as e:      # as recipe.run does: the folder stays readable, marked failed
+        if recipe.writer is not None:
+            recipe.writer.fail(e)
+        raise
+    save_final_weights(recipe.model, d)
     print(f"  {method:11s} seed {seed} trained in {time.time() - t:6.1f} s -> {d}", file=sys.stderr)
     return d
+
+
+def save_final_weights(model, run_dir: Path) -> None:
+    """The trainable weights at the end of the run (a run folder keeps none once it is complete), so that
+    the EK-FAC check (benchmarks/why_ekfac.py) can score the kept and dropped samples at the final model."""
+    from safetensors.torch import save_file
+
+    from why_ekfac import FINAL_WEIGHTS
+
+    save_file({n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad},
+              str(Path(run_dir) / FINAL_WEIGHTS))
 
 
 def seal_pool_check(run_dir: Path, n: int) -> tuple[pd.DataFrame, dict]:
@@ -89,9 +107,9 @@ def seal_pool_check(run_dir: Path, n: int) -> tuple[pd.DataFrame, dict]:
     def encode(recs):
         return collate(encode_all(tok, recs, cfg.max_length, strict=False)[0], pad, torch.device("cpu"))
 
-    records, pools, suites, _ = build_pools(cfg)     # the same mix and held-out suites as the run
-    mix = [records[i] for i in pools["task"]]
-    probe = InfluenceProbe.for_run(cfg, suites, encode)
+    data = build_pools(cfg)     # the same mix and held-out suites as the run
+    mix = data.mix
+    probe = InfluenceProbe.for_run(cfg, data.suites, encode)
     batches = [encode(mix[i:i + cfg.batch_size]) for i in range(0, len(mix), cfg.batch_size)]
     eff = probe.pool_effects(model, batches, cfg.lr)
     cut = reader.query(run_dir, "seal_cut", "SELECT sample_id, omega, kept FROM t WHERE step = (SELECT max(step) FROM t)")
@@ -102,7 +120,7 @@ def seal_pool_check(run_dir: Path, n: int) -> tuple[pd.DataFrame, dict]:
     return cut, chance.task_selection_chance(cut, by="step").as_dict()
 
 
-def analyse(run_dir: Path, n: int) -> dict:
+def analyse(run_dir: Path, n: int, ekfac: bool = False) -> dict:
     man = reader.manifest(run_dir)
     if man["method"] == "seal":
         dec, ch = seal_pool_check(run_dir, n)
@@ -113,9 +131,37 @@ def analyse(run_dir: Path, n: int) -> dict:
         ch = chance.task_selection_chance(dec).as_dict()
     rs = chance.score_effect_correlation(dec, "effect_safety")
     rt = chance.score_effect_correlation(dec, "effect_task")
-    return {"method": man["method"], "seed": man["seed"], "rho safety": rs["rho"], "rho task": rt["rho"],
-            "score column": rs["column"], "steps": rs["n_steps"], **{k: ch[k] for k in
-            ("recall", "chance", "lift", "p_value", "badge", "n_dropped")}}
+    row = {"method": man["method"], "seed": man["seed"], "rho safety": rs["rho"], "rho task": rt["rho"],
+           "score column": rs["column"], "steps": rs["n_steps"], **{k: ch[k] for k in
+           ("recall", "chance", "lift", "p_value", "badge", "n_dropped")}, **refresh_overlap(run_dir)}
+    if ekfac:
+        row.update(ekfac_check(run_dir))
+    return row
+
+
+def refresh_overlap(run_dir: Path) -> dict:
+    """Reference selection against chance: the mean Jaccard overlap of consecutive refreshes, the mean
+    overlap two random selections of the same sizes have (exact), and the share of refreshes whose
+    overlap is above the 95th percentile of chance. NaN for methods without refreshes."""
+    nan = {"jaccard": np.nan, "jaccard chance": np.nan, "refreshes > chance 95%": np.nan, "refreshes": 0}
+    if not reader.has_table(run_dir, "refreshes"):
+        return nan
+    rc = chance.refresh_chance(reader.refresh_summary(run_dir)).dropna(subset=["jaccard_prev", "jaccard_chance"])
+    if rc.empty:
+        return nan
+    return {"jaccard": float(rc["jaccard_prev"].mean()), "jaccard chance": float(rc["jaccard_chance"].mean()),
+            "refreshes > chance 95%": float((rc["jaccard_prev"] > rc["jaccard_chance_95"]).mean()),
+            "refreshes": int(len(rc))}
+
+
+def ekfac_check(run_dir: Path) -> dict:
+    """The stronger check (benchmarks/why_ekfac.py): reuses the run's ekfac.json when present."""
+    from why_ekfac import run_ekfac
+
+    f = run_dir / "ekfac.json"
+    s = json.loads(f.read_text()) if f.exists() else run_ekfac(run_dir)[1]
+    return {"ekfac rho keep": s["rho_keep_ekfac"], "ekfac~first-order": s["rho_ekfac_tracin"],
+            "ekfac lowers dropped": s["lowers_safety_dropped"], "ekfac lowers kept": s["lowers_safety_kept"]}
 
 
 def _pm(s: pd.Series, scale: float = 1.0, fmt: str = "{:.2f}") -> str:
@@ -137,7 +183,13 @@ def table(rows: pd.DataFrame) -> pd.DataFrame:
                     "lift": _pm(gg["lift"]),
                     "p (median)": f"{pd.to_numeric(gg['p_value']).median():.2g}" if not gg.empty else "n/a",
                     "badge per seed": ", ".join(g["badge"]) if dropped.any() else "no drops"})
-    return pd.DataFrame(out)
+        if g["refreshes"].fillna(0).gt(0).any():
+            out[-1]["refresh J (chance)"] = f"{_pm(g['jaccard'])} ({_pm(g['jaccard chance'], fmt='{:.3f}')})"
+        if "ekfac rho keep" in g:
+            out[-1]["EK-FAC rho keep"] = _pm(g["ekfac rho keep"])
+            out[-1]["EK-FAC ~ first-order"] = _pm(g["ekfac~first-order"])
+    t = pd.DataFrame(out)
+    return t.fillna("–") if "refresh J (chance)" in t else t
 
 
 def main(argv=None) -> int:
@@ -152,32 +204,55 @@ def main(argv=None) -> int:
                     help="further run settings (e.g. n_train=64 epochs=1 for a smoke test); "
                          "METHOD:KEY=VALUE applies to that method only (dualselect:method.ref_cap=120)")
     ap.add_argument("--reuse", action="store_true", help="read existing complete runs instead of training")
+    ap.add_argument("--ekfac", action="store_true", help="add the EK-FAC check at each run's final weights "
+                    "(benchmarks/why_ekfac.py; needs kronfluence)")
+    ap.add_argument("--write", action="store_true", help="put the table into README.md between "
+                    f"{MARK_BEGIN} and {MARK_END}")
     a = ap.parse_args(argv)
+    if a.ekfac:
+        from explorer.scoring.ekfac import INSTALL_HINT, available
+        if not available():
+            ap.error(f"--ekfac needs kronfluence: {INSTALL_HINT}")
     runs_dir = Path(a.runs_dir)
     rows = []
     for s in a.seeds:           # seeds outer: an interrupted report still has every method for the first seeds
         for m in a.methods:
             d = _find(runs_dir, m, s, a.p) if a.reuse else None
             d = d or train(m, s, a.p, runs_dir, a.influence_every, a.influence_n, a.set)
-            rows.append(analyse(d, a.influence_n))
+            rows.append(analyse(d, a.influence_n, a.ekfac))
             print("  " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                    for k, v in rows[-1].items()), file=sys.stderr, flush=True)
     per_run = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
-    print(f"p = {a.p:g}, seeds {' '.join(map(str, a.seeds))}, effect every {a.influence_every} steps on "
-          f"{a.influence_n} held-out prompts per loss\n")
-    print(table(per_run).to_markdown(index=False) if _has_tabulate() else table(per_run).to_string(index=False))
+    head = (f"p = {a.p:g}, seeds {' '.join(map(str, a.seeds))}, effect every {a.influence_every} steps on "
+            f"{a.influence_n} held-out prompts per loss" + (f"; settings {' '.join(a.set)}" if a.set else ""))
+    md = table(per_run).to_markdown(index=False, disable_numparse=True)
+    print(head + "\n")
+    print(md)
+    if a.write:
+        write_readme(command(argv), md)
     print("\nper run:")
     print(per_run.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     return 0
 
 
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False
+MARK_BEGIN, MARK_END = "<!-- report:why -->", "<!-- /report:why -->"
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def command(argv) -> str:
+    args = [x for x in (sys.argv[1:] if argv is None else argv) if x != "--write"]
+    return "python benchmarks/why_report.py " + " ".join(args)
+
+
+def write_readme(cmd: str, md: str, path: Path = README) -> None:
+    """Replace what lies between the report:why markers (and nothing else) with the command and its table."""
+    text = path.read_text()
+    if text.count(MARK_BEGIN) != 1 or text.count(MARK_END) != 1:
+        raise SystemExit(f"{path}: expected exactly one {MARK_BEGIN} and one {MARK_END}")
+    i, j = text.index(MARK_BEGIN) + len(MARK_BEGIN), text.index(MARK_END)
+    path.write_text(text[:i] + f"\n`{cmd}`:\n\n{md}\n" + text[j:])
+    print(f"wrote {path} between {MARK_BEGIN} and {MARK_END}", file=sys.stderr)
 
 
 if __name__ == "__main__":
