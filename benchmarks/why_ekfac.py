@@ -10,7 +10,7 @@ Writes RUN_DIR/ekfac.parquet, one row per sample of the fine-tuning mix:
   sample_id, provenance   the sample (provenance is for analysis only; no method reads it)
   keep_rate               the share of the method's decisions on it that kept it (SEAL: its cut, 0 or 1)
   ekfac_safety            EK-FAC influence on the mean held-out refusal loss (> 0: more of it lowers safety)
-  ekfac_task              the same on the held-out task loss
+  ekfac_task              the same on the held-out task loss (with --with-task: it doubles the scoring time)
   tracin_safety           the first-order effect −lr·⟨∇ℓ, ∇L_refusal⟩ at the same final weights (lr = the run's
                           peak lr), to compare the two checks on the same samples
 
@@ -45,7 +45,7 @@ def keep_rates(run_dir: Path, method: str) -> pd.Series:
     return dec.groupby("sample_id")["kept"].mean().astype(float)
 
 
-def run_ekfac(run_dir: Path, damping: float | None = None) -> tuple[pd.DataFrame, dict]:
+def run_ekfac(run_dir: Path, damping: float | None = None, with_task: bool = False) -> tuple[pd.DataFrame, dict]:
     """EK-FAC and first-order effects of every mix sample at the run's final weights; writes the table
     into the run folder and returns it with its summary."""
     import torch
@@ -83,7 +83,7 @@ def run_ekfac(run_dir: Path, damping: float | None = None) -> tuple[pd.DataFrame
     tracin = probe.pool_effects(model, [encode(data.mix[i:i + cfg.batch_size])
                                         for i in range(0, len(data.mix), cfg.batch_size)], cfg.lr)
     t = time.time()
-    queries = {EKFAC_SAFETY: probe.safety, **({EKFAC_TASK: probe.task} if probe.task is not None else {})}
+    queries = {EKFAC_SAFETY: probe.safety, **({EKFAC_TASK: probe.task} if with_task and probe.task is not None else {})}
     eff = ekfac_effects(model, train, queries, damping=damping, batch_size=cfg.batch_size)
     secs = time.time() - t
     keep = keep_rates(run_dir, man["method"])
@@ -120,9 +120,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--damping", type=float, default=None, help="λ; default: kronfluence's heuristic")
+    ap.add_argument("--with-task", action="store_true", help="also the influence on the held-out task loss")
     a = ap.parse_args(argv)
     for d in a.runs:
-        _, s = run_ekfac(Path(d), a.damping)
+        _, s = run_ekfac(Path(d), a.damping, a.with_task)
         print(json.dumps(s, default=float))
     return 0
 

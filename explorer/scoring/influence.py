@@ -25,10 +25,10 @@ disjoint from DualSelect's reference pool (the loop checks it) and from SEAL's s
     probe = InfluenceProbe.for_run(cfg, suites, encode, autocast_dtype)   # None when influence_every = 0
     cols = probe(model, batch, step, lr)     # {} at other steps, else {"effect_safety": [...], ...}
 
-Why not a library: dattri 0.3 (TracIn, TRAK) requires pretty_midi and computes the same dot products
-through its own task abstraction; kronfluence 1.0 (EK-FAC) requires torchvision and einconv and
-tracks Linear/Conv2d modules only (the tiny model's tied embedding would be left out). explorer's own
-per-sample gradients (estimators.py, exact and tested) give TracIn directly; see docs/why.md.
+Why not a library here: dattri 0.3 (TracIn, TRAK) requires pretty_midi and computes the same dot
+products through its own task abstraction; explorer's own per-sample gradients (estimators.py, exact
+and tested) give TracIn directly, over every trainable parameter. The stronger check, EK-FAC influence
+at the end of a run, does use a library (kronfluence, optional): ekfac.py; see docs/why.md.
 """
 
 from __future__ import annotations
