@@ -17,9 +17,15 @@ held-out refusal loss (effect_safety; explorer/scoring/influence.py). Columns pr
   lift         (recall − chance) / (1 − chance): 0 = chance, 1 = every harmful sample dropped
   p            the exact permutation p-value of the run (median over seeds)
   badge        the plain-words verdict per seed (explorer/runs/chance.py BADGE_RULE)
+  refresh J    (methods with reference refreshes) the mean Jaccard overlap of consecutive refreshes, and in
+               brackets the mean overlap two random selections of the same sizes have (exact)
+  EK-FAC rho keep       where the run has an ekfac.json (benchmarks/why_ekfac.py, or --ekfac here): Spearman's
+               ρ between each mix sample's keep rate and its EK-FAC benefit −ekfac_safety at the final weights
+  EK-FAC ~ first-order  ρ between the EK-FAC and the first-order effect on the same samples and weights
 
-Runs are kept under --runs-dir; with --reuse an existing complete run of the same method and seed
-is read instead of trained again.
+Runs are kept under --runs-dir (with their final weights, for the EK-FAC check); with --reuse an existing
+complete run of the same method and seed is read instead of trained again. --write puts the table into
+README.md between <!-- report:why --> and <!-- /report:why -->.
 """
 
 from __future__ import annotations
@@ -134,8 +140,7 @@ def analyse(run_dir: Path, n: int, ekfac: bool = False) -> dict:
     row = {"method": man["method"], "seed": man["seed"], "rho safety": rs["rho"], "rho task": rt["rho"],
            "score column": rs["column"], "steps": rs["n_steps"], **{k: ch[k] for k in
            ("recall", "chance", "lift", "p_value", "badge", "n_dropped")}, **refresh_overlap(run_dir)}
-    if ekfac:
-        row.update(ekfac_check(run_dir))
+    row.update(ekfac_check(run_dir, compute=ekfac))
     return row
 
 
@@ -154,11 +159,15 @@ def refresh_overlap(run_dir: Path) -> dict:
             "refreshes": int(len(rc))}
 
 
-def ekfac_check(run_dir: Path) -> dict:
-    """The stronger check (benchmarks/why_ekfac.py): reuses the run's ekfac.json when present."""
+def ekfac_check(run_dir: Path, compute: bool) -> dict:
+    """The stronger check (benchmarks/why_ekfac.py): the run's ekfac.json when present, else computed
+    when `compute` (--ekfac), else NaN."""
     from why_ekfac import run_ekfac
 
     f = run_dir / "ekfac.json"
+    if not f.exists() and not compute:
+        return {"ekfac rho keep": np.nan, "ekfac~first-order": np.nan, "ekfac lowers dropped": np.nan,
+                "ekfac lowers kept": np.nan}
     s = json.loads(f.read_text()) if f.exists() else run_ekfac(run_dir)[1]
     return {"ekfac rho keep": s["rho_keep_ekfac"], "ekfac~first-order": s["rho_ekfac_tracin"],
             "ekfac lowers dropped": s["lowers_safety_dropped"], "ekfac lowers kept": s["lowers_safety_kept"]}
@@ -185,11 +194,11 @@ def table(rows: pd.DataFrame) -> pd.DataFrame:
                     "badge per seed": ", ".join(g["badge"]) if dropped.any() else "no drops"})
         if g["refreshes"].fillna(0).gt(0).any():
             out[-1]["refresh J (chance)"] = f"{_pm(g['jaccard'])} ({_pm(g['jaccard chance'], fmt='{:.3f}')})"
-        if "ekfac rho keep" in g:
-            out[-1]["EK-FAC rho keep"] = _pm(g["ekfac rho keep"])
+        if rows["ekfac rho keep"].notna().any():
+            n = int(g["ekfac rho keep"].notna().sum())
+            out[-1]["EK-FAC rho keep"] = _pm(g["ekfac rho keep"]) + (f" ({n} seed{'s' * (n > 1)})" if n else "")
             out[-1]["EK-FAC ~ first-order"] = _pm(g["ekfac~first-order"])
-    t = pd.DataFrame(out)
-    return t.fillna("–") if "refresh J (chance)" in t else t
+    return pd.DataFrame(out).fillna("–")
 
 
 def main(argv=None) -> int:
