@@ -94,7 +94,12 @@ def save_final_weights(model, run_dir: Path) -> None:
 
 def seal_pool_check(run_dir: Path, n: int) -> tuple[pd.DataFrame, dict]:
     """SEAL decides once, on the whole mix, before training: its ω against each sample's effect at
-    the starting model, and the cut's recall against a random cut of the same size."""
+    the starting model, and the cut's recall against a random cut of the same size. The effects are
+    kept in the run folder (seal_pool_effects.parquet) and read from there when the report is rerun."""
+    cached = run_dir / "seal_pool_effects.parquet"
+    if cached.exists():
+        cut = pd.read_parquet(cached)
+        return cut, chance.task_selection_chance(cut, by="step").as_dict()
     import torch
 
     from explorer.config import RunConfig, build_dataclass
@@ -123,6 +128,7 @@ def seal_pool_check(run_dir: Path, n: int) -> tuple[pd.DataFrame, dict]:
     cut = cut.assign(effect_safety=cut["sample_id"].map(lambda s: eff[s]["effect_safety"]),
                      effect_task=cut["sample_id"].map(lambda s: eff[s].get("effect_task", np.nan)),
                      provenance=cut["sample_id"].map(prov), step=0)
+    cut.to_parquet(cached, index=False)
     return cut, chance.task_selection_chance(cut, by="step").as_dict()
 
 
@@ -213,6 +219,8 @@ def main(argv=None) -> int:
                     help="further run settings (e.g. n_train=64 epochs=1 for a smoke test); "
                          "METHOD:KEY=VALUE applies to that method only (dualselect:method.ref_cap=120)")
     ap.add_argument("--reuse", action="store_true", help="read existing complete runs instead of training")
+    ap.add_argument("--only-existing", action="store_true", help="read complete runs only; train none (the "
+                    "table then says how many seeds each method has)")
     ap.add_argument("--ekfac", action="store_true", help="add the EK-FAC check at each run's final weights "
                     "(benchmarks/why_ekfac.py; needs kronfluence)")
     ap.add_argument("--write", action="store_true", help="put the table into README.md between "
@@ -226,7 +234,10 @@ def main(argv=None) -> int:
     rows = []
     for s in a.seeds:           # seeds outer: an interrupted report still has every method for the first seeds
         for m in a.methods:
-            d = _find(runs_dir, m, s, a.p) if a.reuse else None
+            d = _find(runs_dir, m, s, a.p) if a.reuse or a.only_existing else None
+            if d is None and a.only_existing:
+                print(f"  {m} seed {s}: no complete run in {runs_dir}; left out (--only-existing)", file=sys.stderr)
+                continue
             d = d or train(m, s, a.p, runs_dir, a.influence_every, a.influence_n, a.set)
             rows.append(analyse(d, a.influence_n, a.ekfac))
             print("  " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
