@@ -106,13 +106,21 @@ def summarise(tab: pd.DataFrame) -> dict:
     seen = tab[tab["keep_rate"].notna()]
     dropped, kept = seen[seen["keep_rate"] < 0.5], seen[seen["keep_rate"] >= 0.5]
     e = "ekfac_safety"
+    harmful = (tab["provenance"] == "harmful").astype(float)
+    benign = seen[seen["provenance"] == "benign"]
     return {"rho_keep_ekfac": chance.spearman(seen["keep_rate"], -seen[e]),
             "mean_ekfac_dropped": float(dropped[e].mean()) if len(dropped) else float("nan"),
             "mean_ekfac_kept": float(kept[e].mean()) if len(kept) else float("nan"),
             "lowers_safety_dropped": float((dropped[e] > 0).mean()) if len(dropped) else float("nan"),
             "lowers_safety_kept": float((kept[e] > 0).mean()) if len(kept) else float("nan"),
             "rho_ekfac_tracin": chance.spearman(tab[e], tab["tracin_safety"]),
-            "rho_ekfac_harmful": chance.spearman(tab[e], (tab["provenance"] == "harmful").astype(float)),
+            "rho_ekfac_harmful": chance.spearman(tab[e], harmful),
+            "rho_tracin_harmful": chance.spearman(tab["tracin_safety"], harmful),
+            "rho_keep_ekfac_benign": chance.spearman(benign["keep_rate"], -benign[e]),
+            "median_ekfac_harmful": float(tab.loc[harmful == 1, e].median()),
+            "median_ekfac_benign": float(benign[e].median()),
+            **({"rho_keep_ekfac_task": chance.spearman(seen["keep_rate"], -seen["ekfac_task"])}
+               if "ekfac_task" in tab else {}),
             "n_dropped": int(len(dropped)), "n_kept": int(len(kept))}
 
 
@@ -121,9 +129,16 @@ def main(argv=None) -> int:
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--damping", type=float, default=None, help="λ; default: kronfluence's heuristic")
     ap.add_argument("--with-task", action="store_true", help="also the influence on the held-out task loss")
+    ap.add_argument("--summary-only", action="store_true", help="summarise an existing ekfac.parquet again")
     a = ap.parse_args(argv)
     for d in a.runs:
-        _, s = run_ekfac(Path(d), a.damping, a.with_task)
+        if a.summary_only:
+            old = json.loads((Path(d) / "ekfac.json").read_text())
+            s = {**{k: old[k] for k in ("method", "seed", "seconds", "damping")},
+                 **summarise(pd.read_parquet(Path(d) / EKFAC_TABLE))}
+            (Path(d) / "ekfac.json").write_text(json.dumps(s, indent=1, default=float))
+        else:
+            _, s = run_ekfac(Path(d), a.damping, a.with_task)
         print(json.dumps(s, default=float))
     return 0
 
