@@ -122,3 +122,29 @@ def test_generations_page_verdicts_by_suite_kind_not_name(own, monkeypatch):
     table = at.dataframe[0].value   # the runs differ on prompt 6 only: correct for DualSelect
     assert list(table["sample_id"]) == ["sst2-06"]
     assert {v for c in table.columns if c.startswith("verdict / ") for v in table[c]} == {"correct", "wrong"}
+
+
+def test_pre_mixed_file_runs_pair_with_sft_whatever_provenance_each_was_told(tmp_path):
+    """README's walk-through: SFT on the pre-mixed file without labels (harmful_ratio null, provenance
+    unknown), DualSelect with harmful_reference= (ratio measured, 0.1): the same data and seed, so
+    DualSelect's win rate is against that SFT run; another file or seed does not pair."""
+    import shutil
+
+    runs = make_own_suite_runs(tmp_path / "runs")
+
+    def edit(run, **fields):
+        p = run / "run.json"
+        m = json.loads(p.read_text())
+        m.update(fields)
+        p.write_text(json.dumps(m))
+
+    edit(runs["sft-own"], mix="as-is", harmful_ratio=None, provenance="unknown", n_train=200)
+    edit(runs["dualselect-own"], mix="as-is", harmful_ratio=0.1, provenance="reference:x.json", n_train=200)
+    other = tmp_path / "runs" / "sft-other-seed"
+    shutil.copytree(runs["sft-own"], other)
+    edit(other, run_id="sft-other-seed", seed=1)
+    assert reader.find_baseline(runs["dualselect-own"], [other, runs["sft-own"]]) == str(runs["sft-own"])
+    table = reader.compare([runs["sft-own"], runs["dualselect-own"]]).set_index("run_id")
+    assert table.loc["dualselect-own", "win_advbench"] == pytest.approx(100 * 6.5 / 8)
+    edit(runs["sft-own"], data="another_file.json")
+    assert reader.find_baseline(runs["dualselect-own"], [other, runs["sft-own"]]) is None

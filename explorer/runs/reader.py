@@ -444,7 +444,11 @@ def list_runs(runs_dir: str | Path) -> pd.DataFrame:
 
 
 def find_baseline(run_dir, candidates: list, baseline: str = "sft") -> str | None:
-    """The SFT run on the same data, harmful ratio and seed as `run_dir` among `candidates`."""
+    """The SFT run on the same data, harmful ratio and seed as `run_dir` among `candidates`.
+
+    A task file used as it is (manifest mix "as-is": a pre-mixed file) has no ratio setting: its harmful
+    share is measured when provenance is known and null when not, so two runs of the same file are the
+    same data whatever provenance each was told; they pair on the file, n_train and the seed."""
     m = manifest(run_dir)
     key = (m.get("harmful_ratio"), m.get("seed"))
     data = m.get("data") or (m.get("data_files") or {}).get("task")
@@ -454,9 +458,15 @@ def find_baseline(run_dir, candidates: list, baseline: str = "sft") -> str | Non
             cm = manifest(c)
         except RunReadError:
             continue
-        if cm.get("method") != baseline or (cm.get("harmful_ratio"), cm.get("seed")) != key or key == (None, None):
+        if cm.get("method") != baseline:
             continue
         cdata = cm.get("data") or (cm.get("data_files") or {}).get("task")
+        if m.get("mix") == "as-is" and cm.get("mix") == "as-is":
+            if cdata == data and cm.get("seed") == m.get("seed") and cm.get("n_train") == m.get("n_train"):
+                return str(c)
+            continue
+        if (cm.get("harmful_ratio"), cm.get("seed")) != key or key == (None, None):
+            continue
         if cdata == data:
             return str(c)
         best = best or str(c)
