@@ -199,7 +199,8 @@ def table(rows: pd.DataFrame) -> pd.DataFrame:
                     "p (median)": f"{pd.to_numeric(gg['p_value']).median():.2g}" if not gg.empty else "n/a",
                     "badge per seed": ", ".join(g["badge"]) if dropped.any() else "no drops"})
         if g["refreshes"].fillna(0).gt(0).any():
-            out[-1]["refresh J (chance)"] = f"{_pm(g['jaccard'])} ({_pm(g['jaccard chance'], fmt='{:.3f}')})"
+            out[-1]["refresh J (chance)"] = (f"{_pm(g['jaccard'])} ({_pm(g['jaccard chance'], fmt='{:.3f}')}); "
+                                             f"{_pm(g['refreshes > chance 95%'], 100, '{:.0f}')} % above chance's 95th pct")
         if rows["ekfac rho keep"].notna().any():
             n = int(g["ekfac rho keep"].notna().sum())
             out[-1]["EK-FAC rho keep"] = _pm(g["ekfac rho keep"]) + (f" ({n} seed{'s' * (n > 1)})" if n else "")
