@@ -37,6 +37,7 @@ class Dist:
     local_rank: int = 0
     backend: str = "none"
     timeout_s: float = 0.0
+    owns_group: bool = False      # init() opened the process group (and close() destroys it)
 
     @property
     def enabled(self) -> bool:
@@ -186,7 +187,9 @@ class Dist:
                 off += q.numel()
 
     def close(self) -> None:
-        if self.enabled:
+        """Destroy the process group if init() opened it; one opened by the caller (a script that
+        runs several runs in one torchrun job) stays open for the next run."""
+        if self.enabled and self.owns_group:
             import torch.distributed as td
 
             if td.is_initialized():
@@ -214,10 +217,12 @@ def init(timeout_s: float = 1800.0, device_type: str = "cpu") -> Dist:
                                f"{', '.join(ENV_VARS)}, MASTER_ADDR and MASTER_PORT")
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
     backend = "nccl" if device_type == "cuda" else "gloo"
-    if not td.is_initialized():
+    owns = not td.is_initialized()
+    if owns:
         kw = {}
         if backend == "nccl":
             torch.cuda.set_device(local)
             kw["device_id"] = torch.device("cuda", local)
         td.init_process_group(backend=backend, timeout=_dt.timedelta(seconds=timeout_s), **kw)
-    return Dist(world=world, rank=rank, local_rank=local, backend=td.get_backend(), timeout_s=timeout_s)
+    return Dist(world=world, rank=rank, local_rank=local, backend=td.get_backend(), timeout_s=timeout_s,
+                owns_group=owns)

@@ -461,6 +461,11 @@ class Recipe:
         return summarize(metrics)
 
     def flush(self) -> None:
+        if self.dist.enabled and self.dist.is_main:
+            notes = other_ranks_failures(self.writer.run_dir)
+            if notes:   # a rank failed while this one was between collectives: stop here, naming it
+                raise RuntimeError("another rank failed: " + "; ".join(f"rank {n.get('rank')}: {n.get('error')}"
+                                                                      for n in notes))
         self.writer.flush()
         self.writer.update(progress={"step": self.step_no, "total_steps": self.total_steps})
 
