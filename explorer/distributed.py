@@ -18,9 +18,11 @@ run folder; the others send it their per-sample rows (`gather_object`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -38,6 +40,21 @@ class Dist:
     backend: str = "none"
     timeout_s: float = 0.0
     owns_group: bool = False      # init() opened the process group (and close() destroys it)
+    #: seconds spent inside collectives so far (waiting for the slower rank included); the recipe
+    #: records each step's share as steps.time_collectives_s
+    clock: dict = field(default_factory=lambda: {"s": 0.0}, compare=False, hash=False)
+
+    @contextlib.contextmanager
+    def _timed(self):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.clock["s"] += time.perf_counter() - t0
+
+    @property
+    def collective_s(self) -> float:
+        return self.clock["s"]
 
     @property
     def enabled(self) -> bool:
@@ -76,7 +93,8 @@ class Dist:
         import torch.distributed as td
 
         out = self._wire(t)
-        td.all_reduce(out, op=td.ReduceOp.SUM)
+        with self._timed():
+            td.all_reduce(out, op=td.ReduceOp.SUM)
         return out.to(t.device)
 
     def all_mean(self, t: torch.Tensor) -> torch.Tensor:
@@ -88,7 +106,8 @@ class Dist:
         import torch.distributed as td
 
         out = self._wire(t)
-        td.all_reduce(out, op=td.ReduceOp.MAX)
+        with self._timed():
+            td.all_reduce(out, op=td.ReduceOp.MAX)
         return out.to(t.device)
 
     def gather_cat(self, t: torch.Tensor) -> torch.Tensor:
@@ -102,12 +121,14 @@ class Dist:
         t = self._wire(t)
         n = torch.tensor([t.shape[0]], device=t.device, dtype=torch.long)
         sizes = [torch.zeros_like(n) for _ in range(self.world)]
-        td.all_gather(sizes, n)
+        with self._timed():
+            td.all_gather(sizes, n)
         sizes = [int(s) for s in sizes]
         longest = max(sizes)
         pad = t.new_zeros((longest - t.shape[0], *t.shape[1:]))
         buf = [t.new_zeros((longest, *t.shape[1:])) for _ in range(self.world)]
-        td.all_gather(buf, torch.cat([t, pad]) if pad.shape[0] else t)
+        with self._timed():
+            td.all_gather(buf, torch.cat([t, pad]) if pad.shape[0] else t)
         return torch.cat([b[:s] for b, s in zip(buf, sizes)]).to(home)
 
     def all_gather_object(self, obj: Any) -> list[Any]:
@@ -116,7 +137,8 @@ class Dist:
         import torch.distributed as td
 
         out: list[Any] = [None] * self.world
-        td.all_gather_object(out, obj)
+        with self._timed():
+            td.all_gather_object(out, obj)
         return out
 
     def gather_object(self, obj: Any) -> list[Any] | None:
@@ -126,7 +148,8 @@ class Dist:
         import torch.distributed as td
 
         out: list[Any] | None = [None] * self.world if self.is_main else None
-        td.gather_object(obj, out, dst=0)
+        with self._timed():
+            td.gather_object(obj, out, dst=0)
         return out
 
     def broadcast_object(self, obj: Any) -> Any:
@@ -136,7 +159,8 @@ class Dist:
         import torch.distributed as td
 
         box = [obj if self.is_main else None]
-        td.broadcast_object_list(box, src=0)
+        with self._timed():
+            td.broadcast_object_list(box, src=0)
         return box[0]
 
     def barrier(self) -> None:
@@ -180,7 +204,8 @@ class Dist:
             size += p.numel()
         for bucket in buckets:
             flat = torch.cat([q.grad.reshape(-1) for q in bucket])
-            td.all_reduce(flat, op=td.ReduceOp.SUM)
+            with self._timed():
+                td.all_reduce(flat, op=td.ReduceOp.SUM)
             off = 0
             for q in bucket:
                 q.grad.copy_(flat[off:off + q.numel()].view_as(q.grad))

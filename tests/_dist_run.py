@@ -23,7 +23,7 @@ def main() -> int:
     p.add_argument("--fail-step", type=int, default=-1)
     p.add_argument("--resume", default="")
     p.add_argument("runs", nargs="*")
-    a = p.parse_args()
+    a = p.parse_intermixed_args()
     if a.fail_rank == int(os.environ.get("RANK", "0")):
         from explorer.train import recipe
 

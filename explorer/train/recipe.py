@@ -315,6 +315,7 @@ class Recipe:
     def step(self, batch: Batch) -> dict[str, Any]:
         """One optimiser step on `batch`; records it and returns the `steps` row."""
         t0 = time.time()
+        c0 = self.dist.collective_s
         self.ctx.step = self.step_no
         self.set_lr()
         decision = self.method.decide(batch, self.ctx)
@@ -338,6 +339,8 @@ class Recipe:
         grad_norm = self.clip_grads()
         self.opt.step()
         self.method.after_step(self.ctx)
+        if self.dist.enabled:   # time spent in collectives this step (before the records' gather)
+            extra_metrics = {**extra_metrics, "time_collectives_s": self.dist.collective_s - c0}
         row = self.record(batch, decision, w, losses, task_loss, loss, grad_norm, extra_metrics,
                           time.time() - t0, t_decide)
         self.step_no += 1
