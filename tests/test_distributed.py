@@ -119,6 +119,8 @@ def test_two_ranks_decide_as_one_process(tmp_path, tiny_paths):
 
 
 def test_every_other_method_completes_on_two_ranks(tmp_path, tiny_paths):
+    """Safeinstr, tokenwise, PACT, SEAL and CWAC on two ranks: one clean run folder each, and the
+    values they reduce across ranks match one process."""
     runs = {"safeinstr": ["method=safeinstr"], "tokenwise": ["method=tokenwise"], "pact": ["method=pact"],
             "seal": ["method=seal", "method.selector_epochs=1"], "cwac": CWAC}
     out = torchrun([str(tmp_path), *[" ".join([*o, *SHORT]) for o in runs.values()]])
@@ -134,6 +136,25 @@ def test_every_other_method_completes_on_two_ranks(tmp_path, tiny_paths):
     assert not pact.duplicated(["step", "position"]).any()
     spectra = reader.table(one_run(tmp_path, "cwac"), "cwac_spectra")
     assert not spectra.duplicated(["layer", "index"]).any()
+    # what they reduce across ranks gives what one process computes: SEAL's selector and cut, PACT's
+    # safety tokens and position means, CWAC's covariance spectra, tokenwise's token-weight means
+    extra = {"seal": [("seal_cut", ["sample_id"], ["kept", "rank"])],
+             "pact": [("pact_tokens", ["rank"], ["token_id"]), ("pact_positions", ["step", "position"], ["n"])],
+             "cwac": [("cwac_spectra", ["layer", "index"], ["rank_kept", "n_inputs"])],
+             "tokenwise": []}
+    for method, tables in extra.items():
+        two = one_run(tmp_path, method)
+        one = single_process(tmp_path / "one", [*runs[method], *SHORT])
+        for table, key, exact in [("decisions", ["step", "sample_id"], ["kept", "weight"]),
+                                  ("steps", ["step"], ["n_kept", "n_batch"]), *tables]:
+            a, b = frame(one, table, key), frame(two, table, key)
+            assert len(a) == len(b) > 0 and a[key].equals(b[key]), (method, table)
+            for c in a.columns:
+                if c in exact:
+                    pd.testing.assert_series_equal(a[c], b[c], check_dtype=False, obj=f"{method} {table}.{c}")
+                elif a[c].dtype.kind == "f":
+                    pd.testing.assert_series_equal(a[c], b[c], check_exact=False, rtol=1e-3, atol=1e-5,
+                                                   obj=f"{method} {table}.{c}")
 
 
 def test_a_failing_rank_fails_the_run_and_two_ranks_resume_it(tmp_path, tiny_paths):

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from explorer.methods.base import Batch, Decision, MethodBase, register
+from explorer.methods.base import Batch, Decision, MethodBase, dist_of, register
 from explorer.methods.base import help_field as _h
 from explorer.scoring import cosine, directional, make_estimator, trainable_params, weighted_mean
 from explorer.scoring.chunking import ChunkPolicy, parse_chunk_size, trim
@@ -305,7 +305,7 @@ class DualSelect(MethodBase):
         scored = c.reference_selection != "random"
         # several ranks (torchrun): each scores its contiguous share of the pool, then the scores are
         # gathered and every rank selects alike over the whole pool
-        dist = ctx.dist
+        dist = dist_of(ctx)
         lo, hi = dist.shard(len(ids))
         mine = enc if not dist.enabled else (enc.subset(list(range(lo, hi))) if hi > lo else None)
         # with parameter-space features the selected references' gradient rows give g_ref directly
@@ -398,7 +398,7 @@ class DualSelect(MethodBase):
         each rank contributing those of its share of the pool (a contiguous slice, so rank order is
         pool order). None on every rank when some rank lacks a row it should hold (a tie at the K-th
         score picked another row): the caller then recomputes g_ref."""
-        dist = ctx.dist
+        dist = dist_of(ctx)
         mine = set(my_ids)
         want = [rid for rid in self.state.ref_ids if rid in mine]
         pos = {rid: j for j, rid in enumerate(top_ids)}
@@ -428,8 +428,8 @@ class DualSelect(MethodBase):
         vals = cos.float().cpu().tolist()
         rows = [{"step": ctx.step, "sample_id": sid, "reference_id": rid, "cosine": vals[i][k]}
                 for i, sid in enumerate(batch.sample_ids) for k, rid in enumerate(self.state.ref_ids)]
-        if ctx.dist.enabled:   # rank 0 writes: the rows of every rank's samples, in batch order
-            got = ctx.dist.gather_object(rows)
+        if dist_of(ctx).enabled:   # rank 0 writes: the rows of every rank's samples, in batch order
+            got = dist_of(ctx).gather_object(rows)
             rows = [r for g in got for r in g] if got is not None else []
         ctx.log("decision_refs", rows)
 
@@ -446,7 +446,7 @@ class DualSelect(MethodBase):
         """∇ of the weighted reference loss, flat, accumulated chunk by chunk (the sum splits over rows)."""
         plist = list(self.params_.values())
         total, value = None, 0.0
-        ids, dist = self.state.ref_ids, ctx.dist
+        ids, dist = self.state.ref_ids, dist_of(ctx)
         if dist.enabled:   # each rank its share of the selected references; the sums are all-reduced
             lo, hi = dist.shard(len(ids))
             ids = ids[lo:hi]
@@ -522,7 +522,7 @@ class DualSelect(MethodBase):
             self._log_ref_cosines(ctx, batch, feats)
         self.state.n_filtered += 1
         s = task_scores(losses, compat, c.mu_task, c.nu)
-        dist = ctx.dist
+        dist = dist_of(ctx)
         s_all, ntok_all = s, batch.n_target_tokens
         if dist.enabled:   # the decision spans the global batch: gather its scores, select alike everywhere
             s_all = dist.gather_cat(s)

@@ -81,7 +81,7 @@ import torch
 import torch.nn.functional as F
 
 from explorer.data.tokenize import ContextLengthError, pad_id_of
-from explorer.methods.base import Batch, Decision, MethodBase, register
+from explorer.methods.base import Batch, Decision, MethodBase, dist_of, register
 from explorer.methods.base import help_field as _h
 from explorer.model.losses import per_sample_nll
 from explorer.model.plumbing import pick_reference, reference_logits
@@ -301,7 +301,7 @@ class Pact(MethodBase):
         d_sum = p_a_sum = p_b_sum = None
         n = n_pos = 0
         starts = list(range(0, len(recs), c.stage1_batch_size))
-        dist = ctx.dist
+        dist = dist_of(ctx)
         if dist.enabled:   # each rank its share of the refusal chunks; the sums are all-reduced below
             starts = starts[slice(*dist.shard(len(starts)))]
         for i in starts:
@@ -408,7 +408,7 @@ class Pact(MethodBase):
             out = ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         ce = per_sample_nll(out.logits, batch.labels)                                 # [B]
         start, count = response_span(batch.labels)
-        dist = ctx.dist
+        dist = dist_of(ctx)
         # several ranks: A is the longest response of the global batch, so every rank takes the same
         # path and reduces tensors of one shape
         A = int(count.max()) if not dist.enabled else int(dist.all_max(count.max()))
@@ -461,7 +461,7 @@ class Pact(MethodBase):
                           "gate_mean": float(W * (c_t * mask).sum() / M)})
 
     def _record_positions(self, ctx, c_t, I_trained, I_post, kl, mask) -> None:
-        dist = ctx.dist   # position means over the global batch (A is the same on every rank)
+        dist = dist_of(ctx)   # position means over the global batch (A is the same on every rank)
         n_t = dist.all_sum(mask.sum(0))                                               # [A]
         A = min(int(mask.shape[1]), self.config.record_positions)
 

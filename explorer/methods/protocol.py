@@ -65,6 +65,11 @@ class Decision:
     grads: torch.Tensor | None = None
 
 
+def dist_of(ctx) -> Dist:
+    """ctx.dist, or the single process for a hand-made context without one (tests, notebooks)."""
+    return getattr(ctx, "dist", SINGLE)
+
+
 class Method(Protocol):
     """A selection or constraint method. `name` is its registry key; `config` its frozen settings."""
 

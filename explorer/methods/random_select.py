@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from explorer.methods.base import Batch, Decision, MethodBase, help_field, register
+from explorer.methods.base import Batch, Decision, MethodBase, dist_of, help_field, register
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class RandomSelect(MethodBase):
             return Decision(weights=torch.ones(B, device=batch.input_ids.device))  # the pool was cut in prepare
         # under torchrun every rank draws the same order over the global batch and keeps its own rows
         # of it (the generator advances alike on every rank)
-        G = ctx.global_batch_size if ctx.dist.enabled else B
+        G = ctx.global_batch_size if dist_of(ctx).enabled else B
         w = torch.ones(G)
         k = max(1, math.ceil(self.config.keep * G))
         perm = torch.randperm(G, generator=ctx.generator)  # the random order: its first k are kept
@@ -50,7 +50,7 @@ class RandomSelect(MethodBase):
         # positions, not ranks
         rank = torch.empty(G)
         rank[perm] = torch.arange(1, G + 1, dtype=rank.dtype)
-        if ctx.dist.enabled:
+        if dist_of(ctx).enabled:
             w, rank = w[ctx.batch_offset:ctx.batch_offset + B], rank[ctx.batch_offset:ctx.batch_offset + B]
         return Decision(weights=w.to(batch.input_ids.device), scores={"random_rank": rank})
 

@@ -54,7 +54,7 @@ from pathlib import Path
 
 import torch
 
-from explorer.methods.base import Batch, Decision, MethodBase, register
+from explorer.methods.base import Batch, Decision, MethodBase, dist_of, register
 from explorer.methods.base import help_field as _h
 from explorer.model.losses import per_sample_nll
 from explorer.model.plumbing import is_peft
@@ -266,7 +266,7 @@ class Seal(MethodBase):
         last_aux = torch.full((N,), float("nan"))
         model.train()
         step = 0
-        dist = ctx.dist
+        dist = dist_of(ctx)
         for epoch in range(c.selector_epochs):
             u = u_at_epoch(epoch, c.u_start, c.u_decay)
             ft_order = torch.randperm(N, generator=ctx.generator).tolist()
