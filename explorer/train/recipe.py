@@ -13,6 +13,11 @@ then evaluates every `eval_every` steps, flushes Parquet parts every `flush_ever
 every `checkpoint_every`. At the end it evaluates, writes the summary and marks the run complete; any
 error (also SIGTERM, Ctrl-C) marks it failed, keeping what was flushed.
 
+Under torchrun (explorer/distributed.py) every rank draws the same global batch and steps on its
+shard; the gradients of the global weighted loss are summed across ranks before transform_grads (an
+assembled update arrives already reduced by its method), so every rank holds the same weights; rank 0
+writes the run folder, evaluates and checkpoints, the others send it their rows.
+
 Tests drive the same `step` through `Recipe.for_context(method, ctx, cfg)`, without a run folder.
 """
 
