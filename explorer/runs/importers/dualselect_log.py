@@ -169,7 +169,7 @@ def import_dualselect(log_path, task_data, reference_data, runs_dir="runs", run_
         else:
             upcoming = entries[k]["_step"]
 
-    refresh_id, prev, prev_rows = -1, set(), {}
+    refresh_id, prev = -1, set()
     steps = []
     for k, e in enumerate(entries):
         vals = {c: e.get(c) or [None] * len(e["indices"]) for c in LIST_KEYS}
