@@ -182,7 +182,8 @@ class Dist:
 
     def all_reduce_grads(self, params, bucket_elems: int = 1 << 24) -> None:
         """.grad ← Σ over ranks of .grad, for every parameter in `params` (a rank without a gradient for
-        a parameter contributes zeros, so every rank reduces the same tensors in the same order).
+        a parameter some other rank has one for contributes zeros, so every rank reduces the same
+        tensors in the same order).
         Gradients are flattened into buckets of about `bucket_elems` elements per all_reduce, as DDP
         does, so a LoRA run costs one collective per step."""
         if not self.enabled:
@@ -190,6 +191,10 @@ class Dist:
         import torch.distributed as td
 
         params = list(params)
+        # a parameter no rank has a gradient for stays without one (AdamW then skips it, as with one
+        # process); one that only some ranks have gets zeros on the others
+        has = self.all_max(torch.tensor([p.grad is not None for p in params], dtype=torch.int32))
+        params = [p for p, h in zip(params, has.tolist()) if h]
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
