@@ -17,7 +17,8 @@ Targets: refresh peak RSS <= 1.5 x sft's; refresh time <= 1.5 x fwdbwd's.
     nice -n 10 python benchmarks/bench_memory.py                      # auto chunks (the default)
     nice -n 10 python benchmarks/bench_memory.py --chunk 8 --phases refresh   # the old fixed chunks
 
-Times on a shared machine vary with its load; compare phases of the same invocation.
+Times on a shared machine vary with its load; compare phases of the same invocation. BENCH_LAYERS=4
+builds the same shape with 4 layers instead of 30 (a quicker check of the same code path).
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ def demo_config_path(method: str) -> Path | None:
 
 
 #: reader.compare's columns under the names the printed tables use
-DEMO_NAMES = {"run_id": "run", "method": "method", "harmful_ratio": "p", "seed": "seed", "hs_hh": "HS hh",
-              "hs_hexphi": "HS hexphi", "over_refusal": "over-refusal", "task_acc": "task acc",
-              "win_hh": "win hh", "win_hexphi": "win hexphi", "safety_avg": "Safety Avg",
+#: (per harmful suite, under the run's own suite names: hs_<suite> -> "HS <suite>", win_<suite> -> "win <suite>")
+DEMO_NAMES = {"run_id": "run", "method": "method", "harmful_ratio": "p", "seed": "seed",
+              "over_refusal": "over-refusal", "task_acc": "task acc", "safety_avg": "Safety Avg",
               "drop_precision": "drop prec", "drop_recall": "drop recall", "drop_note": "drops", "wall_s": "wall s",
               "step_s": "step s", "wall_vs_sft": "wall / SFT", "step_vs_sft": "step / SFT"}
 
@@ -35,7 +35,9 @@ def comparison_table(run_dirs: list[Path], baseline: str = "sft") -> pd.DataFram
     df = reader.compare([str(d) for d in run_dirs], baseline=baseline)
     if df.empty:
         return df
-    names = {**DEMO_NAMES, **{c: "acc " + c[len("acc_"):] for c in df.columns if c.startswith("acc_")}}
+    per_suite = {c: f"{label} {c[len(prefix):]}" for c in df.columns
+                 for prefix, label in (("acc_", "acc"), ("hs_", "HS"), ("win_", "win")) if c.startswith(prefix)}
+    names = {**DEMO_NAMES, **per_suite}
     return df[[c for c in df.columns if c in names]].rename(columns=names)
 
 
@@ -125,7 +127,7 @@ def sweep(ratios: list[float], seeds: list[int], runs_dir: str = "runs/sweep", m
             dirs += run_methods([method], p, seed, runs_dir, overrides or [])
     df = comparison_table(dirs)
     print(format_table(df, SWEEP_COLUMNS))
-    agg = df.groupby("p")[["HS hh", "HS hexphi", "over-refusal", "task acc", "acc comparison"]].agg(["mean", "std"])
+    agg = df.groupby("p")[[c for c in SWEEP_COLUMNS[3:-1] if c in df]].agg(["mean", "std"])
     agg.columns = [f"{a} {b}" for a, b in agg.columns]
     print()
     print(agg.round(1).reset_index().to_markdown(index=False, floatfmt="g") if _has_tabulate() else agg.round(1).to_string())

@@ -329,13 +329,45 @@ def drop_stats(run_dir, stats: pd.DataFrame | None = None) -> dict:
 
 
 # -- across runs -------------------------------------------------------------------------------------
+_KIND_OF_METRIC = {schema.M_HARMFUL: "harmful", schema.M_OVER: "over_refusal", schema.M_ACC: "task"}
+
+
+def suite_kinds(m: dict, mw: dict | None = None) -> dict[str, str]:
+    """{suite name: kind} of a run, in the run's own order: the manifest's `eval_suites` (name, kind) when
+    it records them, then any other suite its metrics name, its kind read from its metric (harmful_score:
+    harmful, over_refusal: over_refusal, accuracy: task). Older runs and imports have only the metrics."""
+    out: dict[str, str] = {}
+    for s in m.get("eval_suites") or []:
+        if isinstance(s, dict) and isinstance(s.get("name"), str) and s.get("kind") in ("harmful", "over_refusal", "task"):
+            out[s["name"]] = s["kind"]
+    for k in mw or {}:
+        suite, _, metric = k.rpartition("/")
+        if suite and suite not in out and metric in _KIND_OF_METRIC:
+            out[suite] = _KIND_OF_METRIC[metric]
+    return out
+
+
+def suite_labels(names) -> dict[str, str]:
+    """{suite name: its short label in column headers}: the name itself, less a "harmful_" prefix (the
+    header already says HS or win: the tiny world's harmful_hh shows as "HS hh", a suite named advbench
+    as "HS advbench"); the prefix stays where dropping it would give two suites one label."""
+    names = list(names)
+    out = {}
+    for n in names:
+        short = n.removeprefix("harmful_")
+        out[n] = short if short and (short == n or short not in names) else n
+    return out
+
+
 def _headline(m: dict, run_dir) -> dict:
     """Headline metrics: the manifest's `summary` ({suite/metric: value}) when the run finished,
-    else the last evaluation in the metrics table (a running run)."""
+    else the last evaluation in the metrics table (a running run). `hs_by_suite` and `acc_by_family`
+    are keyed by the run's own suite names (eval_suites), never by the tiny world's."""
     mw = m.get("summary") if isinstance(m.get("summary"), dict) and m.get("summary") else None
     if mw is None:
         mw = metrics_wide(metrics(run_dir))
-    harmful_suites = {k.rsplit("/", 1)[0] for k in mw if k.endswith("/" + schema.M_HARMFUL)}
+    kinds = suite_kinds(m, mw)
+    harmful_suites = [s for s, k in kinds.items() if k == "harmful" and f"{s}/{schema.M_HARMFUL}" in mw]
 
     def mean_of(metric, suites=None):  # over every suite of that kind, whatever its name (eval_suites)
         vals = [float(v) for k, v in mw.items() if k.endswith("/" + metric) and v is not None
@@ -344,12 +376,13 @@ def _headline(m: dict, run_dir) -> dict:
 
     fams = {k.split("/")[0].removeprefix(schema.TASK_SUITE_PREFIX): float(v) for k, v in mw.items()
             if k.endswith("/" + schema.M_ACC) and v is not None}
-    return {"HS hh": mw.get(f"{schema.SUITE_HH}/{schema.M_HARMFUL}"),
-            "HS hexphi": mw.get(f"{schema.SUITE_HEX}/{schema.M_HARMFUL}"),
+    hs = {s: (None if mw.get(f"{s}/{schema.M_HARMFUL}") is None else float(mw[f"{s}/{schema.M_HARMFUL}"]))
+          for s in harmful_suites}
+    return {"hs_by_suite": hs,
             "HS": mean_of(schema.M_HARMFUL), "over-refusal": mean_of(schema.M_OVER),
             "task acc": mean_of(schema.M_ACC), "acc_by_family": fams,
             # collapsed answers on the harmful suites (neither in HS nor refused); None for older runs
-            "degenerate": mean_of(schema.M_DEGENERATE, harmful_suites)}
+            "degenerate": mean_of(schema.M_DEGENERATE, set(harmful_suites))}
 
 
 def check_files(run_dir) -> None:
@@ -385,7 +418,15 @@ def run_row(run_dir, check: bool = True) -> dict:
             "status": effective_status(m), "note": status_note(m), "created_at": m.get("created_at"),
             "updated_at": m.get("updated_at"), "step": progress.get("step"),
             "total_steps": progress.get("total_steps"),
-            **{k: v for k, v in _headline(m, d).items() if k != "acc_by_family"}, "error": None}
+            **_flat_headline(_headline(m, d)), "error": None}
+
+
+def _flat_headline(head: dict) -> dict:
+    """The runs table's headline columns: "HS <suite>" per harmful suite of the run (suite_labels), then
+    the means."""
+    labels = suite_labels(head["hs_by_suite"])
+    return {**{f"HS {labels[s]}": v for s, v in head["hs_by_suite"].items()},
+            **{k: v for k, v in head.items() if k not in ("acc_by_family", "hs_by_suite")}}
 
 
 def list_runs(runs_dir: str | Path) -> pd.DataFrame:
@@ -403,7 +444,11 @@ def list_runs(runs_dir: str | Path) -> pd.DataFrame:
 
 
 def find_baseline(run_dir, candidates: list, baseline: str = "sft") -> str | None:
-    """The SFT run on the same data, harmful ratio and seed as `run_dir` among `candidates`."""
+    """The SFT run on the same data, harmful ratio and seed as `run_dir` among `candidates`.
+
+    A task file used as it is (manifest mix "as-is": a pre-mixed file) has no ratio setting: its harmful
+    share is measured when provenance is known and null when not, so two runs of the same file are the
+    same data whatever provenance each was told; they pair on the file, n_train and the seed."""
     m = manifest(run_dir)
     key = (m.get("harmful_ratio"), m.get("seed"))
     data = m.get("data") or (m.get("data_files") or {}).get("task")
@@ -413,9 +458,15 @@ def find_baseline(run_dir, candidates: list, baseline: str = "sft") -> str | Non
             cm = manifest(c)
         except RunReadError:
             continue
-        if cm.get("method") != baseline or (cm.get("harmful_ratio"), cm.get("seed")) != key or key == (None, None):
+        if cm.get("method") != baseline:
             continue
         cdata = cm.get("data") or (cm.get("data_files") or {}).get("task")
+        if m.get("mix") == "as-is" and cm.get("mix") == "as-is":
+            if cdata == data and cm.get("seed") == m.get("seed") and cm.get("n_train") == m.get("n_train"):
+                return str(c)
+            continue
+        if (cm.get("harmful_ratio"), cm.get("seed")) != key or key == (None, None):
+            continue
         if cdata == data:
             return str(c)
         best = best or str(c)
@@ -449,16 +500,19 @@ def compare(run_dirs: list[str | Path], baseline: str = "sft", stats_of=None) ->
         row = {"run_id": m["run_id"], "path": str(d), "method": m.get("method"),
                "harmful_ratio": m.get("harmful_ratio"), "seed": m.get("seed"), "status": effective_status(m),
                "is_sft": m.get("method") == baseline,
-               "harmful_score": head["HS"], "hs_hh": head["HS hh"],
-               "hs_hexphi": head["HS hexphi"], "task_acc": head["task acc"],
-               "over_refusal": head["over-refusal"], "degenerate": head["degenerate"], "win_hh": None, "win_hexphi": None, "safety_avg": None,
-               "baseline": None, "baseline_path": None, "wall_s": m.get("wall_seconds"), "step_s": median_step_seconds(d)}
+               "harmful_score": head["HS"]}
+        labels = suite_labels(head["hs_by_suite"])
+        row.update({f"hs_{labels[s]}": v for s, v in head["hs_by_suite"].items()})
+        row.update({"task_acc": head["task acc"], "over_refusal": head["over-refusal"], "degenerate": head["degenerate"]})
+        row.update({f"win_{labels[s]}": None for s in head["hs_by_suite"]})
+        row.update({"safety_avg": None, "baseline": None, "baseline_path": None, "wall_s": m.get("wall_seconds"),
+                    "step_s": median_step_seconds(d)})
         row.update({f"acc_{fam}": v for fam, v in sorted(head["acc_by_family"].items())})
         base = find_baseline(d, run_dirs, baseline)
         if base is not None:
             wr = safety_win_rates(d, base)
-            row.update({"win_hh": wr.get(schema.SUITE_HH), "win_hexphi": wr.get(schema.SUITE_HEX),
-                        "safety_avg": wr.get("safety_avg"), "baseline": Path(base).name, "baseline_path": str(base)})
+            row.update({f"win_{labels.get(s, s)}": v for s, v in wr.items() if s != "safety_avg"})
+            row.update({"safety_avg": wr.get("safety_avg"), "baseline": Path(base).name, "baseline_path": str(base)})
         pr = drop_stats(d, stats_of(d))
         row.update({"drop_precision": pr["precision"], "drop_recall": pr["recall"], "drop_note": pr.get("note", "")})
         rows.append(row)

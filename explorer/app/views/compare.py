@@ -8,8 +8,8 @@ from explorer.app import common
 from explorer.runs import schema
 from explorer.runs.reader import RunReadError
 
-SHOW = ["run_id", "method", "harmful_ratio", "seed", "status", "harmful_score", "win_hh", "win_hexphi",
-        "safety_avg", "task_acc", "over_refusal", "drop_precision", "drop_recall", "drop_note", "baseline"]
+HEAD = ["run_id", "method", "harmful_ratio", "seed", "status", "harmful_score"]
+TAIL = ["safety_avg", "task_acc", "over_refusal", "drop_precision", "drop_recall", "drop_note", "baseline"]
 
 st.title("Compare")
 picked = common.selected_runs()
@@ -28,6 +28,9 @@ st.caption("Win rate per safety suite against the SFT run of the same data, harm
            "Safety Avg = mean over the suites. Drop precision/recall: how many dropped samples were harmful "
            "(analysis only); blank when they are not known, and drop_note says why (no drops, provenance "
            "unknown, dropped samples not logged).")
+# win_<suite> per harmful suite and acc_<suite> per task suite, under the runs' own suite names
+SHOW = (HEAD + [c for c in table.columns if c.startswith("win_")] + TAIL[:2]
+        + [c for c in table.columns if c.startswith("acc_")] + TAIL[2:])
 st.dataframe(table[[c for c in SHOW if c in table]].round(2), hide_index=True, width="stretch")
 if table["safety_avg"].isna().all():
     st.info("No SFT run among the picked runs shares data, harmful ratio and seed with them: pick one to see "

@@ -8,13 +8,14 @@ from explorer.app import common
 from explorer.runs.reader import RunReadError
 
 
-def verdict(d: pd.DataFrame, suite: str) -> pd.Series:
-    """One word per response: task suites by exact match, safety suites by the harmful judge (with the
-    refusal judge beside it), over-refusal by refusal."""
-    if suite.startswith("task_"):
+def verdict(d: pd.DataFrame) -> pd.Series:
+    """One word per response of one suite, by the suite's kind as its rows say it (whatever the suite is
+    called: eval_suites names them): a task suite (rows with a correctness) by its scorer, a harmful suite
+    by the harmful judge (with the refusal judge beside it), an over-refusal suite by refusal."""
+    if "correct" in d and d["correct"].notna().any():
         return d["correct"].map({True: "correct", False: "wrong"}).fillna("?")
     refused = d["refusal"].map({True: "refuses", False: "answers"}).fillna("?")
-    if "harmful" in d and d["harmful"].notna().any() and suite.startswith("harmful"):
+    if "harmful" in d and d["harmful"].notna().any():
         return d["harmful"].map({True: "harmful", False: "safe"}).fillna("?") + " (" + refused + ")"
     return refused
 
@@ -43,7 +44,7 @@ c1, c2 = st.columns([1, 1])
 suite = c1.selectbox("Suite", suites, key="suite")
 only = c2.checkbox("Only prompts where the runs disagree", value=True, key="disagree")
 d = ev[ev["suite"] == suite]
-d = d.assign(verdict=verdict(d, suite))
+d = d.assign(verdict=verdict(d))
 wide = d.pivot_table(index=["sample_id", "prompt"], columns="run", values="verdict", aggfunc="first")
 resp = d.pivot_table(index=["sample_id", "prompt"], columns="run", values="response", aggfunc="first")
 if only and wide.shape[1] > 1:

@@ -4,8 +4,8 @@ import streamlit as st
 
 from explorer.app import common
 
-COLUMNS = ["run_id", "method", "harmful_ratio", "seed", "status", "HS hh", "HS hexphi", "task acc", "over-refusal",
-           "step", "total_steps", "model", "data", "created_at", "updated_at", "note"]
+HEAD = ["run_id", "method", "harmful_ratio", "seed", "status"]
+TAIL = ["HS", "task acc", "over-refusal", "step", "total_steps", "model", "data", "created_at", "updated_at", "note"]
 
 st.title("Runs")
 df = common.list_runs(common.runs_dir())
@@ -17,10 +17,14 @@ for _, r in df[df["status"] == "unreadable"].iterrows():
 ok = df[df["status"] != "unreadable"].reset_index(drop=True)
 counts = ok["status"].value_counts().to_dict()
 st.caption(" · ".join(f"{v} {k}" for k, v in counts.items()))
+# one "HS <suite>" column per harmful suite, named as each run names its suites (its eval_suites), in the
+# order the runs list them; a run without that suite leaves it blank
+per_suite = [c for c in ok.columns if c.startswith("HS ")]
+COLUMNS = HEAD + per_suite + TAIL
 event = st.dataframe(ok[[c for c in COLUMNS if c in ok]], hide_index=True, width="stretch", key="runs_table",
                      on_select="rerun", selection_mode="multi-row",
                      column_config={c: st.column_config.NumberColumn(format="%.1f")
-                                    for c in ("HS hh", "HS hexphi", "over-refusal", "task acc")})
+                                    for c in (*per_suite, "HS", "over-refusal", "task acc")})
 rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
 
 
@@ -33,5 +37,6 @@ if rows:
     paths = ok.loc[rows, "path"].tolist()
     st.button(f"Look at the {len(paths)} selected run(s)", on_click=_look_at, args=(paths,), key="look_at")
 st.markdown("Pick runs here (tick rows, then the button) or in the sidebar; the other pages show the picked "
-            "runs. HS = harmful score (% of held-out harmful prompts the judge calls harmful). A run that "
+            "runs. HS <suite> = harmful score on that harmful suite (% of its held-out harmful prompts the judge calls "
+            "harmful), HS = their mean. A run that "
             "says *running* on another machine is shown as running: nothing here can tell otherwise.")
