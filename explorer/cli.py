@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import logging
 import sys
 from pathlib import Path
@@ -62,19 +63,22 @@ def _cmd_run(args) -> int:
     from explorer.config import load_config
     from explorer.train.recipe import resume, run
 
+    main_rank = os.environ.get("RANK", "0") == "0"   # under torchrun only rank 0 reports
     if args.resume:
         run_dir = resume(args.resume)
-        print(f"run folder: {run_dir}")
-        print(json.dumps(json.loads((run_dir / "run.json").read_text()).get("summary", {}), indent=2))
+        if main_rank:
+            print(f"run folder: {run_dir}")
+            print(json.dumps(json.loads((run_dir / "run.json").read_text()).get("summary", {}), indent=2))
         return 0
     config, overrides = args.config, list(args.overrides)
     if config and "=" in config and not Path(config).exists():  # no YAML, only overrides
         config, overrides = None, [config] + overrides
     cfg = load_config(config, overrides)
     run_dir = run(cfg)
-    m = json.loads((run_dir / "run.json").read_text())
-    print(f"run folder: {run_dir}")
-    print(json.dumps(m.get("summary", {}), indent=2))
+    if main_rank:
+        m = json.loads((run_dir / "run.json").read_text())
+        print(f"run folder: {run_dir}")
+        print(json.dumps(m.get("summary", {}), indent=2))
     return 0
 
 

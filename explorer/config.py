@@ -84,6 +84,9 @@ class RunConfig:
     flush_every: int = 10                 # write Parquet parts every N steps
     checkpoint_every: int = 0             # save a resumable checkpoint every N steps (0: never)
     progress: bool = True                 # show a progress bar
+    dist_timeout_s: float = 1800.0        # under torchrun: how long a collective waits for the other ranks
+                                          # before the run fails (covers rank 0's evaluations: raise it
+                                          # when one evaluation takes longer)
     influence_every: int = 0              # > 0: every N steps record each task sample's first-order effect on
                                           # held-out refusal and task losses (effect_safety, effect_task)
     influence_n: int = 64                 # held-out prompts per loss for that check (0: all)

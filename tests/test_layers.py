@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("explorer.runs",),
     ("explorer.data",),
     ("explorer.eval",),
-    ("explorer.model",),
+    ("explorer.model", "explorer.distributed"),  # distributed: torch.distributed helpers, below methods and train
     ("explorer.scoring",),
     ("explorer.interp",),
     ("explorer.methods",),

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Callable
 
 from explorer.data.batch import Batch
-from explorer.methods.protocol import Context, Decision, Method, MethodBase, help_field
+from explorer.methods.protocol import Context, Decision, Method, MethodBase, dist_of, help_field
 
-__all__ = ["Batch", "Context", "Decision", "Method", "MethodBase", "REGISTRY", "help_field", "register"]
+__all__ = ["Batch", "Context", "Decision", "Method", "MethodBase", "REGISTRY", "dist_of", "help_field", "register"]
 
 
 #: name -> (config dataclass, method class); filled by explorer.methods.__init__

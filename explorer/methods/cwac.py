@@ -79,7 +79,7 @@ import torch
 from explorer.interp.hooks import capture, decoder_layers, forward_to, modules_named
 from explorer.interp.sae import TopKSAE, train_sae
 from explorer.interp.subspace import CovarianceAccumulator, project_right, removed_share, small_eigen_subspace
-from explorer.methods.base import Batch, Decision, MethodBase, register
+from explorer.methods.base import Batch, Decision, MethodBase, dist_of, register
 from explorer.methods.base import help_field as _h
 from explorer.model.plumbing import eval_mode, is_peft
 
@@ -309,6 +309,9 @@ class Cwac(MethodBase):
                              "lora_targets), or use method.constraints=activation")
         # X_l: inputs of each constrained layer on harmful prompts (prompt tokens, or all tokens)
         acc = {n: None for n in self.targets_}
+        dist = dist_of(ctx)
+        if dist.enabled:   # each rank its share of the prompts; C and the token count are all-reduced below
+            harmful = harmful[slice(*dist.shard(len(harmful)))]
         with capture({n: mods[n] for n in self.targets_}, what="input") as got:
             for b in self._batches(ctx, harmful):
                 with torch.no_grad(), ctx.autocast():
@@ -319,6 +322,12 @@ class Cwac(MethodBase):
                     if acc[n] is None:
                         acc[n] = CovarianceAccumulator(x.shape[-1], device=x.device)
                     acc[n].add(x.float(), mask)
+        if dist.enabled:
+            for n, params in self.targets_.items():
+                if acc[n] is None:   # this rank had no prompt that fits: it adds zeros
+                    acc[n] = CovarianceAccumulator(params[0].shape[-1], device=params[0].device)
+                acc[n].C = dist.all_sum(acc[n].C)
+                acc[n].n = int(dist.all_sum(torch.tensor(acc[n].n, dtype=torch.long)))
         rows = []
         for n, a in acc.items():
             sub = small_eigen_subspace(a.C, c.energy, a.n)
@@ -365,7 +374,7 @@ class Cwac(MethodBase):
             self.sae_, sae_info = train_sae(acts, n_lat, c.sae_k, steps=c.sae_steps,
                                             batch_size=c.sae_batch_tokens, lr=c.sae_lr,
                                             auxk_coef=c.sae_auxk_coef, generator=g)
-            if ctx.run_dir:
+            if ctx.run_dir and dist_of(ctx).is_main:   # one file, written by rank 0 (the SAE is the same on every rank)
                 self.sae_.save(Path(ctx.run_dir) / SAE_FILE, layer=self.layer_idx_, **sae_info)
         st = self.sae_.settings
         if not _recorded(ctx, "cwac_sae"):

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from explorer.methods.base import Batch, Decision, MethodBase, register
+from explorer.methods.base import Batch, Decision, MethodBase, dist_of, register
 from explorer.methods.base import help_field as _h
 from explorer.scoring import cosine, directional, make_estimator, trainable_params, weighted_mean
 from explorer.scoring.chunking import ChunkPolicy, parse_chunk_size, trim
@@ -303,11 +303,18 @@ class DualSelect(MethodBase):
         ids = list(enc.sample_ids)  # the references actually scored, in the order of the rows below
         row_of = {rid: i for i, rid in enumerate(ids)}
         scored = c.reference_selection != "random"
+        # several ranks (torchrun): each scores its contiguous share of the pool, then the scores are
+        # gathered and every rank selects alike over the whole pool
+        dist = dist_of(ctx)
+        lo, hi = dist.shard(len(ids))
+        mine = enc if not dist.enabled else (enc.subset(list(range(lo, hi))) if hi > lo else None)
         # with parameter-space features the selected references' gradient rows give g_ref directly
         # (Σ w_r g_r / Σ w_r, the authors' way); a running top-K by score keeps K rows, not the pool's
         want_rows = scored and self.full_space_
-        chunks, keep = self._chunks(ctx, enc, keep_rows=self.k_ref_ if want_rows else 0)
+        chunks, keep = self._chunks(ctx, mine, keep_rows=self.k_ref_ if want_rows else 0) if mine is not None else ([], True)
         keep = keep and want_rows
+        if dist.enabled:   # every rank keeps rows, or none does (the fallback below is collective)
+            keep = keep and not bool(dist.all_max(torch.tensor(0 if keep else 1)))
         loss = torch.full((len(ids),), float("nan"))
         cos_to_d = torch.full((len(ids),), float("nan") if not scored else 0.0)
         top_ids: list[str] = []
@@ -339,6 +346,8 @@ class DualSelect(MethodBase):
                 del f
         finally:
             ctx.model.train(was_training)
+        if dist.enabled:
+            loss, cos_to_d = dist.gather_cat(loss[lo:hi]), dist.gather_cat(cos_to_d[lo:hi])
         conflict, score = reference_scores(loss, cos_to_d, c.mu_ref, c.nu)
         if c.reference_selection == "random":
             score = torch.rand(len(ids), generator=ctx.generator)  # a random ranking
@@ -364,7 +373,10 @@ class DualSelect(MethodBase):
                          "selected": False, "change": "left", "jaccard_prev": jac, "estimator": self.est_name_})
         ctx.log("refreshes", rows)
         kept_rows = None
-        if keep and set(top_ids) >= now:  # ties at the K-th score can pick another row: then recompute
+        if dist.enabled:
+            if keep:
+                kept_rows = self._gathered_rows(ctx, ids[lo:hi], top_ids, top_rows)
+        elif keep and set(top_ids) >= now:  # ties at the K-th score can pick another row: then recompute
             pos = {rid: j for j, rid in enumerate(top_ids)}
             kept_rows = top_rows[[pos[rid] for rid in self.state.ref_ids]]
         del top_rows
@@ -381,6 +393,24 @@ class DualSelect(MethodBase):
         self.state.d_last = self.state.d
         self.state.dir_sum, self.state.dir_n, self.state.steps_since = None, 0, 0
 
+    def _gathered_rows(self, ctx, my_ids: list[str], top_ids: list[str], top_rows) -> torch.Tensor | None:
+        """Several ranks: the gradient rows of the selected references, [K, P] in `ref_ids` order,
+        each rank contributing those of its share of the pool (a contiguous slice, so rank order is
+        pool order). None on every rank when some rank lacks a row it should hold (a tie at the K-th
+        score picked another row): the caller then recomputes g_ref."""
+        dist = dist_of(ctx)
+        mine = set(my_ids)
+        want = [rid for rid in self.state.ref_ids if rid in mine]
+        pos = {rid: j for j, rid in enumerate(top_ids)}
+        missing = any(rid not in pos for rid in want)
+        if bool(dist.all_max(torch.tensor(1 if missing else 0))):
+            return None
+        if want:
+            rows = top_rows[[pos[rid] for rid in want]]
+        else:
+            rows = torch.zeros(0, self.n_params_, device=ctx.device, dtype=top_rows.dtype if top_rows is not None else torch.float32)
+        return dist.gather_cat(rows)
+
     def _unit_features(self, ctx, ids: list[str]) -> torch.Tensor:
         """Unit-norm gradient features [K, D] of the given references (for decision_refs), rows in `ids` order."""
         enc = self._encoded(ctx, ids)
@@ -396,8 +426,12 @@ class DualSelect(MethodBase):
     def _log_ref_cosines(self, ctx, batch: Batch, feats: torch.Tensor) -> None:
         cos = (feats @ self.state.ref_unit.T) / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)   # [B, K]
         vals = cos.float().cpu().tolist()
-        ctx.log("decision_refs", [{"step": ctx.step, "sample_id": sid, "reference_id": rid, "cosine": vals[i][k]}
-                                  for i, sid in enumerate(batch.sample_ids) for k, rid in enumerate(self.state.ref_ids)])
+        rows = [{"step": ctx.step, "sample_id": sid, "reference_id": rid, "cosine": vals[i][k]}
+                for i, sid in enumerate(batch.sample_ids) for k, rid in enumerate(self.state.ref_ids)]
+        if dist_of(ctx).enabled:   # rank 0 writes: the rows of every rank's samples, in batch order
+            got = dist_of(ctx).gather_object(rows)
+            rows = [r for g in got for r in g] if got is not None else []
+        ctx.log("decision_refs", rows)
 
     def _ref_loss(self, ctx, b: Batch | None = None) -> torch.Tensor:
         """Σ_r w_r ℓ_r / Σ_r w_r over the selected references (or the rows of `b` of them), with graph."""
@@ -412,12 +446,22 @@ class DualSelect(MethodBase):
         """∇ of the weighted reference loss, flat, accumulated chunk by chunk (the sum splits over rows)."""
         plist = list(self.params_.values())
         total, value = None, 0.0
-        for b in self._chunks(ctx, self._encoded(ctx, self.state.ref_ids))[0]:
+        ids, dist = self.state.ref_ids, dist_of(ctx)
+        if dist.enabled:   # each rank its share of the selected references; the sums are all-reduced
+            lo, hi = dist.shard(len(ids))
+            ids = ids[lo:hi]
+        enc = self._encoded(ctx, ids) if ids else None
+        for b in self._chunks(ctx, enc)[0] if enc is not None else []:
             loss = self._ref_loss(ctx, b)
             gs = torch.autograd.grad(loss, plist, allow_unused=True)
             g = flatten_grads(gs, plist)
             total = g if total is None else total + g
             value += float(loss.detach())
+        if dist.enabled:
+            if total is None:
+                total = torch.zeros(self.n_params_, device=ctx.device)
+            total = dist.all_sum(total)
+            value = float(dist.all_sum(torch.tensor(value, dtype=torch.float64)))
         return total, value
 
     def _update_g_ref(self, ctx) -> None:
@@ -478,15 +522,27 @@ class DualSelect(MethodBase):
             self._log_ref_cosines(ctx, batch, feats)
         self.state.n_filtered += 1
         s = task_scores(losses, compat, c.mu_task, c.nu)
+        dist = dist_of(ctx)
+        s_all, ntok_all = s, batch.n_target_tokens
+        if dist.enabled:   # the decision spans the global batch: gather its scores, select alike everywhere
+            s_all = dist.gather_cat(s)
+            ntok_all = dist.gather_cat(batch.n_target_tokens.to(s.device))
         if c.filter_task:
-            w, rank = select_task(s, n_keep(c, B), c.task_mode, c.tau_task, batch.n_target_tokens, c.token_budget)
+            w_all, rank_all = select_task(s_all, n_keep(c, len(s_all)), c.task_mode, c.tau_task, ntok_all,
+                                          c.token_budget)
         else:
-            w, rank = torch.ones(B, device=losses.device), torch.argsort(torch.argsort(s))
+            w_all, rank_all = torch.ones(len(s_all), device=losses.device), torch.argsort(torch.argsort(s_all))
+        w, rank = w_all, rank_all
+        if dist.enabled:   # this rank's rows of the global decision
+            w, rank = w_all[ctx.batch_offset:ctx.batch_offset + B], rank_all[ctx.batch_offset:ctx.batch_offset + B]
 
         metrics = {"phase": "train", "estimator": self.est_name_, "refresh_id": self.state.refresh_id,
                    "g_ref_norm": float(self.state.g_ref.norm()), "ref_loss": self.state.ref_loss}
         if feats is not None:
-            g_task = weighted_mean(feats, w)
+            if dist.enabled:   # Σ over the global batch's kept rows / Σ of the global weights
+                g_task = dist.all_sum(w.to(feats.dtype) @ feats) / w_all.sum().clamp_min(1e-12).to(feats.dtype)
+            else:
+                g_task = weighted_mean(feats, w)
             g_ref = self.state.g_ref
             metrics["cos_task_ref"] = float(cosine(g_task, g_ref))
             metrics["g_task_norm"] = float(g_task.norm())

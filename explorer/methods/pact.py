@@ -81,7 +81,7 @@ import torch
 import torch.nn.functional as F
 
 from explorer.data.tokenize import ContextLengthError, pad_id_of
-from explorer.methods.base import Batch, Decision, MethodBase, register
+from explorer.methods.base import Batch, Decision, MethodBase, dist_of, register
 from explorer.methods.base import help_field as _h
 from explorer.model.losses import per_sample_nll
 from explorer.model.plumbing import pick_reference, reference_logits
@@ -300,7 +300,11 @@ class Pact(MethodBase):
                     for r in recs}
         d_sum = p_a_sum = p_b_sum = None
         n = n_pos = 0
-        for i in range(0, len(recs), c.stage1_batch_size):
+        starts = list(range(0, len(recs), c.stage1_batch_size))
+        dist = dist_of(ctx)
+        if dist.enabled:   # each rank its share of the refusal chunks; the sums are all-reduced below
+            starts = starts[slice(*dist.shard(len(starts)))]
+        for i in starts:
             try:
                 batch = ctx.encode(recs[i:i + c.stage1_batch_size])
             except ContextLengthError:
@@ -336,6 +340,11 @@ class Pact(MethodBase):
             n += int(keep.sum())
             n_pos += int(r_i[keep].sum())
         del base
+        if dist.enabled:
+            V = int(dist.all_max(torch.tensor(d_sum.numel() if d_sum is not None else 0)))
+            zero = torch.zeros(V, device=ctx.device)
+            d_sum, p_a_sum, p_b_sum = (dist.all_sum(x if x is not None else zero) for x in (d_sum, p_a_sum, p_b_sum))
+            n, n_pos = (int(dist.all_sum(torch.tensor(x, dtype=torch.long))) for x in (n, n_pos))
         if n == 0:
             raise ValueError("pact: no refusal sample fits the context; expected refusals shorter than max_length")
         d, p_a, p_b = d_sum / n, p_a_sum / n, p_b_sum / n
@@ -399,7 +408,10 @@ class Pact(MethodBase):
             out = ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         ce = per_sample_nll(out.logits, batch.labels)                                 # [B]
         start, count = response_span(batch.labels)
-        A = int(count.max())
+        dist = dist_of(ctx)
+        # several ranks: A is the longest response of the global batch, so every rank takes the same
+        # path and reduces tensors of one shape
+        A = int(count.max()) if not dist.enabled else int(dist.all_max(count.max()))
         B = len(batch)
         if A == 0:
             return Decision(weights=torch.ones(B, device=ce.device), losses=ce)
@@ -425,14 +437,20 @@ class Pact(MethodBase):
         kl = pact_kl(q, z_theta_S, T) * mask                                          # [B, A]
         n_tok = mask.sum(1)                                                           # [B]
         kl_i = kl.sum(1) / n_tok.clamp_min(1)
+        # means over the GLOBAL batch: with several ranks each takes its local sum over the global
+        # count, times the number of ranks, because the recipe averages extra losses and step metrics
+        # over the ranks (world = 1 and the global count = the local one with a single process)
+        W = dist.world
         if c.reduction == "token":
-            L_pact = kl.sum() / mask.sum().clamp_min(1)
+            M = dist.all_sum(mask.sum()).clamp_min(1)
+            L_pact = W * kl.sum() / M
             weights = count.float()
-            ce_step = (ce * weights).sum() / weights.sum().clamp_min(1)
+            ce_step = W * (ce * weights).sum() / dist.all_sum(weights.sum()).clamp_min(1)
         else:
-            L_pact = kl_i.mean()
+            M = dist.all_sum(mask.sum()).clamp_min(1)
+            L_pact = kl_i.mean() if not dist.enabled else W * kl_i.sum() / dist.all_sum(torch.tensor(float(B)))
             weights = torch.ones(B, device=ce.device)
-            ce_step = ce.mean()
+            ce_step = ce.mean() if not dist.enabled else W * ce.sum() / dist.all_sum(torch.tensor(float(B)))
         self._record_positions(ctx, c_t, I_trained, I_post, kl, mask)
         gate_i = (c_t * mask).sum(1) / n_tok.clamp_min(1)
         return Decision(
@@ -440,14 +458,15 @@ class Pact(MethodBase):
             scores={"ce": ce.detach(), "kl": kl_i.detach(), "gate": gate_i.detach()},
             step_metrics={"ce": float(ce_step.detach()), "kl": float(L_pact.detach()),
                           "pact_loss": float(c.lam * L_pact.detach()),
-                          "gate_mean": float((c_t * mask).sum() / mask.sum().clamp_min(1))})
+                          "gate_mean": float(W * (c_t * mask).sum() / M)})
 
     def _record_positions(self, ctx, c_t, I_trained, I_post, kl, mask) -> None:
-        n_t = mask.sum(0)                                                             # [A]
+        dist = dist_of(ctx)   # position means over the global batch (A is the same on every rank)
+        n_t = dist.all_sum(mask.sum(0))                                               # [A]
         A = min(int(mask.shape[1]), self.config.record_positions)
 
         def mean(x):
-            return ((x.detach().float() * mask).sum(0) / n_t.clamp_min(1)).cpu().tolist()
+            return (dist.all_sum((x.detach().float() * mask).sum(0)) / n_t.clamp_min(1)).cpu().tolist()
 
         g, it, ip, k_ = mean(c_t), mean(I_trained), mean(I_post), mean(kl)
         n_list = n_t.cpu().tolist()

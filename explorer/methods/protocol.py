@@ -29,6 +29,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from explorer.data.batch import Batch
+from explorer.distributed import SINGLE, Dist
 from explorer.data.records import Record
 from explorer.model import plumbing
 
@@ -62,6 +63,11 @@ class Decision:
     step_metrics: dict[str, float] = field(default_factory=dict)
     losses: torch.Tensor | None = None
     grads: torch.Tensor | None = None
+
+
+def dist_of(ctx) -> Dist:
+    """ctx.dist, or the single process for a hand-made context without one (tests, notebooks)."""
+    return getattr(ctx, "dist", SINGLE)
 
 
 class Method(Protocol):
@@ -127,7 +133,10 @@ class Context:
         is added to each row; rows of partitioned tables should carry `step`;
       - call `reference_model()` for a frozen copy of the starting (aligned) model;
       - call `load_model(spec)` for another model (e.g. PACT's base model) in eval mode;
-      - wrap forward passes in `with ctx.autocast():` (bf16 on CUDA, nothing on CPU).
+      - wrap forward passes in `with ctx.autocast():` (bf16 on CUDA, nothing on CPU);
+      - under torchrun, reduce what aggregates over the batch or a pool through `ctx.dist` (see below);
+        only rank 0's `log` writes, so rows computed alike on every rank are recorded once, and rows
+        about this rank's own samples must be gathered to rank 0 first.
     Shared helpers (eval mode, reference logits, flat gradients) are in explorer/model/plumbing.py.
     """
 
@@ -151,6 +160,13 @@ class Context:
     generator: torch.Generator | None = None   # seeded; use it for any randomness
     autocast_dtype: torch.dtype | None = None  # bf16 on CUDA, None on CPU
     state: dict[str, Any] = field(default_factory=dict)  # scratch space shared within a run
+    # more than one process (torchrun; explorer/distributed.py): `decide` sees this rank's shard of the
+    # global batch, rows [batch_offset, batch_offset + len(batch)) of global_batch_size. A method whose
+    # decision spans the batch gathers what it needs with dist (gather_cat, all_sum) so that every rank
+    # decides alike over the global batch; with one process dist's collectives hand their input back.
+    dist: Dist = SINGLE
+    batch_offset: int = 0
+    global_batch_size: int = 0
 
     def autocast(self):
         """bf16 autocast on CUDA, nothing on CPU: wrap the model's forward passes in it."""

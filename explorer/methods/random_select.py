@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from explorer.methods.base import Batch, Decision, MethodBase, help_field, register
+from explorer.methods.base import Batch, Decision, MethodBase, dist_of, help_field, register
 
 
 @dataclass(frozen=True)
@@ -37,15 +37,20 @@ class RandomSelect(MethodBase):
 
     def decide(self, batch: Batch, ctx) -> Decision:
         B = len(batch)
-        w = torch.ones(B)
         if self.config.scope != "batch":
-            return Decision(weights=w.to(batch.input_ids.device))  # the pool was cut once, in prepare
-        k = max(1, math.ceil(self.config.keep * B))
-        perm = torch.randperm(B, generator=ctx.generator)  # the random order: its first k are kept
+            return Decision(weights=torch.ones(B, device=batch.input_ids.device))  # the pool was cut in prepare
+        # under torchrun every rank draws the same order over the global batch and keeps its own rows
+        # of it (the generator advances alike on every rank)
+        G = ctx.global_batch_size if dist_of(ctx).enabled else B
+        w = torch.ones(G)
+        k = max(1, math.ceil(self.config.keep * G))
+        perm = torch.randperm(G, generator=ctx.generator)  # the random order: its first k are kept
         w[perm[k:]] = 0.0
         # each sample's rank in that order (1 = drawn first); argsort(w) would be a permutation of
         # positions, not ranks
-        rank = torch.empty(B)
-        rank[perm] = torch.arange(1, B + 1, dtype=rank.dtype)
+        rank = torch.empty(G)
+        rank[perm] = torch.arange(1, G + 1, dtype=rank.dtype)
+        if dist_of(ctx).enabled:
+            w, rank = w[ctx.batch_offset:ctx.batch_offset + B], rank[ctx.batch_offset:ctx.batch_offset + B]
         return Decision(weights=w.to(batch.input_ids.device), scores={"random_rank": rank})
 

@@ -54,7 +54,7 @@ from pathlib import Path
 
 import torch
 
-from explorer.methods.base import Batch, Decision, MethodBase, register
+from explorer.methods.base import Batch, Decision, MethodBase, dist_of, register
 from explorer.methods.base import help_field as _h
 from explorer.model.losses import per_sample_nll
 from explorer.model.plumbing import is_peft
@@ -266,6 +266,7 @@ class Seal(MethodBase):
         last_aux = torch.full((N,), float("nan"))
         model.train()
         step = 0
+        dist = dist_of(ctx)
         for epoch in range(c.selector_epochs):
             u = u_at_epoch(epoch, c.u_start, c.u_decay)
             ft_order = torch.randperm(N, generator=ctx.generator).tolist()
@@ -275,9 +276,15 @@ class Seal(MethodBase):
                 idx_list = ft_order[b * bs:(b + 1) * bs]
                 sb = b % n_safe_batches
                 s_list = safe_order[sb * bs:(sb + 1) * bs]
-                ft_batch = _encode_or_none(encode, [ft[i] for i in idx_list])
-                safe_batch = _encode_or_none(encode, [safe[i] for i in s_list])
-                if ft_batch is None or safe_batch is None:
+                if dist.enabled:   # data-parallel phase 1: each rank its contiguous share of both batches
+                    idx_list = idx_list[slice(*dist.shard(len(idx_list)))]
+                    s_list = s_list[slice(*dist.shard(len(s_list)))]
+                ft_batch = _encode_or_none(encode, [ft[i] for i in idx_list]) if idx_list else None
+                safe_batch = _encode_or_none(encode, [safe[i] for i in s_list]) if s_list else None
+                skip = ft_batch is None or safe_batch is None
+                if dist.enabled:   # the ranks skip together (a rank with nothing to contribute skips the step)
+                    skip = bool(dist.all_max(torch.tensor(1 if skip else 0)))
+                if skip:
                     continue  # every record of the batch was too long for the context
                 # encode() skips over-long records: map the rows back to selector indices
                 idx = torch.tensor([self.index_[s] for s in ft_batch.sample_ids], device=device)
@@ -287,12 +294,22 @@ class Seal(MethodBase):
                 for g in sel_opt.param_groups:
                     g["lr"] = c.selector_lr * lr_scale
 
-                safe_loss = self._forward_losses(ctx, model, safe_batch).mean()        # ℓ_safe
-                ft_losses = self._forward_losses(ctx, model, ft_batch)                 # [B] ℓ(θ; z_j)
-                weights = selector_weights(omega)[idx]                                 # σ̃_j
-                loss = model_loss(u, safe_loss, ft_losses, weights)
+                if dist.enabled:   # means over the global batches: local sums over the global counts
+                    n_safe = float(dist.all_sum(torch.tensor(float(len(safe_batch)))))
+                    n_ft = float(dist.all_sum(torch.tensor(float(len(ft_batch)))))
+                    safe_local = self._forward_losses(ctx, model, safe_batch).sum() / n_safe
+                    ft_losses = self._forward_losses(ctx, model, ft_batch)
+                    weights = selector_weights(omega)[idx]
+                    loss = u * safe_local + (1.0 - u) * (weights.detach() * ft_losses).sum() / n_ft
+                    safe_loss = dist.all_sum(safe_local.detach())
+                else:
+                    safe_loss = self._forward_losses(ctx, model, safe_batch).mean()        # ℓ_safe
+                    ft_losses = self._forward_losses(ctx, model, ft_batch)                 # [B] ℓ(θ; z_j)
+                    weights = selector_weights(omega)[idx]                                 # σ̃_j
+                    loss = model_loss(u, safe_loss, ft_losses, weights)
                 model_opt.zero_grad(set_to_none=True)
                 loss.backward()
+                dist.all_reduce_grads(params)
                 if c.model_clip > 0:
                     torch.nn.utils.clip_grad_norm_(params, c.model_clip)
                 model_opt.step()
@@ -303,20 +320,41 @@ class Seal(MethodBase):
                     for g in aux_opt.param_groups:
                         g["lr"] = c.model_lr * lr_scale
                     aux_losses = self._forward_losses(ctx, aux, ft_batch)             # ℓ(θ̂; z_j)
-                    aux_loss = (weights.detach() * aux_losses).mean()
+                    if dist.enabled:
+                        aux_loss = (weights.detach() * aux_losses).sum() / n_ft
+                    else:
+                        aux_loss = (weights.detach() * aux_losses).mean()
                     aux_opt.zero_grad(set_to_none=True)
                     aux_loss.backward()
+                    dist.all_reduce_grads(aux_params)
+                    if dist.enabled:
+                        aux_loss = dist.all_sum(aux_loss.detach())
                     if c.model_clip > 0:
                         torch.nn.utils.clip_grad_norm_(aux_params, c.model_clip)
                     aux_opt.step()
                     signal = signal - aux_losses.detach().float()                      # the loss gap
                     last_aux[idx.cpu()] = aux_losses.detach().float().cpu()
                     row_extra = {"aux_loss": float(aux_loss.detach())}
-                s_loss = selector_loss(omega, idx, signal)
+                if dist.enabled:
+                    s_loss = (selector_weights(omega)[idx] * signal.detach()).sum() / n_ft
+                else:
+                    s_loss = selector_loss(omega, idx, signal)
                 sel_opt.zero_grad(set_to_none=True)
                 s_loss.backward()
+                dist.all_reduce_grads([omega])
                 sel_opt.step()
 
+                if dist.enabled:   # every rank's samples, for the records and the step's values
+                    if aux is not None:
+                        aux_all = dist.gather_cat(aux_losses.detach().float())
+                    ft_all = dist.gather_cat(ft_losses.detach().float())
+                    w_all = dist.gather_cat(weights.detach().float())
+                    idx = dist.gather_cat(idx)
+                    s_loss = dist.all_sum(s_loss.detach())
+                    loss = u * safe_loss + (1.0 - u) * (w_all * ft_all).mean()
+                    ft_losses, weights = ft_all, w_all
+                    if aux is not None:
+                        last_aux[idx.cpu()] = aux_all.cpu()
                 last_loss[idx.cpu()] = ft_losses.detach().float().cpu()
                 safe_sum += float(safe_loss.detach())
                 n_steps += 1

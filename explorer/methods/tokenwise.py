@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from explorer.methods.base import Batch, Decision, MethodBase, register
+from explorer.methods.base import Batch, Decision, MethodBase, dist_of, register
 from explorer.methods.base import help_field as _h
 from explorer.model.plumbing import pick_reference, reference_logits
 
@@ -148,8 +148,13 @@ class Tokenwise(MethodBase):
         else:
             sample_w = torch.ones(B, device=logp.device)
 
+        dist = dist_of(ctx)
+
         def avg(x, m):
-            return float((x * m).sum() / m.sum()) if m.any() else float("nan")
+            # over the global batch: this rank's sum over the global count, times the number of ranks
+            # (the recipe averages step metrics over the ranks); one process: sum / count
+            n = dist.all_sum(m.sum())
+            return float(dist.world * (x * m).sum() / n) if n > 0 else float("nan")
 
         return Decision(
             weights=sample_w, losses=losses,

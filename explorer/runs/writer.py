@@ -192,3 +192,67 @@ class RunWriter:
             self.manifest["error"] = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
             self.manifest["ended_at"] = _now()
             self.write_manifest()
+
+
+class FollowerWriter:
+    """What a rank other than 0 holds in a run of several processes (torchrun): rank 0's RunWriter
+    owns the folder, so rows logged here are dropped (the recipe gathers per-sample rows to rank 0
+    before logging them) and manifest updates stay in memory. `fail` is the exception: a rank that
+    fails writes its error beside the manifest (failed_rank<N>.json) and marks the run failed, so
+    the folder says which rank broke and why even when rank 0 is killed while waiting for it."""
+
+    def __init__(self, run_dir: str | Path, rank: int):
+        self.run_dir = Path(run_dir)
+        self.rank = rank
+        p = self.run_dir / schema.MANIFEST
+        self.manifest: dict[str, Any] = json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
+        self.run_id = self.manifest.get("run_id", self.run_dir.name)
+
+    def update(self, **fields: Any) -> None:
+        self.manifest.update(fields)
+
+    def log(self, table: str, rows) -> None:
+        return None
+
+    def write_samples(self, rows) -> None:
+        return None
+
+    def write_table(self, name: str, rows) -> None:
+        return None
+
+    def flush(self) -> list[Path]:
+        return []
+
+    def next_parts(self) -> dict[str, int]:
+        return {}
+
+    def truncate_parts(self, next_part: dict[str, int]) -> None:
+        return None
+
+    def finish(self, **fields: Any) -> None:
+        return None
+
+    def fail(self, error: BaseException | str) -> None:
+        msg = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+        note = {"rank": self.rank, "error": msg, "host": socket.gethostname(), "pid": os.getpid(), "at": _now()}
+        write_json_atomic(self.run_dir / f"failed_rank{self.rank}.json", note)
+        p = self.run_dir / schema.MANIFEST
+        try:
+            m = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return
+        if m.get("status") == schema.STATUS_RUNNING:
+            m.update(status=schema.STATUS_FAILED, error=f"rank {self.rank}: {msg}", failed_rank=self.rank,
+                     ended_at=_now(), updated_at=_now())
+            write_json_atomic(p, m)
+
+
+def other_ranks_failures(run_dir: str | Path) -> list[dict]:
+    """The failed_rank<N>.json notes other ranks left (FollowerWriter.fail), by rank."""
+    out = []
+    for p in sorted(Path(run_dir).glob("failed_rank*.json")):
+        try:
+            out.append(json.loads(p.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return sorted(out, key=lambda n: n.get("rank", 0))

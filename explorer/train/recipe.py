@@ -13,6 +13,11 @@ then evaluates every `eval_every` steps, flushes Parquet parts every `flush_ever
 every `checkpoint_every`. At the end it evaluates, writes the summary and marks the run complete; any
 error (also SIGTERM, Ctrl-C) marks it failed, keeping what was flushed.
 
+Under torchrun (explorer/distributed.py) every rank draws the same global batch and steps on its
+shard; the gradients of the global weighted loss are summed across ranks before transform_grads (an
+assembled update arrives already reduced by its method), so every rank holds the same weights; rank 0
+writes the run folder, evaluates and checkpoints, the others send it their rows.
+
 Tests drive the same `step` through `Recipe.for_context(method, ctx, cfg)`, without a run folder.
 """
 
@@ -34,6 +39,7 @@ from typing import Any
 
 import torch
 
+from explorer import distributed
 from explorer.config import RunConfig, build_dataclass, method_config, to_dict
 from explorer.data.assemble import build_pools
 from explorer.data.batch import Batch
@@ -46,7 +52,7 @@ from explorer.methods.protocol import Context, Decision
 from explorer.model.load import LoraSettings, load_model, model_fingerprint, pick_device
 from explorer.model.losses import per_sample_nll
 from explorer.model.plumbing import autocast, set_flat_grad
-from explorer.runs.writer import RunWriter
+from explorer.runs.writer import FollowerWriter, RunWriter, other_ranks_failures
 from explorer.runs import schema
 
 CHECKPOINT = "checkpoint"
@@ -91,6 +97,7 @@ class Recipe:
         self.total_steps = 0
         self.harm = float("nan")              # latest harmful score, for the progress bar
         self.probe = None                     # scoring/influence.InfluenceProbe when influence_every > 0
+        self.dist = distributed.SINGLE        # under torchrun: this rank and the collectives (explorer/distributed.py)
 
     # ----------------------------------------------------------------------------------------------
     # setup
@@ -103,8 +110,13 @@ class Recipe:
         random.seed(cfg.seed)
         self.mcfg = method_config(cfg)
         self.device = pick_device(cfg.device)
+        self.dist = distributed.init(cfg.dist_timeout_s, self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)   # one GPU per rank
         lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets) if cfg.lora else None
         self.model, self.tok, self.model_info = load_model(cfg.model, self.device, cfg.dtype, lora=lora)
+        # every rank starts from rank 0's trainable weights (a LoRA initialisation draws random numbers)
+        self.dist.broadcast_params(p for p in self.model.parameters() if p.requires_grad)
         self.autocast_dtype = torch.bfloat16 if self.device.type == "cuda" else None
         self.data = build_pools(cfg)
         self.records, self.pools, self.suites = self.data.records, self.data.pools, self.data.suites
@@ -131,22 +143,42 @@ class Recipe:
         return self
 
     def _open_run_folder(self) -> None:
-        cfg = self.cfg
+        """Rank 0 creates (or re-opens) the run folder and writes it; the other ranks learn its path
+        and hold a FollowerWriter (their per-sample rows reach rank 0 through `record`)."""
+        cfg, dist = self.cfg, self.dist
         self.checkpoint = None
         if self.resume_dir is not None:
-            self.writer = RunWriter.open(self.resume_dir)
-            self.checkpoint = load_checkpoint(self.resume_dir)
-            self.writer.truncate_parts(self.checkpoint["next_part"])  # drop records written after it
-            self.writer.update(status=schema.STATUS_RUNNING, resumed_from_step=self.checkpoint["step"],
-                               error=None, pid=os.getpid())
+            if dist.is_main:
+                self.writer = RunWriter.open(self.resume_dir)
+                self.checkpoint = load_checkpoint(self.resume_dir)
+                self.writer.truncate_parts(self.checkpoint["next_part"])  # drop records written after it
+                for note in self.resume_dir.glob("failed_rank*.json"):   # the failure being resumed from
+                    note.unlink()
+                self.writer.update(status=schema.STATUS_RUNNING, resumed_from_step=self.checkpoint["step"],
+                                   error=None, failed_rank=None, pid=os.getpid(), **self._dist_manifest())
+            dist.barrier()   # the other ranks read the folder once rank 0 has cut it back to the checkpoint
+            if not dist.is_main:
+                self.writer = FollowerWriter(self.resume_dir, dist.rank)
+                self.checkpoint = load_checkpoint(self.resume_dir)
         else:
-            self.writer = RunWriter.create(cfg.runs_dir, self.run_id or make_run_id(cfg, self.data.run_label), {
-                "method": cfg.method_name, "config": to_dict(cfg), "method_config": self.mcfg.__dict__,
-                "seed": cfg.seed, "model": cfg.model, "model_info": self.model_info,
-                "model_fingerprint": model_fingerprint(self.model_info["model_path"]),
-                "device": str(self.device), **self.data.manifest,
-                "progress": {"step": 0, "total_steps": None}})
+            run_dir = None
+            if dist.is_main:
+                self.writer = RunWriter.create(cfg.runs_dir, self.run_id or make_run_id(cfg, self.data.run_label), {
+                    "method": cfg.method_name, "config": to_dict(cfg), "method_config": self.mcfg.__dict__,
+                    "seed": cfg.seed, "model": cfg.model, "model_info": self.model_info,
+                    "model_fingerprint": model_fingerprint(self.model_info["model_path"]),
+                    "device": str(self.device), **self._dist_manifest(), **self.data.manifest,
+                    "progress": {"step": 0, "total_steps": None}})
+                run_dir = str(self.writer.run_dir)
+            run_dir = dist.broadcast_object(run_dir)
+            if not dist.is_main:
+                self.writer = FollowerWriter(run_dir, dist.rank)
         self.log = self.writer.log
+
+    def _dist_manifest(self) -> dict[str, Any]:
+        """world_size and backend at the top of the manifest; the rest under `distributed`."""
+        d = self.dist.describe()
+        return {"world_size": d["world_size"], "backend": d["backend"], "distributed": d}
 
     def _count_overlong(self) -> None:
         """Over-long records of every pool, counted (and refused up front with overlong=error)."""
@@ -166,7 +198,7 @@ class Recipe:
                            records=self.records, pools=self.pools, train_ids=list(self.pools["task"]),
                            encode=self.encode, log=self.writer.log, reference_model=self.reference_model,
                            load_model=self.other_model, run_dir=str(self.writer.run_dir),
-                           generator=self.gen, autocast_dtype=self.autocast_dtype)
+                           generator=self.gen, autocast_dtype=self.autocast_dtype, dist=self.dist)
         self.method = make_method(cfg.method_name, self.mcfg)
         if (cfg.checkpoint_every or self.resume_dir) and not hasattr(self.method, "load_state_dict"):
             raise ValueError(f"method {cfg.method_name!r} keeps no state_dict/load_state_dict (MethodBase "
@@ -185,6 +217,13 @@ class Recipe:
                                   + [{**r.to_row(), "in_train": False, "in_mix": False}
                                      for s in self.suites for r in s.records])
         steps_per_epoch = math.ceil(len(self.enc) / cfg.batch_size)
+        tail = len(self.enc) % cfg.batch_size
+        if self.dist.enabled and (cfg.batch_size < self.dist.world or 0 < tail < self.dist.world):
+            small = cfg.batch_size if cfg.batch_size < self.dist.world else tail
+            raise ValueError(f"batch_size = {cfg.batch_size} over {len(self.enc)} fine-tuning samples gives a "
+                             f"global batch of {small}, fewer samples than the {self.dist.world} ranks; expected "
+                             f"every global batch to have at least one sample per rank (change batch_size, "
+                             f"n_train or the number of processes)")
         total = cfg.epochs * steps_per_epoch
         if cfg.max_steps > 0:
             total = min(total, cfg.max_steps) if cfg.epochs > 0 else cfg.max_steps
@@ -249,7 +288,7 @@ class Recipe:
         cfg = self.cfg
         p_shown = self.writer.manifest.get("harmful_ratio")
         bar = tqdm(total=self.total_steps, desc=f"{cfg.method_name} p={'unknown' if p_shown is None else p_shown}",
-                   disable=not cfg.progress, mininterval=1.0)
+                   disable=not cfg.progress or not self.dist.is_main, mininterval=1.0)
         bar.update(self.step_no)
         while self.step_no < self.total_steps:
             if self.order is None:
@@ -259,7 +298,11 @@ class Recipe:
                 if self.step_no >= self.total_steps:
                     break
                 self.pos = s + cfg.batch_size
-                row = self.step(collate([self.enc[i] for i in self.order[s:self.pos]], self.pad, self.device))
+                # the global batch; each rank takes its contiguous shard of it
+                ids = self.order[s:self.pos]
+                a, b = self.dist.shard(len(ids))
+                self.ctx.batch_offset, self.ctx.global_batch_size = a, len(ids)
+                row = self.step(collate([self.enc[i] for i in ids[a:b]], self.pad, self.device))
                 self.after_step_bookkeeping()
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", kept=f"{row['kept_frac']:.2f}",
@@ -271,11 +314,13 @@ class Recipe:
         self.writer.flush()
         self.writer.finish(summary=final, progress={"step": self.total_steps, "total_steps": self.total_steps},
                            wall_seconds=round(time.time() - self.t_start, 2))
+        self.dist.barrier()   # no rank leaves before the run folder is complete
         return self.writer.run_dir
 
     def step(self, batch: Batch) -> dict[str, Any]:
         """One optimiser step on `batch`; records it and returns the `steps` row."""
         t0 = time.time()
+        c0 = self.dist.collective_s
         self.ctx.step = self.step_no
         self.set_lr()
         decision = self.method.decide(batch, self.ctx)
@@ -288,14 +333,19 @@ class Recipe:
             losses = self.assembled_update(decision)
         else:
             losses = decision.losses if decision.losses is not None else self.per_sample_losses(batch)
-        task_loss = (w * losses).sum() / w.sum().clamp_min(1e-8)
-        loss = task_loss + (decision.extra_loss if decision.extra_loss is not None else 0.0)
-        if decision.grads is None and loss.requires_grad:
-            loss.backward()
+        if not self.dist.enabled:
+            task_loss = (w * losses).sum() / w.sum().clamp_min(1e-8)
+            loss = task_loss + (decision.extra_loss if decision.extra_loss is not None else 0.0)
+            if decision.grads is None and loss.requires_grad:
+                loss.backward()
+        else:
+            task_loss, loss = self.distributed_backward(decision, w, losses)
         extra_metrics = self.method.transform_grads(self.ctx) or {}
         grad_norm = self.clip_grads()
         self.opt.step()
         self.method.after_step(self.ctx)
+        if self.dist.enabled:   # time spent in collectives this step (before the records' gather)
+            extra_metrics = {**extra_metrics, "time_collectives_s": self.dist.collective_s - c0}
         row = self.record(batch, decision, w, losses, task_loss, loss, grad_norm, extra_metrics,
                           time.time() - t0, t_decide)
         self.step_no += 1
@@ -308,6 +358,26 @@ class Recipe:
         lr = get_lr(self.step_no, self.total_steps, cfg.lr, cfg.warmup_steps, cfg.lr_schedule, cfg.lr_min_ratio)
         for g in self.opt.param_groups:
             g["lr"] = lr
+
+    def distributed_backward(self, decision: Decision, w: torch.Tensor, losses: torch.Tensor):
+        """Several ranks: the gradient of the GLOBAL weighted mean Σ_i w_i ℓ_i / Σ_i w_i over the whole
+        global batch (not the mean of the ranks' means, which differs whenever the ranks keep different
+        weight), plus the mean over ranks of the method's extra loss (a method whose extra term sums
+        over its shard scales it so; one computed alike on every rank needs nothing). Each rank
+        differentiates its share, Σ_{i in shard} w_i ℓ_i / W + extra / world with W the all-reduced
+        Σ w, and the gradients are summed across ranks before transform_grads. An update the method
+        assembled (decision.grads) is already global: the method reduced it. Returns this rank's
+        (task, total) loss terms; `record` turns them into the global values."""
+        dist = self.dist
+        w_total = dist.all_sum(w.sum().detach()).clamp_min(1e-8)
+        task_loss = (w * losses).sum() / w_total
+        extra = decision.extra_loss
+        loss = task_loss + (extra / dist.world if extra is not None else 0.0)
+        if decision.grads is None:
+            if torch.is_tensor(loss) and loss.requires_grad:
+                loss.backward()
+            dist.all_reduce_grads(self.params)   # every rank, also one whose loss had no graph
+        return task_loss, loss
 
     def per_sample_losses(self, batch: Batch) -> torch.Tensor:
         with autocast(self.device, self.autocast_dtype):
@@ -328,24 +398,39 @@ class Recipe:
 
     def record(self, batch, decision, w, losses, task_loss, loss, grad_norm, extra_metrics, seconds,
                t_decide) -> dict[str, Any]:
-        """The `steps` row and one `decisions` row per sample of this step."""
-        n_kept = int((w > 0).sum())
-        row = {"step": self.step_no, "epoch": self.epoch, "phase": "train",  # a method's "phase" overrides it
-               "loss": float(loss.detach()), "task_loss": float(task_loss.detach()),
-               "extra_loss": float(decision.extra_loss.detach()) if decision.extra_loss is not None else 0.0,
-               "lr": self.opt.param_groups[0]["lr"], "grad_norm": float(grad_norm), "n_batch": len(batch),
-               "n_kept": n_kept, "kept_frac": n_kept / len(batch), "time_s": seconds, "time_decide_s": t_decide}
-        row.update({k: float(v) if not isinstance(v, str) else v
-                    for k, v in {**decision.step_metrics, **extra_metrics}.items()})
-        self.log("steps", row)
+        """The `steps` row and one `decisions` row per sample of this step. Under torchrun every rank
+        sends rank 0 its shard's rows and loss terms (one gather): rank 0 writes the global batch's rows
+        in batch order, the step's global losses and counts, and each numeric step metric averaged over
+        the ranks (equal on every rank for the methods that reduce their metrics themselves)."""
+        extra_v = float(decision.extra_loss.detach()) if decision.extra_loss is not None else 0.0
+        metrics = {k: float(v) if not isinstance(v, str) else v
+                   for k, v in {**decision.step_metrics, **extra_metrics}.items()}
         lvals = losses.detach().float().cpu().tolist()
         wvals = w.cpu().tolist()
         scores = {k: (v.detach().float().cpu().tolist() if torch.is_tensor(v) else list(v))
                   for k, v in decision.scores.items()}
-        self.log("decisions", [
-            {"step": self.step_no, "sample_id": sid, "role": "task", "weight": wvals[i], "kept": wvals[i] > 0,
-             "loss": lvals[i], **{k: v[i] for k, v in scores.items()}}
-            for i, sid in enumerate(batch.sample_ids)])
+        decisions = [{"step": self.step_no, "sample_id": sid, "role": "task", "weight": wvals[i], "kept": wvals[i] > 0,
+                      "loss": lvals[i], **{k: v[i] for k, v in scores.items()}}
+                     for i, sid in enumerate(batch.sample_ids)]
+        task_v, loss_v = float(task_loss.detach()), float(loss.detach())
+        n_batch = len(batch)
+        if self.dist.enabled:
+            got = self.dist.gather_object((decisions, metrics, task_v, extra_v))
+            if got is not None:
+                decisions = [r for g in got for r in g[0]]
+                metrics = _mean_metrics([g[1] for g in got])
+                task_v = sum(g[2] for g in got)          # each rank's share already divides by the global W
+                extra_v = sum(g[3] for g in got) / len(got)
+                loss_v = task_v + extra_v
+                n_batch = len(decisions)
+        n_kept = sum(1 for r in decisions if r["kept"])
+        row = {"step": self.step_no, "epoch": self.epoch, "phase": "train",  # a method's "phase" overrides it
+               "loss": loss_v, "task_loss": task_v, "extra_loss": extra_v,
+               "lr": self.opt.param_groups[0]["lr"], "grad_norm": float(grad_norm), "n_batch": n_batch,
+               "n_kept": n_kept, "kept_frac": n_kept / n_batch, "time_s": seconds, "time_decide_s": t_decide}
+        row.update(metrics)
+        self.log("steps", row)
+        self.log("decisions", decisions)
         return row
 
     def after_step_bookkeeping(self) -> None:
@@ -357,15 +442,21 @@ class Recipe:
             self.flush()
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
             self.writer.flush()
-            self.save_checkpoint()
+            if self.dist.is_main:   # weights, optimiser and method state are the same on every rank
+                self.save_checkpoint()
 
     # ----------------------------------------------------------------------------------------------
     # evaluation, flushing, checkpoints
     # ----------------------------------------------------------------------------------------------
 
     def evaluate(self, step: int, n: int) -> dict[str, float]:
-        """Generate and judge on every suite (a seeded subset of `n` prompts each when n > 0)."""
+        """Generate and judge on every suite (a seeded subset of `n` prompts each when n > 0). Under
+        torchrun rank 0 evaluates (its weights are every rank's) while the others wait at a barrier,
+        which `dist_timeout_s` must outlast."""
         cfg, sub = self.cfg, self.suites
+        if self.dist.enabled and not self.dist.is_main:
+            self.dist.barrier()
+            return {}
         if n:
             rng = random.Random(cfg.seed)
             sub = [dataclasses.replace(s, records=sorted(rng.sample(s.records, min(n, len(s.records))),
@@ -374,9 +465,15 @@ class Recipe:
                                  max_new_tokens=cfg.eval_max_new_tokens, batch_size=cfg.eval_batch_size)
         self.writer.log("evals", rows)
         self.writer.log("metrics", metrics)
+        self.dist.barrier()
         return summarize(metrics)
 
     def flush(self) -> None:
+        if self.dist.enabled and self.dist.is_main:
+            notes = other_ranks_failures(self.writer.run_dir)
+            if notes:   # a rank failed while this one was between collectives: stop here, naming it
+                raise RuntimeError("another rank failed: " + "; ".join(f"rank {n.get('rank')}: {n.get('error')}"
+                                                                      for n in notes))
         self.writer.flush()
         self.writer.update(progress={"step": self.step_no, "total_steps": self.total_steps})
 
@@ -431,6 +528,20 @@ class Recipe:
         self.harm = ck.get("harm", self.harm)
 
 
+def _mean_metrics(per_rank: list[dict[str, Any]]) -> dict[str, Any]:
+    """Step metrics of every rank -> one dict: numbers averaged over the ranks that report them,
+    strings (phase, estimator) from the first rank that has them."""
+    out: dict[str, Any] = {}
+    for m in per_rank:
+        for k, v in m.items():
+            out.setdefault(k, [] if not isinstance(v, str) else v)
+    for k in list(out):
+        if isinstance(out[k], list):
+            vals = [m[k] for m in per_rank if k in m and not isinstance(m[k], str)]
+            out[k] = sum(vals) / len(vals) if vals else float("nan")
+    return out
+
+
 def harmful_score(summary: dict[str, float]) -> float:
     """Mean harmful score over the harmful suites of an evaluation summary."""
     vals = [v for k, v in summary.items() if k.endswith("/" + schema.M_HARMFUL)]
@@ -462,11 +573,19 @@ def run(cfg: RunConfig, run_id: str | None = None, resume_dir: str | Path | None
         return recipe.setup().train()
     except BaseException as e:  # also KeyboardInterrupt / SIGTERM: the folder stays readable, marked failed
         if recipe.writer is not None:
+            if recipe.dist.enabled and recipe.dist.is_main:
+                # another rank that failed first left its error beside the manifest: name it first,
+                # rank 0's own error (a broken collective, torchrun's SIGTERM) is only the consequence
+                notes = other_ranks_failures(recipe.writer.run_dir)
+                if notes:
+                    e = RuntimeError("; ".join(f"rank {n.get('rank')}: {n.get('error')}" for n in notes)
+                                     + f"; then rank 0: {type(e).__name__}: {e}")
             recipe.writer.fail(e)
         raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        recipe.dist.close()
 
 
 def resume(run_dir: str | Path) -> Path:
