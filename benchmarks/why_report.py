@@ -76,6 +76,9 @@ def train(method: str, seed: int, p: float, runs_dir: Path, every: int, n: int, 
         if recipe.writer is not None:
             recipe.writer.fail(e)
         raise
+    finally:
+        if getattr(recipe, "dist", None) is not None:
+            recipe.dist.close()
     save_final_weights(recipe.model, d)
     print(f"  {method:11s} seed {seed} trained in {time.time() - t:6.1f} s -> {d}", file=sys.stderr)
     return d
