@@ -15,7 +15,11 @@ PYTEST_ARGS ?=
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,influence]"
+	# kronfluence (the EK-FAC check, tests/test_ekfac.py) without its torchvision requirement: it never
+	# imports torchvision, and the torchvision wheel pip resolves is built for CUDA torch and breaks
+	# transformers beside a CPU torch (see pyproject's influence extra)
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps "kronfluence>=1.0.1"
 	touch $@
 
 install: $(BIN)/.installed
