@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -174,7 +175,7 @@ def command_line(argv: list[str]) -> str:
             skip = True
         elif a not in ("--write", "--reuse") and not a.startswith("--runs-dir="):
             out.append(a)
-    return "python benchmarks/report.py " + " ".join(out)
+    return "python benchmarks/report.py " + shlex.join(out)  # quoted: setting names have spaces
 
 
 def finish(name: str, table: str, args, argv: list[str]) -> None:

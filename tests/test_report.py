@@ -46,6 +46,15 @@ def test_the_printed_command_names_no_local_folder(report):
     assert line == "python benchmarks/report.py methods --seeds 0 1"
 
 
+def test_the_printed_command_can_be_pasted_back(report):
+    """A setting name with a space stays one argument when the README's command is pasted into a shell."""
+    import shlex
+
+    argv = ["ablations", "dualselect", "--variants", "dualselect", "random refs", "--runs-dir", "/x"]
+    line = report.command_line(argv)
+    assert shlex.split(line)[2:] == ["ablations", "dualselect", "--variants", "dualselect", "random refs"]
+
+
 def test_readme_has_a_block_for_every_table_the_script_writes(report):
     text = (REPO / "README.md").read_text()
     for name in ("world", "drift", "methods", "cosines"):
