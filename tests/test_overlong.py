@@ -10,7 +10,7 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture(scope="module")
 def tok():
-    from tests._method_helpers import make_tokenizer
+    from _method_helpers import make_tokenizer  # not tests._method_helpers: kronfluence installs a top-level "tests" package
 
     return make_tokenizer()
 
