@@ -409,3 +409,24 @@ if __name__ == "__main__":  # python tests/_fake_runs.py /tmp/fake-runs  (for sc
 
     for k, v in make_runs(sys.argv[1] if len(sys.argv) > 1 else "/tmp/fake-runs").items():
         print(k, v)
+
+
+#: the dashboard's entry point, for streamlit's AppTest
+APP_MAIN = str(Path(__file__).resolve().parents[1] / "explorer" / "app" / "main.py")
+
+
+def open_app(root, monkeypatch, selected=None, page=None):
+    """The dashboard on the runs under `root` (AppTest, server-side), with `selected` runs picked and
+    switched to `page` (a views/<page>.py name); fails on any exception the app raised."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("EXPLORER_RUNS_DIR", str(root))
+    at = AppTest.from_file(APP_MAIN, default_timeout=60)
+    if selected is not None:
+        at.session_state["selected_runs"] = [str(p) for p in selected]
+    at.run()
+    if page is not None:
+        at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+

@@ -10,11 +10,10 @@ import pandas as pd
 import pytest
 
 from _dualselect_log import write_fake_log
-from _fake_runs import KEEP, make_runs, read_all
+from _fake_runs import APP_MAIN as MAIN, KEEP, make_runs, open_app, read_all
 from explorer.runs import reader
 
 pytestmark = pytest.mark.app
-MAIN = str(Path(__file__).resolve().parents[1] / "explorer" / "app" / "main.py")
 PAGES = ["runs", "compare", "task_selection", "references", "internals", "generations"]
 
 
@@ -23,20 +22,6 @@ def texts(at) -> str:
     parts += [str(c.value) for c in at.code] + [t.value for t in at.title] + [s.value for s in at.subheader]
     parts += [h.value for h in at.header] + [i.value for i in at.info]
     return "\n".join(str(p) for p in parts)
-
-
-def open_app(root, monkeypatch, selected=None, page=None):
-    from streamlit.testing.v1 import AppTest
-
-    monkeypatch.setenv("EXPLORER_RUNS_DIR", str(root))
-    at = AppTest.from_file(MAIN, default_timeout=60)
-    if selected is not None:
-        at.session_state["selected_runs"] = [str(p) for p in selected]
-    at.run()
-    if page is not None:
-        at.switch_page(f"views/{page}.py").run()
-    assert not at.exception, at.exception
-    return at
 
 
 # -- on fake run folders ----------------------------------------------------------------------------

@@ -3,16 +3,14 @@ rows), never by the tiny world's fixed names: a run evaluated on advbench / xste
 your own model and data") shows "HS advbench" and "win_advbench", not "HS hh" / "win_hexphi"."""
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from _fake_runs import make_own_suite_runs, make_sft
+from _fake_runs import make_own_suite_runs, make_sft, open_app
 from explorer.runs import reader
 
 pytestmark = pytest.mark.app
-MAIN = str(Path(__file__).resolve().parents[1] / "explorer" / "app" / "main.py")
 TINY_NAMES = ("hh", "hexphi")
 
 
@@ -27,18 +25,6 @@ def mixed(tmp_path_factory):
     """A runs folder with a tiny-world run beside the own-suite runs."""
     root = tmp_path_factory.mktemp("mixed-suites")
     return {**make_own_suite_runs(root), "sft": make_sft(root)}
-
-
-def open_app(root, monkeypatch, selected, page):
-    from streamlit.testing.v1 import AppTest
-
-    monkeypatch.setenv("EXPLORER_RUNS_DIR", str(root))
-    at = AppTest.from_file(MAIN, default_timeout=60)
-    at.session_state["selected_runs"] = [str(p) for p in selected]
-    at.run()
-    at.switch_page(f"views/{page}.py").run()
-    assert not at.exception, at.exception
-    return at
 
 
 def no_tiny_names(columns) -> bool:

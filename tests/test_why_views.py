@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _fake_runs import make_runs, read_all
+from _fake_runs import make_runs, open_app, read_all
 from explorer import viz
 from explorer.runs import chance, reader
 
@@ -71,24 +71,11 @@ def test_recall_bars_show_recall_and_chance():
 
 
 # -- the dashboard pages (Streamlit AppTest on fake run folders) ---------------------------------------
-MAIN = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "explorer" / "app" / "main.py")
 
 
 def _texts(at) -> str:
     parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [str(m.value) for m in at.metric]
     return "\n".join(str(p) for p in parts)
-
-
-def _open(root, monkeypatch, selected, page):
-    from streamlit.testing.v1 import AppTest
-
-    monkeypatch.setenv("EXPLORER_RUNS_DIR", str(root))
-    at = AppTest.from_file(MAIN, default_timeout=60)
-    at.session_state["selected_runs"] = [str(p) for p in selected]
-    at.run()
-    at.switch_page(f"views/{page}.py").run()
-    assert not at.exception, at.exception
-    return at
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +99,7 @@ def with_effects(runs, tmp_path_factory):
 @pytest.mark.app
 def test_task_selection_shows_recall_against_chance_and_the_rule(runs, monkeypatch):
     d = runs["dualselect"]
-    at = _open(d.parent, monkeypatch, [d], "task_selection")
+    at = open_app(d.parent, monkeypatch, [d], "task_selection")
     r = chance.from_counts(reader.selection_counts(d))
     out = _texts(at)
     assert f"{100 * r.recall:.1f} %" in out and f"{100 * r.chance:.1f} %" in out and r.badge in out
@@ -122,7 +109,7 @@ def test_task_selection_shows_recall_against_chance_and_the_rule(runs, monkeypat
 
 @pytest.mark.app
 def test_why_panel_says_what_the_check_found(with_effects, monkeypatch):
-    at = _open(with_effects.parent, monkeypatch, [with_effects], "task_selection")
+    at = open_app(with_effects.parent, monkeypatch, [with_effects], "task_selection")
     at.select_slider(key="step").set_value(8).run()
     dec = read_all(with_effects, "decisions")
     row = dec[(dec.step == 8) & (dec.role == "task")].iloc[0]
@@ -138,6 +125,6 @@ def test_why_panel_says_what_the_check_found(with_effects, monkeypatch):
 @pytest.mark.app
 def test_references_page_states_the_chance_overlap(runs, monkeypatch):
     d = runs["dualselect"]
-    at = _open(d.parent, monkeypatch, [d], "references")
+    at = open_app(d.parent, monkeypatch, [d], "references")
     summ = chance.refresh_chance(reader.refresh_summary(d))
     assert f"chance {summ['jaccard_chance'].dropna().mean():.3f}" in _texts(at)
