@@ -86,29 +86,27 @@ class Dist:
             return t.to(torch.device("cuda", self.local_rank))
         return t.clone().contiguous()
 
-    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
-        """Σ over ranks (a new tensor on the input's device; the input is left alone)."""
+    def _all_reduce(self, t: torch.Tensor, op: str) -> torch.Tensor:
+        """`op` (a torch.distributed.ReduceOp name) over ranks: a new tensor on the input's device, the
+        input left alone; the input itself in a single process."""
         if not self.enabled:
             return t
         import torch.distributed as td
 
         out = self._wire(t)
         with self._timed():
-            td.all_reduce(out, op=td.ReduceOp.SUM)
+            td.all_reduce(out, op=getattr(td.ReduceOp, op))
         return out.to(t.device)
+
+    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Σ over ranks (a new tensor on the input's device; the input is left alone)."""
+        return self._all_reduce(t, "SUM")
 
     def all_mean(self, t: torch.Tensor) -> torch.Tensor:
         return self.all_sum(t) / self.world if self.enabled else t
 
     def all_max(self, t: torch.Tensor) -> torch.Tensor:
-        if not self.enabled:
-            return t
-        import torch.distributed as td
-
-        out = self._wire(t)
-        with self._timed():
-            td.all_reduce(out, op=td.ReduceOp.MAX)
-        return out.to(t.device)
+        return self._all_reduce(t, "MAX")
 
     def gather_cat(self, t: torch.Tensor) -> torch.Tensor:
         """Concatenate every rank's tensor along dim 0, in rank order; the lengths may differ (the
