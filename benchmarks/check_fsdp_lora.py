@@ -1,5 +1,6 @@
-"""Does torch's FSDP (FSDP2, fully_shard) run a LoRA model here? A check, not a training path:
-explorer's recipe does not shard models (README, "On more than one device").
+"""Does torch's FSDP (FSDP2, fully_shard) run a LoRA model here, sharding the adapter too? A bare
+torch check, not the training path: the recipe's `shard=fsdp` (explorer/distributed.py, fsdp_shard)
+shards only the frozen base weights and keeps the adapter whole (README, "On more than one device").
 
     python -m torch.distributed.run --nproc_per_node=2 --standalone benchmarks/check_fsdp_lora.py
 

@@ -87,6 +87,9 @@ class RunConfig:
     dist_timeout_s: float = 1800.0        # under torchrun: how long a collective waits for the other ranks
                                           # before the run fails (covers rank 0's evaluations: raise it
                                           # when one evaluation takes longer)
+    shard: str = "none"                   # under torchrun: none (every rank holds the whole model) | fsdp
+                                          # (FSDP2 shards the frozen base weights; the LoRA adapter stays
+                                          # whole on every rank; methods sft, safeinstr, random; README)
     influence_every: int = 0              # > 0: every N steps record each task sample's first-order effect on
                                           # held-out refusal and task losses (effect_safety, effect_task)
     influence_n: int = 64                 # held-out prompts per loss for that check (0: all)
@@ -200,6 +203,34 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
     if cfg.epochs <= 0 and cfg.max_steps <= 0:
         raise ConfigError(f"{where}: epochs and max_steps are both 0; expected one of them positive")
     method_config(cfg, where)  # validates the method section
+    validate_shard(cfg, where)
+
+
+def validate_shard(cfg: RunConfig, where: str = "config") -> None:
+    """shard=fsdp runs every forward and backward as collectives, so every rank must run the same
+    passes (explorer/distributed.py, fsdp_shard): only methods that declare `shardable` qualify."""
+    from explorer.distributed import SHARDS
+    from explorer.methods import REGISTRY
+
+    if cfg.shard not in SHARDS:
+        raise ConfigError(f"{where}: shard = {cfg.shard!r}: expected one of {', '.join(SHARDS)}")
+    if cfg.shard == "none":
+        return
+    if not cfg.lora:
+        raise ConfigError(f"{where}: shard = fsdp with lora = false: expected lora=true (FSDP shards the frozen "
+                          "base weights and keeps the trainable LoRA adapter whole on every rank; sharded "
+                          "trainable weights are not supported)")
+    cls = REGISTRY[cfg.method_name][1]
+    if not getattr(cls, "shardable", False):
+        ok = sorted(n for n, (_, c) in REGISTRY.items() if getattr(c, "shardable", False))
+        raise ConfigError(f"{where}: shard = fsdp with method {cfg.method_name!r}: expected one of {', '.join(ok)}. "
+                          f"{cfg.method_name} scores per-sample gradients in chunks and reference pools in "
+                          "shards whose number differs between ranks, and under FSDP every forward is a "
+                          "collective that all ranks must join (README, 'Larger models')")
+    if cfg.influence_every:
+        raise ConfigError(f"{where}: shard = fsdp with influence_every = {cfg.influence_every}: expected "
+                          "influence_every=0 (the influence check scores per-sample gradients on rank-local "
+                          "chunks)")
 
 
 def validate_data(cfg: RunConfig, where: str = "config") -> None:

@@ -226,6 +226,52 @@ class Dist:
 
 SINGLE = Dist()
 
+#: what `shard=fsdp` supports: the methods whose ranks run the same forward and backward passes every
+#: step (one forward of the shard, one backward). See fsdp_shard.
+SHARDS = ("none", "fsdp")
+
+
+def decoder_layers(model) -> list[torch.nn.Module]:
+    """The transformer blocks of a Hugging Face causal LM (peft-wrapped or not): the largest
+    nn.ModuleList named `layers` or `h` (Llama, Qwen, Mistral, GPT-2 ...)."""
+    best: list[torch.nn.Module] = []
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layers", "h") and len(m) > len(best):
+            best = list(m)
+    if not best:
+        raise ValueError(f"{type(model).__name__}: found no decoder layers (an nn.ModuleList named 'layers' "
+                         "or 'h') to shard; expected a Hugging Face causal LM")
+    return best
+
+
+def fsdp_shard(model, dist: Dist) -> dict[str, Any]:
+    """shard=fsdp: FSDP2 (`fully_shard`) over every decoder layer and the whole model, so each rank
+    holds 1/world of the frozen base weights and all-gathers a layer's weights just before it runs.
+
+    The trainable (LoRA) parameters are passed as `ignored_params`: FSDP leaves them whole on every
+    rank and does not reduce their gradients. Everything downstream is then unchanged: the per-sample
+    gradients a method reads are over whole adapter tensors, and the recipe's own all-reduce
+    (`all_reduce_grads`, the global weighted mean) is the only gradient reduction. The cost: every
+    forward and backward of every rank is a sequence of collectives, so all ranks must run the same
+    passes in the same order (lockstep) -- the recipe evaluates on every rank (generate with
+    synced_gpus) and refuses methods whose ranks score different numbers of chunks (config.validate).
+    Returns what the manifest records (how much of the model this rank holds)."""
+    from torch.distributed.fsdp import fully_shard
+
+    trainable = {p for p in model.parameters() if p.requires_grad}
+    total = sum(p.numel() for p in model.parameters())
+    layers = decoder_layers(model)
+    for layer in layers:
+        fully_shard(layer, ignored_params=trainable)
+    # the root unit (embeddings, final norm, head) goes on the causal LM inside a peft wrapper: peft's
+    # generate() calls that model directly, past the wrapper's forward (and a root unit's hooks there)
+    root = model.get_base_model() if hasattr(model, "get_base_model") else model
+    fully_shard(root, ignored_params=trainable)
+    local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in model.parameters())
+    return {"shard": "fsdp", "sharded_layers": len(layers), "param_elements": total,
+            "param_elements_local": local,
+            "trainable_elements": sum(p.numel() for p in trainable)}
+
 
 def launched() -> bool:
     """True when a launcher (torchrun, accelerate launch) started this process as one of several."""

@@ -65,3 +65,22 @@ def test_shipped_configs_are_valid():
         method_config(cfg)
         first = p.read_text().splitlines()[0]
         assert first.startswith("# explorer run"), f"{p.name}: first line must be the command that runs it"
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["shard=zero3"], "expected one of none, fsdp"),
+    (["shard=fsdp"], "expected lora=true"),
+    (["shard=fsdp", "lora=true", "method=dualselect"], "expected one of random, safeinstr, sft"),
+    (["shard=fsdp", "lora=true", "influence_every=2"], "expected influence_every=0"),
+])
+def test_shard_settings_that_cannot_run_lockstep_are_refused(overrides, needle):
+    """shard=fsdp makes every forward a collective: a setting whose ranks would run different passes
+    is a ConfigError before anything loads, naming the setting and what would work."""
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    assert "shard" in str(e.value) and needle in str(e.value)
+
+
+def test_shard_fsdp_with_a_lockstep_method_is_accepted():
+    for m in ("sft", "random", "safeinstr"):
+        assert load_config(None, ["shard=fsdp", "lora=true", f"method={m}"]).shard == "fsdp"

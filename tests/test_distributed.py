@@ -157,6 +157,35 @@ def test_every_other_method_completes_on_two_ranks(tmp_path, tiny_paths):
                                                    obj=f"{method} {table}.{c}")
 
 
+def test_fsdp_shards_the_base_weights_and_trains_as_the_unsharded_run(tmp_path, tiny_paths):
+    """shard=fsdp (FSDP2 over the frozen base weights, the LoRA adapter whole on every rank): each
+    rank holds half of the frozen weights, and SFT and random take the same steps, decisions and
+    generations as two unsharded ranks (evaluation runs on both ranks in lockstep, synced_gpus)."""
+    common = [*SHORT, "lora=true", "eval_max_new_tokens=8"]
+    runs = {f"{m}_{sh}": [f"method={m}", f"run_name={m}_{sh}", f"shard={sh}", *common]
+            for m in ("sft", "random") for sh in ("fsdp", "none")}
+    out = torchrun([str(tmp_path), *[" ".join(o) for o in runs.values()]])
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    for m in ("sft", "random"):
+        sharded, plain = one_run(tmp_path, f"{m}_fsdp"), one_run(tmp_path, f"{m}_none")
+        assert_one_clean_run(sharded)
+        d = reader.manifest(sharded)["distributed"]
+        assert d["shard"] == "fsdp" and d["sharded_layers"] == 2 and reader.manifest(plain)["distributed"]["shard"] == "none"
+        frozen = d["param_elements"] - d["trainable_elements"]
+        assert d["param_elements_local"] == frozen // 2 + d["trainable_elements"], d
+        for table, key in [("decisions", ["step", "sample_id"]), ("steps", ["step"]),
+                           ("evals", ["step", "suite", "sample_id"])]:
+            a, b = frame(plain, table, key), frame(sharded, table, key)
+            assert len(a) == len(b) > 0 and a[key].equals(b[key]), (m, table)
+            for c in a.columns:
+                if a[c].dtype.kind == "f":
+                    pd.testing.assert_series_equal(a[c], b[c], check_exact=False, rtol=1e-4, atol=1e-5,
+                                                   obj=f"{m} {table}.{c}")
+                else:
+                    pd.testing.assert_series_equal(a[c], b[c], check_dtype=False, obj=f"{m} {table}.{c}")
+        assert reader.table(sharded, "evals")["response"].str.len().max() > 0
+
+
 def test_a_failing_rank_fails_the_run_and_two_ranks_resume_it(tmp_path, tiny_paths):
     common = ["method=random", *SHORT, "checkpoint_every=2"]
     out = torchrun([str(tmp_path / "runs"), "--fail-rank", "1", "--fail-step", "3", " ".join(common)], timeout=300)

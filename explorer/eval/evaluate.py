@@ -28,8 +28,10 @@ from explorer.eval.suites import Suite, SuiteSpec, load_suite, score_task, tiny_
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 24, batch_size: int = 64,
-             device=None) -> list[str]:
-    """Greedy decoding with left padding; returns the decoded continuations."""
+             device=None, synced_gpus: bool = False) -> list[str]:
+    """Greedy decoding with left padding; returns the decoded continuations. `synced_gpus`: every
+    rank of a sharded model calls this with the same prompts, and each keeps stepping until all are
+    done (transformers' flag for FSDP / ZeRO-3, whose forwards are collectives)."""
     device = device or next(model.parameters()).device
     pad = pad_id_of(tokenizer)
     was_training = model.training
@@ -50,7 +52,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 24, bat
         n_new = max_new_tokens if not max_pos else max(1, min(max_new_tokens, max_pos - T))
         gen = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device),
                              max_new_tokens=n_new, do_sample=False, pad_token_id=pad,
-                             eos_token_id=tokenizer.eos_token_id)
+                             eos_token_id=tokenizer.eos_token_id, synced_gpus=synced_gpus)
         for r, i in enumerate(idx):
             results[i] = tokenizer.decode(gen[r, T:], skip_special_tokens=True).strip()
     if was_training:
@@ -85,7 +87,8 @@ def load_suites(data_dir: str | Path, n_per_suite: int | None = None, seed: int 
 
 
 def evaluate(model, tokenizer, suites: list[Suite], judges: list[Judge] | None = None, step: int = 0,
-             max_new_tokens: int = 24, batch_size: int = 64) -> tuple[list[dict], list[dict]]:
+             max_new_tokens: int = 24, batch_size: int = 64,
+             synced_gpus: bool = False) -> tuple[list[dict], list[dict]]:
     """Generate on every suite and judge. Returns (eval rows, metric rows)."""
     judges = judges or [KeywordJudge()]
     primary = judges[0]
@@ -94,7 +97,8 @@ def evaluate(model, tokenizer, suites: list[Suite], judges: list[Judge] | None =
         if not suite.records:
             continue
         prompts = [r.prompt for r in suite.records]
-        responses = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        responses = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                             synced_gpus=synced_gpus)
         verdicts = {j.name: j.judge(prompts, responses) for j in judges}
         for k, (rec, resp) in enumerate(zip(suite.records, responses)):
             v = verdicts[primary.name][k]

@@ -89,6 +89,8 @@ class MethodBase:
     """No-op defaults for the optional hooks, and a default state_dict (not shared logic)."""
 
     name: str = "base"
+    #: runs under shard=fsdp: every rank runs the same forward/backward passes each step
+    shardable: bool = False
     #: what the method carries from one step to the next, as a dataclass instance; None = nothing.
     #: The default state_dict / load_state_dict save and restore its fields (tensors, numbers,
     #: strings, lists of them); a method keeping such state elsewhere must override both.

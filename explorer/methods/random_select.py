@@ -28,6 +28,7 @@ class RandomConfig:
 
 @register("random", RandomConfig)
 class RandomSelect(MethodBase):
+    shardable = True   # decides without a forward; the step runs one forward and backward of the shard
     def prepare(self, ctx) -> None:
         if self.config.scope == "pool":
             n = len(ctx.train_ids)

@@ -24,6 +24,7 @@ class SafeInstrConfig:
 
 @register("safeinstr", SafeInstrConfig)
 class SafeInstr(MethodBase):
+    shardable = True   # one forward and backward of the shard per step
     def prepare(self, ctx) -> None:
         pool = ctx.pools.get(self.config.pool) or []
         if not pool:

@@ -16,5 +16,6 @@ class SftConfig:
 
 @register("sft", SftConfig)
 class Sft(MethodBase):
+    shardable = True   # one forward and backward of the shard per step
     def decide(self, batch: Batch, ctx) -> Decision:
         return Decision(weights=torch.ones(len(batch), device=batch.input_ids.device))

@@ -117,6 +117,10 @@ class Recipe:
         self.model, self.tok, self.model_info = load_model(cfg.model, self.device, cfg.dtype, lora=lora)
         # every rank starts from rank 0's trainable weights (a LoRA initialisation draws random numbers)
         self.dist.broadcast_params(p for p in self.model.parameters() if p.requires_grad)
+        # shard=fsdp: each rank keeps 1/world of the frozen base weights (config.validate_shard has
+        # checked that the method runs its ranks in lockstep)
+        self.sharding = distributed.fsdp_shard(self.model, self.dist) if cfg.shard == "fsdp" and self.dist.enabled \
+            else {"shard": "none"}
         self.autocast_dtype = torch.bfloat16 if self.device.type == "cuda" else None
         self.data = build_pools(cfg)
         self.records, self.pools, self.suites = self.data.records, self.data.pools, self.data.suites
@@ -177,7 +181,7 @@ class Recipe:
 
     def _dist_manifest(self) -> dict[str, Any]:
         """world_size and backend at the top of the manifest; the rest under `distributed`."""
-        d = self.dist.describe()
+        d = {**self.dist.describe(), **self.sharding}
         return {"world_size": d["world_size"], "backend": d["backend"], "distributed": d}
 
     def _count_overlong(self) -> None:
@@ -452,9 +456,11 @@ class Recipe:
     def evaluate(self, step: int, n: int) -> dict[str, float]:
         """Generate and judge on every suite (a seeded subset of `n` prompts each when n > 0). Under
         torchrun rank 0 evaluates (its weights are every rank's) while the others wait at a barrier,
-        which `dist_timeout_s` must outlast."""
+        which `dist_timeout_s` must outlast. With shard=fsdp no rank holds the whole model, so every
+        rank runs the same evaluation in lockstep (generate with synced_gpus) and rank 0 records it."""
         cfg, sub = self.cfg, self.suites
-        if self.dist.enabled and not self.dist.is_main:
+        lockstep = self.sharding["shard"] == "fsdp"
+        if self.dist.enabled and not self.dist.is_main and not lockstep:
             self.dist.barrier()
             return {}
         if n:
@@ -462,10 +468,13 @@ class Recipe:
             sub = [dataclasses.replace(s, records=sorted(rng.sample(s.records, min(n, len(s.records))),
                                                          key=lambda r: r.sample_id)) for s in self.suites]
         rows, metrics = evaluate(self.model, self.tok, sub, self.judges, step=step,
-                                 max_new_tokens=cfg.eval_max_new_tokens, batch_size=cfg.eval_batch_size)
+                                 max_new_tokens=cfg.eval_max_new_tokens, batch_size=cfg.eval_batch_size,
+                                 synced_gpus=lockstep)
+        self.dist.barrier()
+        if not self.dist.is_main:
+            return {}
         self.writer.log("evals", rows)
         self.writer.log("metrics", metrics)
-        self.dist.barrier()
         return summarize(metrics)
 
     def flush(self) -> None:
