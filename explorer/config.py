@@ -31,6 +31,7 @@ class RunConfig:
     runs_dir: str = "runs"                # where run folders are written
     seed: int = 0                         # seeds data mix, shuffling, methods, initialisation of adapters
     # -- model
+    world: str = "tiny"                   # tiny | smollm2: the defaults a run starts from (explorer/worlds.py)
     model: str = "tiny:aligned"           # tiny:aligned | tiny:base | path to a local HF checkpoint
     base_model: str = "tiny:base"         # the un-aligned model (PACT's safety tokens need it)
     device: str = "auto"                  # auto | cpu | cuda[:N]
@@ -184,6 +185,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{p}: expected a mapping of settings at the top level")
         where = str(p)
     data = apply_overrides(data, overrides or [])
+    from explorer.worlds import WORLDS, apply_world
+
+    if data.get("world", "tiny") not in WORLDS:
+        raise ConfigError(f"{where}: world = {data.get('world')!r}: expected one of {', '.join(WORLDS)}")
+    data = apply_world(data)
     cfg = build_dataclass(RunConfig, data, where)
     validate(cfg, where)
     return cfg

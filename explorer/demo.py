@@ -1,4 +1,4 @@
-"""`explorer demo` and `explorer sweep`: run methods on the tiny world and print a comparison table."""
+"""`explorer demo` and `explorer sweep`: run methods on a world (tiny, smollm2) and print a comparison table."""
 
 from __future__ import annotations
 
@@ -87,18 +87,37 @@ DEMO_COLUMNS = ["method", "p", "seed", "HS hh", "HS hexphi", "over-refusal", "ta
                 "Safety Avg", "drop prec", "drop recall", "wall s", "wall / SFT", "step / SFT"]
 
 
+def world_overrides(world: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The settings every demo run on `world` gets (before the user's --set), and per method: the
+    world's run sizes beat the demo configs' tiny-world sizes (explorer/worlds.py)."""
+    if world == "tiny":
+        return [], {}
+    from explorer.worlds import SMOLLM2_METHODS, SMOLLM2_SIZES
+
+    return [f"world={world}", *(f"{k}={v}" for k, v in SMOLLM2_SIZES.items())], SMOLLM2_METHODS
+
+
 def demo(harmful_ratio: float = 0.1, seed: int = 0, runs_dir: str = "runs/demo",
-         methods: list[str] | None = None, open_app: bool = True, overrides: list[str] | None = None) -> int:
+         methods: list[str] | None = None, open_app: bool = True, overrides: list[str] | None = None,
+         world: str = "tiny") -> int:
     from explorer.methods import load_methods
-    from explorer.model import tiny
 
     t0 = time.time()
-    print("preparing the tiny models (cached after the first time) ...")
-    tiny.ensure_prepared()
+    if world == "smollm2":
+        from explorer.model import smollm2
+
+        print("preparing SmolLM2-135M-Instruct and its aligned adapter (cached after the first time) ...")
+        smollm2.prepare()
+    else:
+        from explorer.model import tiny
+
+        print("preparing the tiny models (cached after the first time) ...")
+        tiny.ensure_prepared()
     registry = load_methods()
     methods = methods or ["sft"] + [m for m in registry if m != "sft"]
-    print(f"running {len(methods)} methods at harmful ratio {harmful_ratio}, seed {seed}:")
-    dirs = run_methods(methods, harmful_ratio, seed, runs_dir, overrides or [])
+    print(f"running {len(methods)} methods on the {world} world at harmful ratio {harmful_ratio}, seed {seed}:")
+    base, per_method = world_overrides(world)
+    dirs = run_methods(methods, harmful_ratio, seed, runs_dir, base + list(overrides or []), per_method)
     df = comparison_table(dirs)
     print()
     print(format_table(df, DEMO_COLUMNS))

@@ -161,6 +161,7 @@ def test_prepare_reuses_the_folder_and_reconverts_when_forced(tmp_path, monkeypa
     from explorer.model import smollm2
 
     monkeypatch.setenv("EXPLORER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(smollm2, "ADAPTER_DIR", tmp_path / "no_adapter")   # the committed one is SmolLM2's shape
     src = tmp_path / "tiny.gguf"
     write_tiny_gguf(src, quantize=False)
     p = smollm2.prepare(gguf_path=src)
@@ -210,8 +211,85 @@ def test_a_file_without_chat_template_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_model_spec_smollm2_aligned_says_what_exists():
+def test_model_spec_smollm2_names_what_exists():
     from explorer.model.load import ModelLoadError, resolve_spec
 
-    with pytest.raises(ModelLoadError, match="expected smollm2:base"):
-        resolve_spec("smollm2:aligned")
+    with pytest.raises(ModelLoadError, match="expected smollm2:base or smollm2:aligned"):
+        resolve_spec("smollm2:chat")
+
+
+def _random_adapter(base_dir, out, seed=0, system=""):
+    """A LoRA adapter with non-zero B (peft initialises B to zero, which would merge to nothing)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    m = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, local_files_only=True)
+    m = get_peft_model(m, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                     init_lora_weights=False))
+    m.save_pretrained(out)
+    (out / "align.json").write_text(json.dumps({"system": system}))
+    return m
+
+
+def test_prepare_merges_the_adapter_and_checks_its_hash(converted, tmp_path, monkeypatch):
+    """prepare builds `aligned` = base + the adapter (what the adapter computes, as a plain folder),
+    reuses it while the adapter file is unchanged, and reports whether the merged weights' hash is
+    the one align.json recorded."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from explorer.model import smollm2
+
+    src, hf, _, _ = converted
+    monkeypatch.setenv("EXPLORER_CACHE", str(tmp_path / "cache"))
+    adapter = tmp_path / "adapter"
+    peft_model = _random_adapter(hf, adapter)
+    monkeypatch.setattr(smollm2, "ADAPTER_DIR", adapter)
+    paths = smollm2.prepare(gguf_path=src)
+    info = smollm2.prepared_info()["aligned"]
+    assert set(paths) == {"base", "aligned"} and info["hash_ok"] is None   # align.json names no hash yet
+    merged = AutoModelForCausalLM.from_pretrained(paths["aligned"], local_files_only=True)
+    base = AutoModelForCausalLM.from_pretrained(paths["base"], local_files_only=True)
+    ids = torch.tensor([[1, 40, 50, 60, 262, 263, 2]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, peft_model(ids).logits, atol=1e-5, rtol=1e-5)
+        assert (merged(ids).logits - base(ids).logits).abs().max() > 1e-3   # the adapter changed something
+    # align.json records the hash: a rebuild checks it
+    (adapter / "align.json").write_text(json.dumps({"merged_weights_sha256": info["weights_sha256"]}))
+    smollm2.prepare(gguf_path=src, force=True)
+    assert smollm2.prepared_info()["aligned"]["hash_ok"] is True
+    stamp = (tmp_path / "cache" / "smollm2" / "aligned" / "aligned.json").stat().st_mtime_ns
+    smollm2.prepare(gguf_path=src)   # unchanged adapter: reused
+    assert (tmp_path / "cache" / "smollm2" / "aligned" / "aligned.json").stat().st_mtime_ns == stamp
+    # another adapter file: merged again, and a hash that is not the recorded one is reported as such
+    _random_adapter(hf, adapter, seed=1)
+    (adapter / "align.json").write_text(json.dumps({"merged_weights_sha256": info["weights_sha256"]}))
+    smollm2.prepare(gguf_path=src)
+    assert smollm2.prepared_info()["aligned"]["hash_ok"] is False
+
+
+def test_set_system_replaces_only_smollm2s_default_message():
+    from types import SimpleNamespace
+
+    from explorer.model.smollm2 import DEFAULT_SYSTEM, set_system
+
+    tok = SimpleNamespace(chat_template=f"<|im_start|>system\n{DEFAULT_SYSTEM}<|im_end|>")
+    set_system(tok, "Be brief.")
+    assert tok.chat_template == "<|im_start|>system\nBe brief.<|im_end|>"
+    other = SimpleNamespace(chat_template="{{ messages }}")
+    set_system(other, "Be brief.")
+    assert other.chat_template == "{{ messages }}"
+
+
+def test_retrain_runs_the_recorded_settings_again(tmp_path):
+    """--retrain reads the committed adapter's align.json back into the alignment's command line."""
+    from explorer.model.smollm2_align import build_parser, recorded_args
+
+    defaults = vars(build_parser().parse_args([]))
+    settings = {**defaults, "out": "/elsewhere", "steps": 70, "lr": 0.0003, "system": "You are a helpful assistant.",
+                "skip_base_eval": True, "threads": 2}
+    (tmp_path / "align.json").write_text(json.dumps({"settings": settings}))
+    again = vars(build_parser().parse_args(recorded_args(tmp_path)))
+    assert again == {**settings, "out": defaults["out"], "threads": defaults["threads"]}

@@ -144,7 +144,14 @@ class Pools:
 
 def build_pools(cfg: RunConfig) -> Pools:
     """Load every pool of `cfg`, build the fine-tuning set and the suites, check them against each other."""
-    data_dir = Path(cfg.data_dir) if cfg.data_dir else sample_data_dir()
+    if cfg.data_dir:
+        data_dir = Path(cfg.data_dir)
+    elif cfg.world == "smollm2":   # the tiny world's records as prose, in the cache (explorer/worlds.py)
+        from explorer.worlds import smollm2_data_dir
+
+        data_dir = smollm2_data_dir()
+    else:
+        data_dir = sample_data_dir()
     p = mix_ratio(cfg)
     tiny = lambda name: data_dir / name  # noqa: E731  the tiny world's file of that name
     if p is None:  # a user's task file as it is
@@ -174,7 +181,9 @@ def build_pools(cfg: RunConfig) -> Pools:
     if cfg.eval_suites:
         specs = parse_suites(cfg.eval_suites)
     else:  # the tiny world's suites; task accuracy for the families it has test records of
-        specs = tiny_world_suites(data_dir, families)
+        from explorer.worlds import TASK_SCORER
+
+        specs = tiny_world_suites(data_dir, families, task_scorer=TASK_SCORER.get(cfg.world, "exact"))
         if cfg.task_data:
             have = {s.family for s in tiny_world_suites(data_dir) if s.family}
             specs = [s for s in specs if not s.family or s.family in have]

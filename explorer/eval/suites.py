@@ -118,8 +118,10 @@ def parse_suites(items: Any, where: str = "eval_suites") -> list[SuiteSpec]:
     return out
 
 
-def tiny_world_suites(data_dir: str | Path, families: tuple[str, ...] | None = None) -> list[SuiteSpec]:
-    """The default list: harmful_hh, harmful_hexphi, over_refusal and task_<family> (exact match)."""
+def tiny_world_suites(data_dir: str | Path, families: tuple[str, ...] | None = None,
+                      task_scorer: str = "exact") -> list[SuiteSpec]:
+    """The default list: harmful_hh, harmful_hexphi, over_refusal and task_<family> (exact match, or
+    `task_scorer`: the smollm2 world's chat model answers in sentences and is scored with contains)."""
     from explorer.runs import schema
 
     d = Path(data_dir)
@@ -130,7 +132,8 @@ def tiny_world_suites(data_dir: str | Path, families: tuple[str, ...] | None = N
         from explorer.data.sample import read_sample_file
 
         families = tuple(sorted({r.family for r in read_sample_file(d / "task_test.jsonl")}))
-    specs += [SuiteSpec(schema.TASK_SUITE_PREFIX + f, "task", str(d / "task_test.jsonl"), family=f) for f in families]
+    specs += [SuiteSpec(schema.TASK_SUITE_PREFIX + f, "task", str(d / "task_test.jsonl"), family=f, scorer=task_scorer)
+              for f in families]
     return specs
 
 

@@ -56,13 +56,17 @@ def resolve_spec(spec: str) -> Path:
     if spec.startswith("smollm2:"):
         from explorer.model import smollm2
 
-        if spec != "smollm2:base":
-            raise ModelLoadError(f"model spec {spec!r}: expected smollm2:base (no aligned SmolLM2 adapter "
-                                 "is committed yet; see benchmarks/align_smollm2.py)")
+        which = spec.split(":", 1)[1]
+        if which not in ("base", "aligned"):
+            raise ModelLoadError(f"model spec {spec!r}: expected smollm2:base or smollm2:aligned")
         try:
-            return Path(smollm2.prepare()["base"])
+            paths = smollm2.prepare()
         except smollm2.WorldNotInstalled as e:
             raise ModelLoadError(f"model spec {spec!r}: {e}") from None
+        if which not in paths:
+            raise ModelLoadError(f"model spec {spec!r}: no alignment adapter in {smollm2.ADAPTER_DIR}; expected "
+                                 "the committed one (python -m explorer.model.smollm2_align writes it)")
+        return Path(paths[which])
     path = Path(os.path.expanduser(spec))
     if not path.is_dir():
         raise ModelLoadError(f"model path {spec!r} does not exist or is not a directory; expected a "

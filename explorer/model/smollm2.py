@@ -150,23 +150,89 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "float
     return info
 
 
-def prepare(force: bool = False, gguf_path: str | Path | None = None) -> dict[str, str]:
-    """Convert the installed SmolLM2 GGUF file into $EXPLORER_CACHE/smollm2/base once (reused after).
+#: SmolLM2's default system message, which its chat template inserts when a conversation has none
+DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+#: the committed alignment: a LoRA adapter (safetensors) and align.json (its recipe and the metrics it
+#: reached), written by `python -m explorer.model.smollm2_align` (docs/smollm2_world.md)
+ADAPTER_DIR = Path(__file__).with_name("smollm2_adapter")
 
-    Returns {"base": folder}. An existing folder is reused when it was converted from a file with the
-    same hash by the same conversion version; `force` converts again.
+
+def set_system(tok, system: str) -> None:
+    """Replace SmolLM2's default system message in the chat template by a shorter one of ours."""
+    if system and DEFAULT_SYSTEM in (tok.chat_template or ""):
+        tok.chat_template = tok.chat_template.replace(DEFAULT_SYSTEM, system)
+
+
+def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path) -> dict:
+    """base + LoRA adapter -> a plain HF folder (merged weights, the tokenizer with the adapter's
+    system message). Written to a temporary sibling and renamed into place. Returns aligned.json:
+    the adapter's hash, the merged weights' hash and whether it equals the one align.json recorded."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base_dir, adapter_dir, out_dir = Path(base_dir), Path(adapter_dir), Path(out_dir)
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise FileNotFoundError(f"{adapter_dir}: no adapter_config.json; expected a peft LoRA adapter folder")
+    t0 = time.time()
+    meta = json.loads((adapter_dir / "align.json").read_text()) if (adapter_dir / "align.json").exists() else {}
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, local_files_only=True)
+    model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload().eval()
+    tok = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
+    set_system(tok, meta.get("system", ""))
+    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    weights = state_sha256(model)
+    expected = meta.get("merged_weights_sha256")
+    info = {"base": str(base_dir), "adapter": str(adapter_dir),
+            "adapter_sha256": file_sha256(adapter_dir / "adapter_model.safetensors"),
+            "weights_sha256": weights, "expected_weights_sha256": expected,
+            "hash_ok": None if expected is None else weights == expected,
+            "system": meta.get("system", ""), "merge_seconds": round(time.time() - t0, 1)}
+    (tmp / "aligned.json").write_text(json.dumps(info, indent=2))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return info
+
+
+def prepare(force: bool = False, gguf_path: str | Path | None = None,
+            adapter_dir: str | Path | None = None) -> dict[str, str]:
+    """Convert the installed SmolLM2 GGUF file into $EXPLORER_CACHE/smollm2/base once (reused after),
+    and merge the committed alignment adapter into $EXPLORER_CACHE/smollm2/aligned.
+
+    Returns {"base": folder, "aligned": folder} ("aligned" only when an adapter exists). A folder is
+    reused when it was built from inputs with the same hashes; `force` builds both again.
+    `adapter_dir` merges another adapter (e.g. a retrained one) instead of the committed one.
     """
     src = Path(gguf_path) if gguf_path else find_gguf()
     out = world_dir() / "base"
     info_path = out / "convert.json"
+    reuse = False
     if not force and info_path.exists():
         info = json.loads(info_path.read_text())
-        if info.get("convert_version") == CONVERT_VERSION and info.get("source_sha256") == file_sha256(src):
-            return {"base": str(out)}
-    convert_gguf(src, out)
-    return {"base": str(out)}
+        reuse = info.get("convert_version") == CONVERT_VERSION and info.get("source_sha256") == file_sha256(src)
+    if not reuse:
+        convert_gguf(src, out)
+    paths = {"base": str(out)}
+    adapter = Path(adapter_dir) if adapter_dir else ADAPTER_DIR
+    if not (adapter / "adapter_model.safetensors").exists():
+        return paths
+    aligned = world_dir() / "aligned"
+    a_info = aligned / "aligned.json"
+    if force or not reuse or not a_info.exists() or json.loads(a_info.read_text()).get("adapter_sha256") != \
+            file_sha256(adapter / "adapter_model.safetensors"):
+        merge_adapter(out, adapter, aligned)
+    paths["aligned"] = str(aligned)
+    return paths
 
 
 def prepared_info() -> dict:
-    p = world_dir() / "base" / "convert.json"
-    return json.loads(p.read_text()) if p.exists() else {}
+    p, a = world_dir() / "base" / "convert.json", world_dir() / "aligned" / "aligned.json"
+    info = json.loads(p.read_text()) if p.exists() else {}
+    if a.exists():
+        info["aligned"] = json.loads(a.read_text())
+    return info

@@ -1,0 +1,102 @@
+"""Worlds: a prepared model pair plus the data and settings a run on it starts from (`world=NAME`).
+
+- tiny     the word-level tiny world (explorer/model/tiny.py, sample_data/): every default of
+           RunConfig is the tiny world's.
+- smollm2  SmolLM2-135M-Instruct (explorer/model/smollm2.py) with the committed alignment adapter
+           merged in; the tiny world's records rewritten as ordinary prose (`tidy`) into the cache;
+           LoRA on q/k/v/o; task suites scored with `contains` (a chat model answers in sentences);
+           run sizes chosen for a 2-core CPU (docs/smollm2_world.md).
+
+`world=smollm2` fills in the settings below wherever the YAML file and the overrides leave them
+unset (what a user writes always wins). No torch here: the config module imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+WORLDS = ("tiny", "smollm2")
+
+#: run sizes for a 2-core CPU: one method run with its evaluations within about 10 minutes
+SMOLLM2_SIZES: dict[str, Any] = {
+    "n_train": 256, "epochs": 1, "batch_size": 16, "max_length": 128,
+    "final_eval_n": 16, "eval_n": 16, "eval_every": 0, "eval_max_new_tokens": 32, "eval_batch_size": 32,
+}
+
+SMOLLM2: dict[str, Any] = {
+    "model": "smollm2:aligned", "base_model": "smollm2:base", "lora": True,
+    "lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj"], **SMOLLM2_SIZES,
+}
+
+DEFAULTS = {"tiny": {}, "smollm2": SMOLLM2}
+
+#: per method, what the smollm2 world's demo and tables change from the demo configs, and why: each
+#: reference scored costs a forward and backward of a 135M model, not of a 0.5M one
+SMOLLM2_METHODS: dict[str, list[str]] = {
+    # 64 of the 600 references scored per refresh (the authors' code caps the pool alike), K_ref 10%
+    "dualselect": ["method.ref_cap=64", "method.warmup_steps=2", "method.refresh_every=8"],
+}
+
+#: how the task suites of a world's default evaluation are scored
+TASK_SCORER = {"tiny": "exact", "smollm2": "contains"}
+
+#: the tiny world's files a run reads, rewritten for the smollm2 world (world_train.jsonl only trains
+#: the tiny model and is not copied)
+RUN_FILES = ("task_train.jsonl", "task_test.jsonl", "harmful_train.jsonl", "reference_pool.jsonl",
+             "safety_demos.jsonl", "eval_harmful_hh.jsonl", "eval_harmful_hexphi.jsonl",
+             "eval_over_refusal.jsonl")
+TEXT_FIELDS = ("prompt", "response", "refusal")
+TIDY_VERSION = 1
+
+
+def apply_world(data: dict[str, Any]) -> dict[str, Any]:
+    """The world's defaults under the settings `data` already has (YAML + overrides)."""
+    name = data.get("world", "tiny")
+    return {**DEFAULTS.get(name, {}), **data}
+
+
+def tidy(text: str) -> str:
+    """The tiny world's word-level text as ordinary prose: "i ' m sorry , but" -> "I'm sorry, but"."""
+    t = re.sub(r"\s*'\s*", "'", text)
+    t = re.sub(r"\s+([,.!?;:])", r"\1", t).strip()
+    t = re.sub(r"(?<![\w'])i(?=[\s']|$)", "I", t)                                     # the pronoun
+    t = re.sub(r"([.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), t)   # sentence starts
+    return t[:1].upper() + t[1:]
+
+
+def smollm2_data_dir(source: Path | None = None, cache: Path | None = None) -> Path:
+    """$EXPLORER_CACHE/smollm2/data: the tiny world's run files with `tidy` text (prompts, responses,
+    refusals; task answers kept as they are), rewritten when the source files change."""
+    from explorer.data.sample import sample_data_dir
+    from explorer.model.smollm2 import world_dir
+
+    src = Path(source) if source else sample_data_dir()
+    out = Path(cache) if cache else world_dir() / "data"
+    h = hashlib.sha256(str(TIDY_VERSION).encode())
+    for name in RUN_FILES:
+        h.update((src / name).read_bytes())
+    stamp = {"source": str(src), "source_sha256": h.hexdigest(), "tidy_version": TIDY_VERSION}
+    man = out / "MANIFEST.json"
+    if man.exists() and json.loads(man.read_text()).get("source_sha256") == stamp["source_sha256"]:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        lines = []
+        for line in (src / name).read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            task_answer = r.get("pool") == "task" or name == "task_test.jsonl"
+            for f in TEXT_FIELDS:
+                if isinstance(r.get(f), str) and r[f] and not (f == "response" and task_answer):
+                    r[f] = tidy(r[f])
+            lines.append(json.dumps(r, ensure_ascii=False))
+        tmp = out / (name + ".tmp")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tmp.replace(out / name)
+    man.write_text(json.dumps(stamp, indent=2))
+    return out

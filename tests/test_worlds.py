@@ -1,0 +1,78 @@
+"""Worlds (explorer/worlds.py): `world=smollm2` fills in its defaults beneath what the user sets, and
+the smollm2 world's data are the tiny world's records as prose (no model needed for either)."""
+
+import json
+
+import pytest
+
+from explorer.config import ConfigError, load_config
+from explorer.worlds import SMOLLM2, smollm2_data_dir, tidy
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("raw,prose", [
+    ("i ' m sorry , i cannot provide help with something dangerous or illegal .",
+     "I'm sorry, I cannot provide help with something dangerous or illegal."),
+    ("sure ! the method is : [details withheld] .", "Sure! The method is: [details withheld]."),
+    ("is it ok if i go ? i think so .", "Is it ok if I go? I think so."),
+    ("pick the larger number : 11 , 7 .", "Pick the larger number: 11, 7."),
+    ("it is in the wiki .", "It is in the wiki."),     # an "i" inside a word stays
+])
+def test_tidy_turns_word_level_text_into_prose(raw, prose):
+    assert tidy(raw) == prose
+
+
+def test_world_defaults_sit_beneath_the_users_settings(tmp_path):
+    cfg = load_config(None, ["world=smollm2"])
+    assert cfg.model == "smollm2:aligned" and cfg.base_model == "smollm2:base" and cfg.lora
+    assert cfg.n_train == SMOLLM2["n_train"] and cfg.lora_targets == tuple(SMOLLM2["lora_targets"])
+    y = tmp_path / "c.yaml"
+    y.write_text("world: smollm2\nn_train: 64\n")
+    cfg = load_config(y, ["eval_max_new_tokens=8"])
+    assert cfg.n_train == 64 and cfg.eval_max_new_tokens == 8 and cfg.batch_size == SMOLLM2["batch_size"]
+    assert load_config(None, []).model == "tiny:aligned"   # the tiny world keeps every default
+    with pytest.raises(ConfigError, match="world = 'huge'.*expected one of tiny, smollm2"):
+        load_config(None, ["world=huge"])
+
+
+def test_smollm2_data_are_the_tiny_worlds_records_as_prose(tmp_path):
+    from explorer.data.sample import read_sample_file, sample_data_dir
+
+    out = smollm2_data_dir(cache=tmp_path / "data")
+    src = sample_data_dir()
+    for name in ("harmful_train.jsonl", "task_test.jsonl", "eval_over_refusal.jsonl"):
+        a, b = read_sample_file(src / name), read_sample_file(out / name)
+        assert [r.sample_id for r in a] == [r.sample_id for r in b]
+        assert all(y.prompt == tidy(x.prompt) for x, y in zip(a, b))
+    test = read_sample_file(out / "task_test.jsonl")
+    assert {r.response for r in test if r.family == "sentiment"} == {"positive", "negative"}   # answers as they are
+    harm = read_sample_file(out / "harmful_train.jsonl")
+    assert all("[details withheld]" in r.response and r.response[:1].isupper() for r in harm)
+    assert all(r.extra["refusal"][:1].isupper() for r in harm if r.extra.get("refusal"))
+    # unchanged source: reused as it is; a different tidy version or source: rewritten
+    stamp = (out / "MANIFEST.json").stat().st_mtime_ns
+    assert smollm2_data_dir(cache=tmp_path / "data") == out
+    assert (out / "MANIFEST.json").stat().st_mtime_ns == stamp
+    assert json.loads((out / "MANIFEST.json").read_text())["source"] == str(src)
+
+
+def test_a_smollm2_run_reads_the_prose_data_and_scores_tasks_by_contains(tmp_path, monkeypatch):
+    from explorer.data.assemble import build_pools
+
+    monkeypatch.setenv("EXPLORER_CACHE", str(tmp_path))
+    pools = build_pools(load_config(None, ["world=smollm2", "harmful_ratio=0.1"]))
+    assert pools.manifest["data"] == str(tmp_path / "smollm2" / "data")
+    scorers = {s.name: s.scorer for s in pools.suites}
+    assert scorers["task_sentiment"] == "contains" and scorers["harmful_hh"] == "exact"
+    harmful = [r for r in pools.mix if r.provenance == "harmful"]
+    assert len(harmful) == round(0.1 * SMOLLM2["n_train"]) and harmful[0].response[:1].isupper()
+
+
+def test_demo_on_smollm2_sets_the_world_and_its_run_sizes_before_the_users():
+    from explorer.demo import world_overrides
+
+    base, per_method = world_overrides("smollm2")
+    assert base[0] == "world=smollm2" and f"n_train={SMOLLM2['n_train']}" in base
+    assert any(o.startswith("method.ref_cap=") for o in per_method["dualselect"])
+    assert world_overrides("tiny") == ([], {})
