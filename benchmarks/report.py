@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))     # benchmarks/ablati
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, when not installed
 
 from explorer.data.sample import repo_root  # noqa: E402
-from explorer.demo import comparison_table, run_methods  # noqa: E402
+from explorer.demo import comparison_table, run_methods, world_overrides  # noqa: E402
 from explorer.runs import schema  # noqa: E402
 
 README = repo_root() / "README.md"
@@ -52,7 +52,9 @@ DROP_COLS = ["drop prec", "drop recall"]
 # runs: train, or find the ones already trained
 # --------------------------------------------------------------------------------------------------
 
-def model_spec(prep: int, which: str = "aligned") -> str:
+def model_spec(prep: int, which: str = "aligned", world: str = "tiny") -> str:
+    if world == "smollm2":   # one preparation: the committed adapter merged into the converted wheel
+        return f"smollm2:{which}"
     return f"tiny:{which}" + (f"@{prep}" if prep else "")
 
 
@@ -82,13 +84,17 @@ def get_runs(jobs: list[dict], runs_dir: Path, reuse: bool) -> list[Path]:
     have = _existing(runs_dir) if reuse else {}
     out = []
     for j in jobs:
-        key = (j["name"], float(j["p"]), int(j["seed"]), model_spec(j["prep"]))
+        world = j.get("world", "tiny")
+        key = (j["name"], float(j["p"]), int(j["seed"]), model_spec(j["prep"], world=world))
         if key in have:
             out.append(have[key])
             continue
+        # the world's settings (smollm2: its run sizes and per-method changes) before the job's own
+        base, per_method = world_overrides(world)
         # eval_every=0: only the start and final evaluations, which are all the tables read
-        ov = ["progress=false", "eval_every=0", f"run_name={j['name']}", f"model={model_spec(j['prep'])}",
-              f"base_model={model_spec(j['prep'], 'base')}"] + list(j.get("overrides", []))
+        ov = [*base, "progress=false", "eval_every=0", f"run_name={j['name']}",
+              f"model={model_spec(j['prep'], world=world)}", f"base_model={model_spec(j['prep'], 'base', world)}",
+              *per_method.get(j["method"], []), *j.get("overrides", [])]
         d = run_methods([j["method"]], j["p"], j["seed"], str(runs_dir), ov)[0]
         have[key] = d
         out.append(d)
@@ -209,8 +215,13 @@ def cmd_world(args, argv) -> None:
     finish("world", markdown(pd.DataFrame(rows)), args, argv)
 
 
+def block_name(name: str, args) -> str:
+    """README block of a table: the tiny world's under its name, another world's as NAME-WORLD."""
+    return name if args.world == "tiny" else f"{name}-{args.world}"
+
+
 def cmd_drift(args, argv) -> None:
-    jobs = [{"method": "sft", "p": p, "seed": s, "prep": prep, "name": "sft"}
+    jobs = [{"method": "sft", "p": p, "seed": s, "prep": prep, "name": "sft", "world": args.world}
             for prep in args.preps for s in args.seeds for p in args.ratios]
     dirs = get_runs(jobs, Path(args.runs_dir), args.reuse)
     df = table_of(dirs, {d.name: "SFT" for d in dirs})
@@ -218,11 +229,11 @@ def cmd_drift(args, argv) -> None:
     df["comparison acc"] = df["acc comparison"]
     cols = ["HS hh", "HS hexphi", "over-refusal", "task acc (4 families)", "comparison acc"]
     print(per_run(df, cols), "\n")
-    finish("drift", markdown(mean_std(df, ["p"], cols)), args, argv)
+    finish(block_name("drift", args), markdown(mean_std(df, ["p"], cols)), args, argv)
 
 
 def cmd_methods(args, argv) -> None:
-    jobs = [{"method": m, "p": args.ratio, "seed": s, "prep": prep, "name": m}
+    jobs = [{"method": m, "p": args.ratio, "seed": s, "prep": prep, "name": m, "world": args.world}
             for prep in args.preps for s in args.seeds for m in args.methods]
     dirs = get_runs(jobs, Path(args.runs_dir), args.reuse)
     labels = {}
@@ -232,7 +243,7 @@ def cmd_methods(args, argv) -> None:
     cols = SAFETY_COLS + DROP_COLS
     print(per_run(df, cols), "\n")
     out = mean_std(df, ["label"], cols).rename(columns={"label": "method"})
-    finish("methods", markdown(out), args, argv)
+    finish(block_name("methods", args), markdown(out), args, argv)
 
 
 def cmd_ablations(args, argv) -> None:
@@ -306,7 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="table", required=True)
 
     def common(p, runs=True):
-        p.add_argument("--preps", type=int, nargs="*", default=[0, 1], help="preparation seeds of the tiny world")
+        p.add_argument("--preps", type=int, nargs="*", default=None,
+                       help="preparation seeds of the tiny world (default 0 1; the smollm2 world has one: 0)")
+        p.add_argument("--world", choices=("tiny", "smollm2"), default="tiny",
+                       help="smollm2: SmolLM2-135M-Instruct with its committed adapter, the world's run sizes")
         if runs:
             p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="run seeds")
             p.add_argument("--runs-dir", default="runs/report")
@@ -341,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.world != "tiny" and args.table in ("world", "cosines"):
+        raise SystemExit(f"report.py {args.table} describes the tiny world's preparations; the smollm2 world's "
+                         "alignment metrics are in explorer/model/smollm2_adapter/align.json")
+    if args.preps is None:
+        args.preps = [0] if args.world == "smollm2" else [0, 1]
+    elif args.world == "smollm2" and args.preps != [0]:
+        raise SystemExit("--world smollm2 has one preparation (the committed adapter); expected --preps 0 or none")
     args.func(args, argv)
 
 
