@@ -5,7 +5,7 @@
 - smollm2  SmolLM2-135M-Instruct (explorer/model/smollm2.py) with the committed alignment adapter
            merged in; the tiny world's records rewritten as ordinary prose (`tidy`) into the cache;
            LoRA on q/k/v/o; task suites scored with `contains` (a chat model answers in sentences);
-           run sizes chosen for a 2-core CPU (docs/smollm2_world.md).
+           run sizes chosen for a 2-core CPU (docs/smollm2.md).
 
 `world=smollm2` fills in the settings below wherever the YAML file and the overrides leave them
 unset (what a user writes always wins). No torch here: the config module imports it.
