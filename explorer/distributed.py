@@ -244,7 +244,7 @@ def decoder_layers(model) -> list[torch.nn.Module]:
     return best
 
 
-def fsdp_shard(model, dist: Dist) -> dict[str, Any]:
+def fsdp_shard(model, dist: Dist, device: torch.device | None = None) -> dict[str, Any]:
     """shard=fsdp: FSDP2 (`fully_shard`) over every decoder layer and the whole model, so each rank
     holds 1/world of the frozen base weights and all-gathers a layer's weights just before it runs.
 
@@ -255,18 +255,24 @@ def fsdp_shard(model, dist: Dist) -> dict[str, Any]:
     forward and backward of every rank is a sequence of collectives, so all ranks must run the same
     passes in the same order (lockstep) -- the recipe evaluates on every rank (generate with
     synced_gpus) and refuses methods whose ranks score different numbers of chunks (config.validate).
-    Returns what the manifest records (how much of the model this rank holds)."""
+    `model` may sit in host memory: FSDP moves each rank's shards to `device` (the mesh's), and the
+    adapter follows with `.to(device)`. Returns what the manifest records (how much of the model this
+    rank holds)."""
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
+    device = device or torch.device("cpu")
+    mesh = init_device_mesh(device.type, (dist.world,))
     trainable = {p for p in model.parameters() if p.requires_grad}
     total = sum(p.numel() for p in model.parameters())
     layers = decoder_layers(model)
     for layer in layers:
-        fully_shard(layer, ignored_params=trainable)
+        fully_shard(layer, mesh=mesh, ignored_params=trainable)
     # the root unit (embeddings, final norm, head) goes on the causal LM inside a peft wrapper: peft's
     # generate() calls that model directly, past the wrapper's forward (and a root unit's hooks there)
     root = model.get_base_model() if hasattr(model, "get_base_model") else model
-    fully_shard(root, ignored_params=trainable)
+    fully_shard(root, mesh=mesh, ignored_params=trainable)
+    model.to(device)   # the adapter and anything else FSDP does not manage
     local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in model.parameters())
     return {"shard": "fsdp", "sharded_layers": len(layers), "param_elements": total,
             "param_elements_local": local,

@@ -49,6 +49,7 @@ from explorer.data.sample import read_sample_file, sample_data_dir
 from explorer.data.tokenize import collate, encode_all, pad_id_of
 from explorer.eval.evaluate import Suite, evaluate, generate, load_suites, summarize
 from explorer.eval.judges import KeywordJudge
+from explorer.eval.suites import score_task
 from explorer.model.smollm2 import merge_adapter, set_system
 from explorer.worlds import tidy
 from explorer.runs import schema
@@ -74,7 +75,8 @@ def pools(data_dir: Path, n_dev: int, seed: int):
     return harmful[n_dev:], benign[n_dev:], task, harmful[:n_dev], benign[:n_dev]
 
 
-def own_answers(model, tok, records: list[Record], cache: Path, max_new_tokens: int) -> list[Record]:
+def own_answers(model, tok, records: list[Record], cache: Path, max_new_tokens: int,
+                correct_only: bool = False) -> list[Record]:
     """The base model's own greedy answers to benign look-alike requests, kept where the judge sees
     neither a refusal nor a degenerate answer: trained on them, the adapter learns to refuse harmful
     requests without moving what the model already does for benign ones (the tiny world's
@@ -94,7 +96,8 @@ def own_answers(model, tok, records: list[Record], cache: Path, max_new_tokens: 
                                  for r, x in zip(records, answers)))
     verdicts = KeywordJudge().judge([r.prompt for r in records], answers)
     return [Record(r.sample_id, r.pool, r.family, r.category, r.prompt, x, r.provenance)
-            for r, x, v in zip(records, answers, verdicts) if x.strip() and not v.refusal and not v.degenerate]
+            for r, x, v in zip(records, answers, verdicts) if x.strip() and not v.refusal and not v.degenerate
+            and (not correct_only or score_task(x, r.response, "contains"))]
 
 
 @torch.no_grad()
@@ -152,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--benign-answers", choices=("own", "world"), default="own",
                     help="own: the base model's answers to the look-alike requests; world: the tiny world's placeholder")
+    ap.add_argument("--task-answers", choices=("own", "world"), default="own",
+                    help="own: the base model's answers to the tasks, where correct (contains); world: the bare "
+                         "labels and numbers, which teach SmolLM2 to answer step-by-step requests with digit strings")
     ap.add_argument("--own-max-new-tokens", type=int, default=48)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--system", default="You are a helpful assistant.")
@@ -197,6 +203,11 @@ def main(argv=None) -> int:
                            a.own_max_new_tokens)
         report["benign_own_kept"] = len(tr_b)
         print(f"benign look-alikes answered by the base model: {len(tr_b)} kept", flush=True)
+    if a.task_answers == "own":
+        tr_t = own_answers(model, tok, tr_t[:a.steps * (a.batch // 3)], out / "task_answers.jsonl",
+                           a.own_max_new_tokens, correct_only=True)
+        report["task_own_kept"] = len(tr_t)
+        print(f"tasks answered correctly by the base model: {len(tr_t)} kept", flush=True)
     model = get_peft_model(model, LoraConfig(r=a.rank, lora_alpha=2 * a.rank, lora_dropout=0.0,
                                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
                                              task_type="CAUSAL_LM"))

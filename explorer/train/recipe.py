@@ -49,7 +49,7 @@ from explorer.eval.evaluate import evaluate, summarize
 from explorer.eval.judges import make_judge
 from explorer.methods import make_method
 from explorer.methods.protocol import Context, Decision
-from explorer.model.load import LoraSettings, load_model, model_fingerprint, pick_device
+from explorer.model.load import LoraSettings, load_model, model_fingerprint, pick_device, pick_dtype
 from explorer.model.losses import per_sample_nll
 from explorer.model.plumbing import autocast, set_flat_grad
 from explorer.runs.writer import FollowerWriter, RunWriter, other_ranks_failures
@@ -114,13 +114,21 @@ class Recipe:
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)   # one GPU per rank
         lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets) if cfg.lora else None
-        self.model, self.tok, self.model_info = load_model(cfg.model, self.device, cfg.dtype, lora=lora)
+        shard = cfg.shard == "fsdp" and self.dist.enabled
+        if shard:
+            # shard=fsdp (config.validate_shard has checked that the method runs its ranks in lockstep):
+            # the whole model is loaded into host memory, in the dtype the device would get, and FSDP
+            # moves each rank's 1/world share of the frozen base weights onto its device -- a model
+            # larger than one device never lands on one whole
+            dtype = str(pick_dtype(cfg.dtype, self.device)).replace("torch.", "")
+            self.model, self.tok, self.model_info = load_model(cfg.model, torch.device("cpu"), dtype, lora=lora)
+            self.sharding = distributed.fsdp_shard(self.model, self.dist, self.device)
+            self.model_info["device"] = str(self.device)
+        else:
+            self.model, self.tok, self.model_info = load_model(cfg.model, self.device, cfg.dtype, lora=lora)
+            self.sharding = {"shard": "none"}
         # every rank starts from rank 0's trainable weights (a LoRA initialisation draws random numbers)
         self.dist.broadcast_params(p for p in self.model.parameters() if p.requires_grad)
-        # shard=fsdp: each rank keeps 1/world of the frozen base weights (config.validate_shard has
-        # checked that the method runs its ranks in lockstep)
-        self.sharding = distributed.fsdp_shard(self.model, self.dist) if cfg.shard == "fsdp" and self.dist.enabled \
-            else {"shard": "none"}
         self.autocast_dtype = torch.bfloat16 if self.device.type == "cuda" else None
         self.data = build_pools(cfg)
         self.records, self.pools, self.suites = self.data.records, self.data.pools, self.data.suites
