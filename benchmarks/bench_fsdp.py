@@ -54,7 +54,7 @@ def launch(shard: str, runs_dir: Path, args) -> dict:
     steps = reader.steps(run_dir)
     d = reader.manifest(run_dir)["distributed"]
     return {"shard": shard, "peak RSS MB (largest rank)": round(last["max_rss_kb"] / 1024),
-            "params held by rank 0": d.get("param_elements_local", d.get("param_elements")),
+            "params held by rank 0": d.get("param_elements_local"),
             "step s (median)": round(statistics.median(steps["time_s"].iloc[1:]), 3),
             "collectives s": round(statistics.median(steps["time_collectives_s"].iloc[1:]), 3),
             "loss (last step)": round(float(steps["loss"].iloc[-1]), 5)}

@@ -126,7 +126,8 @@ class Recipe:
             self.model_info["device"] = str(self.device)
         else:
             self.model, self.tok, self.model_info = load_model(cfg.model, self.device, cfg.dtype, lora=lora)
-            self.sharding = {"shard": "none"}
+            n = sum(p.numel() for p in self.model.parameters())
+            self.sharding = {"shard": "none", "param_elements": n, "param_elements_local": n}
         # every rank starts from rank 0's trainable weights (a LoRA initialisation draws random numbers)
         self.dist.broadcast_params(p for p in self.model.parameters() if p.requires_grad)
         self.autocast_dtype = torch.bfloat16 if self.device.type == "cuda" else None
