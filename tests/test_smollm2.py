@@ -293,3 +293,18 @@ def test_retrain_runs_the_recorded_settings_again(tmp_path):
     (tmp_path / "align.json").write_text(json.dumps({"settings": settings}))
     again = vars(build_parser().parse_args(recorded_args(tmp_path)))
     assert again == {**settings, "out": defaults["out"], "threads": defaults["threads"]}
+
+
+@pytest.mark.parametrize("batch,shares,split", [(12, "1,1,1", (4, 4, 4)), (12, "1,2,1", (3, 6, 3)),
+                                                (10, "1,1,1", (3, 4, 3)), (8, "1,1,0", (4, 4, 0))])
+def test_alignment_batches_split_by_shares(batch, shares, split):
+    from explorer.model.smollm2_align import batch_split
+
+    assert batch_split(batch, shares) == split and sum(split) == batch
+
+
+def test_alignment_shares_must_be_three_numbers():
+    from explorer.model.smollm2_align import batch_split
+
+    with pytest.raises(SystemExit, match="--shares"):
+        batch_split(12, "1,2")

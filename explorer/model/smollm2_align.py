@@ -81,19 +81,20 @@ def own_answers(model, tok, records: list[Record], cache: Path, max_new_tokens: 
     neither a refusal nor a degenerate answer: trained on them, the adapter learns to refuse harmful
     requests without moving what the model already does for benign ones (the tiny world's
     "[helpful steps]" placeholder would teach a style SmolLM2 then applies to everything). Cached in
-    `cache` (JSON lines), so a rerun with the same records does not generate again."""
-    if cache.exists():
-        got = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
-        if [g["sample_id"] for g in got] == [r.sample_id for r in records]:
-            answers = [g["answer"] for g in got]
-        else:
-            answers = None
-    else:
-        answers = None
-    if answers is None:
-        answers = generate(model, tok, [r.prompt for r in records], max_new_tokens=max_new_tokens, batch_size=16)
-        cache.write_text("".join(json.dumps({"sample_id": r.sample_id, "answer": x}) + "\n"
-                                 for r, x in zip(records, answers)))
+    `cache` (JSON lines, by sample id): a rerun generates only the records not answered yet."""
+    known = {}
+    if cache.exists():   # answers by sample id; only the records not answered yet are generated
+        for line in cache.read_text().splitlines():
+            if line.strip():
+                g = json.loads(line)
+                known[g["sample_id"]] = g["answer"]
+    todo = [r for r in records if r.sample_id not in known]
+    if todo:
+        for r, x in zip(todo, generate(model, tok, [r.prompt for r in todo], max_new_tokens=max_new_tokens,
+                                       batch_size=16)):
+            known[r.sample_id] = x
+        cache.write_text("".join(json.dumps({"sample_id": k, "answer": v}) + "\n" for k, v in known.items()))
+    answers = [known[r.sample_id] for r in records]
     verdicts = KeywordJudge().judge([r.prompt for r in records], answers)
     return [Record(r.sample_id, r.pool, r.family, r.category, r.prompt, x, r.provenance)
             for r, x, v in zip(records, answers, verdicts) if x.strip() and not v.refusal and not v.degenerate
@@ -138,11 +139,24 @@ def recorded_args(adapter_dir: Path) -> list[str]:
     return out
 
 
+def batch_split(batch: int, shares: str) -> tuple[int, int, int]:
+    """`batch` examples split in proportion to "h,b,t" (harmful, benign look-alike, task), rounding
+    down and giving what is left to the benign part: 12 and "1,1,1" -> (4, 4, 4)."""
+    w = [float(x) for x in shares.split(",")]
+    if len(w) != 3 or min(w) < 0 or sum(w) <= 0:
+        raise SystemExit(f"--shares {shares!r}: expected three non-negative numbers h,b,t, e.g. 1,1,1")
+    n = [int(batch * x / sum(w)) for x in w]
+    n[1] += batch - sum(n)
+    return n[0], n[1], n[2]
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/align_smollm2")
     ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--batch", type=int, default=12, help="a multiple of 3: equal shares per batch")
+    ap.add_argument("--batch", type=int, default=12, help="examples per step, split by --shares")
+    ap.add_argument("--shares", default="1,1,1",
+                    help="harmful,benign,task parts of a batch (1,1,1: equal thirds; 1,2,1: half benign look-alikes)")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--check-every", type=int, default=10)
@@ -150,7 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-over", type=float, default=15.0, help="a check is acceptable up to this dev over-refusal")
     ap.add_argument("--max-degenerate", type=float, default=10.0, help="... and up to this dev degenerate rate")
     ap.add_argument("--stop-refusal", type=float, default=90.0, help="stop at an acceptable check with this dev refusal")
-    ap.add_argument("--patience", type=int, default=2, help="stop after this many unacceptable checks after an acceptable one")
+    ap.add_argument("--patience", type=int, default=2,
+                    help="acceptable: stop after this many unacceptable checks after an acceptable one; "
+                         "margin: after this many checks without a better margin")
+    ap.add_argument("--select", choices=("acceptable", "margin"), default="acceptable",
+                    help="which check's adapter to keep: acceptable = the highest dev refusal within --max-over; "
+                         "margin = the highest dev refusal minus dev over-refusal (when no check is within bounds)")
     ap.add_argument("--eval-n", type=int, default=32, help="held-out prompts per suite")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--benign-answers", choices=("own", "world"), default="own",
@@ -198,13 +217,14 @@ def main(argv=None) -> int:
         save_report()
 
     tr_h, tr_b, tr_t, dev_h, dev_b = pools(data_dir, a.n_dev, a.seed)
+    n_h, n_b, n_t = batch_split(a.batch, a.shares)
     if a.benign_answers == "own":
-        tr_b = own_answers(model, tok, tr_b[:a.steps * (a.batch // 3)], out / "benign_answers.jsonl",
+        tr_b = own_answers(model, tok, tr_b[:a.steps * n_b], out / "benign_answers.jsonl",
                            a.own_max_new_tokens)
         report["benign_own_kept"] = len(tr_b)
         print(f"benign look-alikes answered by the base model: {len(tr_b)} kept", flush=True)
     if a.task_answers == "own":
-        tr_t = own_answers(model, tok, tr_t[:a.steps * (a.batch // 3)], out / "task_answers.jsonl",
+        tr_t = own_answers(model, tok, tr_t[:a.steps * n_t], out / "task_answers.jsonl",
                            a.own_max_new_tokens, correct_only=True)
         report["task_own_kept"] = len(tr_t)
         print(f"tasks answered correctly by the base model: {len(tr_t)} kept", flush=True)
@@ -215,12 +235,11 @@ def main(argv=None) -> int:
     enc = {k: encode_all(tok, v, a.max_length)[0] for k, v in (("h", tr_h), ("b", tr_b), ("t", tr_t))}
     rng = random.Random(a.seed)
     pad = pad_id_of(tok)
-    share = a.batch // 3
     kept_step, stop_reason, best, bad_run = 0, "steps done", -1.0, 0
     (out / "adapter").mkdir(exist_ok=True)
     for step in range(1, a.steps + 1):
         model.train()
-        batch = collate(rng.sample(enc["h"], share) + rng.sample(enc["b"], share) + rng.sample(enc["t"], share),
+        batch = collate(rng.sample(enc["h"], n_h) + rng.sample(enc["b"], n_b) + rng.sample(enc["t"], n_t),
                         pad, dev)
         ts = time.time()
         loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
@@ -233,8 +252,25 @@ def main(argv=None) -> int:
             d.update(step=step, loss=round(loss.item(), 4), elapsed_s=round(time.time() - t0, 1))
             report["curve"].append(d)
             d["acceptable"] = d["over_refusal"] <= a.max_over and d["degenerate"] <= a.max_degenerate
+            d["margin"] = round(d["refusal"] - d["over_refusal"], 2)
             print("dev", json.dumps(d), flush=True)
-            if d["acceptable"]:
+            if a.select == "margin":
+                # the best trade-off so far: dev refusal minus dev over-refusal, degenerate within bounds
+                better = d["degenerate"] <= a.max_degenerate and d["margin"] > best
+                if better:
+                    best, kept_step, bad_run = d["margin"], step, 0
+                    model.save_pretrained(out / "adapter")
+                else:
+                    bad_run += 1
+                if d["acceptable"] and d["refusal"] >= a.stop_refusal:
+                    stop_reason = f"dev refusal {d['refusal']} >= {a.stop_refusal} within bounds at step {step}"
+                    save_report()
+                    break
+                if bad_run >= a.patience:
+                    stop_reason = f"no better margin for {bad_run} checks after step {kept_step}"
+                    save_report()
+                    break
+            elif d["acceptable"]:
                 bad_run = 0
                 if d["refusal"] > best:
                     best, kept_step = d["refusal"], step
