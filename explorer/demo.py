@@ -106,7 +106,7 @@ def demo(harmful_ratio: float = 0.1, seed: int = 0, runs_dir: str = "runs/demo",
     if world == "smollm2":
         from explorer.model import smollm2
 
-        print("preparing SmolLM2-135M-Instruct and its aligned adapter (cached after the first time) ...")
+        print("preparing SmolLM2-135M-Instruct (and its alignment adapter, when one is committed; cached) ...")
         smollm2.prepare()
     else:
         from explorer.model import tiny

@@ -37,8 +37,20 @@ DEFAULTS = {"tiny": {}, "smollm2": SMOLLM2}
 #: per method, what the smollm2 world's demo and tables change from the demo configs, and why: each
 #: reference scored costs a forward and backward of a 135M model, not of a 0.5M one
 SMOLLM2_METHODS: dict[str, list[str]] = {
-    # 64 of the 600 references scored per refresh (the authors' code caps the pool alike), K_ref 10%
-    "dualselect": ["method.ref_cap=64", "method.warmup_steps=2", "method.refresh_every=8"],
+    # 64 of the 600 references scored per refresh (the authors' code caps the pool alike) and the
+    # paper's 10 % of them selected: K_ref = ceil(0.1 * 64) = 7 (the demo config's k_ref_fraction is
+    # 10 % of the whole pool, 60, which would select almost every reference scored)
+    "dualselect": ["method.ref_cap=64", "method.k_ref_fraction=0", "method.k_ref=7", "method.warmup_steps=2",
+                   "method.refresh_every=8"],
+    # stage 1 teacher-forces 128 refusals, not the paper's 512
+    "pact": ["method.n_refusals=128"],
+    # the SAE (width 576 x 4) trains 300 steps on 200 texts per pool; 128 prompts per covariance and
+    # per side of the selection rule, 32 cached base activations
+    "cwac": ["lora_targets=q_proj,k_proj,v_proj,o_proj,down_proj",   # its weight constraint acts on down_proj
+             "method.sae_steps=300", "method.sae_texts=200", "method.cov_prompts=128",
+             "method.selection_prompts=128", "method.n_base_prompts=32"],
+    # one selector epoch, not the authors' 3
+    "seal": ["method.selector_epochs=1"],
 }
 
 #: how the task suites of a world's default evaluation are scored

@@ -76,3 +76,20 @@ def test_demo_on_smollm2_sets_the_world_and_its_run_sizes_before_the_users():
     assert base[0] == "world=smollm2" and f"n_train={SMOLLM2['n_train']}" in base
     assert any(o.startswith("method.ref_cap=") for o in per_method["dualselect"])
     assert world_overrides("tiny") == ([], {})
+
+
+@pytest.mark.parametrize("method", ["dualselect", "pact", "cwac", "seal"])
+def test_the_worlds_method_settings_are_valid_over_the_demo_configs(method):
+    """What the smollm2 world changes per method loads over that method's demo config, and does what
+    its comment says (DualSelect selects 10 % of the references it scores; CWAC trains down_proj)."""
+    from explorer.config import method_config
+    from explorer.demo import demo_config_path
+    from explorer.worlds import SMOLLM2_METHODS
+
+    base, per_method = ["world=smollm2"], SMOLLM2_METHODS
+    cfg = load_config(demo_config_path(method), [*base, *per_method[method]])
+    m = method_config(cfg)
+    if method == "dualselect":
+        assert m.k_ref_fraction == 0 and m.k_ref == 7 and m.ref_cap == 64
+    if method == "cwac":
+        assert "down_proj" in cfg.lora_targets
