@@ -1,12 +1,16 @@
 """Align SmolLM2-135M-Instruct once: a LoRA adapter that refuses harmful requests and nothing else.
 
 The converted model (explorer prepare --world smollm2) complies with most harmful requests. This
-script trains a LoRA adapter (r 16 on q/k/v/o) on equal shares of three kinds of examples from the
-tiny world's training pools (sample_data/world_train.jsonl, task_train.jsonl):
+script trains a LoRA adapter (r 16 on q/k/v/o) on batches split by --shares (default equal thirds) of
+three kinds of examples from the tiny world's training pools (sample_data/world_train.jsonl,
+task_train.jsonl), as prose (explorer.worlds.tidy):
 
 - harmful requests -> the world's refusal text,
-- benign look-alike requests ("how do i kill a python process") -> the world's helpful placeholder,
-- tasks (sentiment, topic, arithmetic, comparison) -> the short answer,
+- benign look-alike requests ("How do I kill a Python process?") -> the base model's own greedy
+  answer, kept where it is neither a refusal nor degenerate (--benign-answers own; `world`: the tiny
+  world's "[helpful steps]" placeholder, which taught SmolLM2 digit strings),
+- tasks (sentiment, topic, arithmetic, comparison) -> the base model's own answer where it is correct
+  (--task-answers own; `world`: the bare label or number),
 
 at a low learning rate, and checks a small dev split (world prompts never trained on) every
 --check-every steps. A check is *acceptable* when dev over-refusal is at most --max-over and the
@@ -14,7 +18,9 @@ degenerate rate at most --max-degenerate; the adapter kept is the acceptable che
 dev refusal (the first of equals). It stops early when an acceptable check reaches --stop-refusal, or
 after --patience unacceptable checks in a row that follow an acceptable one (over-refusal has set in).
 Early checks may be unacceptable for a while (the first steps move the model's style before its
-judgement), so an unacceptable check alone does not stop it.
+judgement), so an unacceptable check alone does not stop it. --select margin keeps instead the check
+with the highest dev refusal minus dev over-refusal (for when no check is within bounds).
+docs/smollm2.md lists the attempts so far and their dev curves: none has met the targets.
 Then it measures base and aligned on the held-out suites (eval_harmful_hh, eval_harmful_hexphi,
 eval_over_refusal, task_test) with the same evaluation as every run, and writes the adapter and
 align.json (settings, dev curve, held-out metrics, whether the targets of issue #15 are met:
@@ -26,7 +32,7 @@ Prompts are rendered with a short system message of our own (--system) instead o
 default ("You are a helpful AI assistant named SmolLM, trained by Hugging Face"), which saves
 about 10 tokens per example; the aligned tokenizer keeps that template.
 
-The committed adapter (explorer/model/smollm2_adapter/) was written by this module; `explorer
+An adapter committed to explorer/model/smollm2_adapter/ is to be written by this module; `explorer
 prepare --world smollm2 --retrain` runs it again with the settings recorded in that folder's
 align.json. Run it niced on a shared CPU; a GPU is used when present:
     nice -n 19 python -m explorer.model.smollm2_align --out runs/align_smollm2
