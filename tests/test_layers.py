@@ -8,7 +8,8 @@ so those sit below train here.
     runs        the run-folder format and its reader (the viewing side's base; no torch)
     data        records, pools, loaders, tokenised Batch
     eval        generation on held-out suites, judges, metrics
-    model       load a causal LM (+ LoRA), the tiny one, the per-sample loss
+    model       load a causal LM (+ LoRA), the tiny one, SmolLM2, the per-sample loss; the worlds
+                (explorer/worlds.py) that name them
     scoring     per-sample gradient features and scores
     interp      activation hooks, SAEs, subspaces
     methods     the protocol (Method, Decision, Context), the registry, one module per method
@@ -40,7 +41,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("explorer.runs",),
     ("explorer.data",),
     ("explorer.eval",),
-    ("explorer.model", "explorer.distributed"),  # distributed: torch.distributed helpers, below methods and train
+    # distributed: torch.distributed helpers, below methods and train; worlds: a world's model specs,
+    # data folder and run defaults (beside the model modules it names; config and the recipe read it)
+    ("explorer.model", "explorer.distributed", "explorer.worlds"),
     ("explorer.scoring",),
     ("explorer.interp",),
     ("explorer.methods",),
