@@ -57,5 +57,5 @@ def test_the_printed_command_can_be_pasted_back(report):
 
 def test_readme_has_a_block_for_every_table_the_script_writes(report):
     text = (REPO / "README.md").read_text()
-    for name in ("world", "drift", "methods", "cosines"):
+    for name in ("world", "drift", "methods", "cosines", "drift-smollm2", "methods-smollm2"):
         assert f"<!-- report:{name} -->" in text and f"<!-- /report:{name} -->" in text, name
