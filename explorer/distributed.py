@@ -226,8 +226,8 @@ class Dist:
 
 SINGLE = Dist()
 
-#: what `shard=fsdp` supports: the methods whose ranks run the same forward and backward passes every
-#: step (one forward of the shard, one backward). See fsdp_shard.
+#: the `shard` settings: none (every rank holds the whole model) or fsdp (fsdp_shard; only methods
+#: that declare `shardable`, whose ranks run the same passes every step: config.validate_shard)
 SHARDS = ("none", "fsdp")
 
 
