@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 gguf = pytest.importorskip("gguf", reason="the smollm2 world's conversion needs the gguf package")
 
@@ -308,3 +309,110 @@ def test_alignment_shares_must_be_three_numbers():
 
     with pytest.raises(SystemExit, match="--shares"):
         batch_split(12, "1,2")
+
+
+def test_answer_openings_keep_the_prompt_and_the_first_tokens():
+    from explorer.data.tokenize import Encoded
+    from explorer.model.smollm2_align import answer_openings
+
+    enc = [Encoded("a", [1, 2, 3, 10, 11, 12, 13, 2], 3), Encoded("b", [1, 2, 10, 2], 2)]
+    cut = answer_openings(enc, 2)
+    assert [e.input_ids for e in cut] == [[1, 2, 3, 10, 11], [1, 2, 10, 2]]
+    assert [e.n_prompt for e in cut] == [3, 2] and enc[0].input_ids[-1] == 2   # the originals are untouched
+
+
+class _PrefersOpeningAfter(torch.nn.Module):
+    """A stand-in causal LM whose every position prefers `opening_id` when the sequence holds `cue_id`."""
+
+    def __init__(self, vocab, cue_id, opening_id):
+        super().__init__()
+        self.vocab, self.cue_id, self.opening_id = vocab, cue_id, opening_id
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask=None):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        cued = (input_ids == self.cue_id).any(1)
+        logits[cued, :, self.opening_id] = 5.0
+        return type("Out", (), {"logits": logits})()
+
+
+def test_refusal_auc_measures_separation_of_the_refusal_opening(converted):
+    """AUC 1.0 when every harmful prompt makes the opening likelier, 0.5 when the sets are the same."""
+    from transformers import AutoTokenizer
+
+    from explorer.data.records import Record
+    from explorer.model.smollm2_align import refusal_auc
+
+    _, hf, _, _ = converted
+    tok = AutoTokenizer.from_pretrained(hf)
+    cue = tok("x", add_special_tokens=False)["input_ids"][0]
+    opening = tok("I", add_special_tokens=False)["input_ids"]
+    model = _PrefersOpeningAfter(len(tok), cue, opening[0])
+
+    def recs(prompts):
+        return [Record(f"s{i}", "world", "f", "c", p, "", "benign") for i, p in enumerate(prompts)]
+
+    harmful, benign = recs(["do x now", "x the thing", "a x"]), recs(["do y now", "the thing", "a b"])
+    assert refusal_auc(model, tok, harmful, benign, opening="I") == 1.0
+    assert refusal_auc(model, tok, benign, harmful, opening="I") == 0.0
+    assert refusal_auc(model, tok, harmful, harmful, opening="I") == 0.5
+
+
+def test_base_metrics_are_reused_only_when_measured_the_same_way(tmp_path):
+    from explorer.model.smollm2_align import build_parser, reuse_base_metrics
+
+    a = build_parser().parse_args([])
+    prev = {"settings": {k: getattr(a, k) for k in ("eval_n", "max_new_tokens", "seed", "system")},
+            "heldout_base": {"task_acc": 42.97}}
+    f = tmp_path / "align.json"
+    f.write_text(json.dumps(prev))
+    assert reuse_base_metrics(f, a) == {"task_acc": 42.97, "measured_by": str(f)}
+    f.write_text(json.dumps({**prev, "settings": {**prev["settings"], "eval_n": 8}}))
+    with pytest.raises(SystemExit, match="settings.eval_n is 8"):
+        reuse_base_metrics(f, a)
+    f.write_text(json.dumps({"settings": prev["settings"]}))
+    with pytest.raises(SystemExit, match="no heldout_base"):
+        reuse_base_metrics(f, a)
+
+
+def test_unlikelihood_is_large_only_where_the_refusal_opening_is_likely(converted):
+    from transformers import AutoTokenizer
+
+    from explorer.data.records import Record
+    from explorer.data.tokenize import collate, pad_id_of
+    from explorer.model.smollm2_align import opening_encodings, unlikelihood
+
+    _, hf, _, _ = converted
+    tok = AutoTokenizer.from_pretrained(hf)
+    cue = tok("x", add_special_tokens=False)["input_ids"][0]
+    model = _PrefersOpeningAfter(len(tok), cue, tok("I", add_special_tokens=False)["input_ids"][0])
+    recs = [Record("a", "world", "f", "c", "do x now", "", "benign"), Record("b", "world", "f", "c", "do y now", "", "benign")]
+    enc = opening_encodings(tok, recs, openings=("I",))
+    assert [len(v) for v in enc.values()] == [1, 1]
+    assert all(len(e.input_ids) == e.n_prompt + 1 for v in enc.values() for e in v)   # the opening, no end token
+    cued, plain = (unlikelihood(model, collate(enc[k], pad_id_of(tok))).item() for k in ("a", "b"))
+    p = torch.softmax(torch.tensor([5.0] + [0.0] * (len(tok) - 1)), 0)[0].item()
+    assert cued == pytest.approx(-np.log(1 - p), rel=1e-4)
+    assert plain == pytest.approx(-np.log(1 - 1 / len(tok)), rel=1e-4) and cued > 50 * plain
+
+
+def test_paired_lookalikes_swap_only_the_act():
+    from explorer.data.generate import BENIGN_ACTS, HARMFUL_ACTS
+    from explorer.data.records import Record
+    from explorer.data.sample import read_sample_file, sample_data_dir
+    from explorer.model.smollm2_align import paired_lookalikes, pools
+    from explorer.worlds import tidy
+
+    harmful = pools(sample_data_dir(), 4, 0)[0][:40]
+    pairs = paired_lookalikes(harmful, seed=0)
+    assert list(pairs) == [r.sample_id for r in harmful]
+    raw = {r.sample_id: r.prompt for r in read_sample_file(sample_data_dir() / "world_train.jsonl")}
+    acts = [a for v in HARMFUL_ACTS.values() for a in v]
+    for r in harmful:
+        q = pairs[r.sample_id]
+        act = max((a for a in acts if a in raw[r.sample_id]), key=len)
+        assert q.prompt in {tidy(raw[r.sample_id].replace(act, b)) for b in BENIGN_ACTS}, (r.prompt, q.prompt)
+        assert q.prompt != r.prompt and q.family == "benign_request" and q.sample_id == r.sample_id + "-pair"
+    assert paired_lookalikes(harmful, seed=0) == pairs
+    with pytest.raises(ValueError, match="world_train.jsonl has no sample nope"):
+        paired_lookalikes([Record("nope", "world", "harmful", "c", "x", "", "harmful")], seed=0)
