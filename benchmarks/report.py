@@ -220,6 +220,13 @@ def block_name(name: str, args) -> str:
     return name if args.world == "tiny" else f"{name}-{args.world}"
 
 
+def world_cols(args) -> list[str]:
+    """Columns a world other than the tiny one adds to its tables: the degenerate rate (collapse on a
+    real model is not compliance) and each run's wall time with its evaluations (issue #15: a run
+    within 10 minutes on a 2-core CPU)."""
+    return [] if args.world == "tiny" else ["degenerate", "wall s"]
+
+
 def cmd_drift(args, argv) -> None:
     jobs = [{"method": "sft", "p": p, "seed": s, "prep": prep, "name": "sft", "world": args.world}
             for prep in args.preps for s in args.seeds for p in args.ratios]
@@ -227,7 +234,7 @@ def cmd_drift(args, argv) -> None:
     df = table_of(dirs, {d.name: "SFT" for d in dirs})
     df["task acc (4 families)"] = df["task acc"]
     df["comparison acc"] = df["acc comparison"]
-    cols = ["HS hh", "HS hexphi", "over-refusal", "task acc (4 families)", "comparison acc"]
+    cols = ["HS hh", "HS hexphi", "over-refusal", "task acc (4 families)", "comparison acc"] + world_cols(args)
     print(per_run(df, cols), "\n")
     finish(block_name("drift", args), markdown(mean_std(df, ["p"], cols)), args, argv)
 
@@ -240,7 +247,7 @@ def cmd_methods(args, argv) -> None:
     for d, j in zip(dirs, jobs):
         labels[d.name] = METHOD_LABELS.get(j["method"], j["method"])
     df = table_of(dirs, labels)
-    cols = SAFETY_COLS + DROP_COLS
+    cols = SAFETY_COLS + DROP_COLS + world_cols(args)
     print(per_run(df, cols), "\n")
     out = mean_std(df, ["label"], cols).rename(columns={"label": "method"})
     finish(block_name("methods", args), markdown(out), args, argv)

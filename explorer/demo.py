@@ -22,7 +22,7 @@ def demo_config_path(method: str) -> Path | None:
 #: reader.compare's columns under the names the printed tables use
 #: (per harmful suite, under the run's own suite names: hs_<suite> -> "HS <suite>", win_<suite> -> "win <suite>")
 DEMO_NAMES = {"run_id": "run", "method": "method", "harmful_ratio": "p", "seed": "seed",
-              "over_refusal": "over-refusal", "task_acc": "task acc", "safety_avg": "Safety Avg",
+              "over_refusal": "over-refusal", "task_acc": "task acc", "degenerate": "degenerate", "safety_avg": "Safety Avg",
               "drop_precision": "drop prec", "drop_recall": "drop recall", "drop_note": "drops", "wall_s": "wall s",
               "step_s": "step s", "wall_vs_sft": "wall / SFT", "step_vs_sft": "step / SFT"}
 
