@@ -416,3 +416,16 @@ def test_paired_lookalikes_swap_only_the_act():
     assert paired_lookalikes(harmful, seed=0) == pairs
     with pytest.raises(ValueError, match="world_train.jsonl has no sample nope"):
         paired_lookalikes([Record("nope", "world", "harmful", "c", "x", "", "harmful")], seed=0)
+
+
+def test_cast_adapter_stores_the_weights_in_the_asked_dtype(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from explorer.model.smollm2_align import cast_adapter
+
+    w = {"a.lora_A.weight": torch.randn(4, 8), "b.lora_B.weight": torch.randn(8, 4)}
+    save_file(w, tmp_path / "adapter_model.safetensors")
+    cast_adapter(tmp_path, "float16")
+    back = load_file(tmp_path / "adapter_model.safetensors")
+    assert {v.dtype for v in back.values()} == {torch.float16}
+    assert all(torch.allclose(back[k].float(), w[k], rtol=1e-3, atol=1e-3) for k in w)

@@ -176,7 +176,7 @@ def recorded_args(adapter_dir: Path) -> list[str]:
     meta = json.loads((Path(adapter_dir) / "align.json").read_text())
     out = []
     for k, v in meta.get("settings", {}).items():
-        if k in ("out", "threads", "base_from") or v is None or v is False:
+        if k in ("out", "threads", "base_from", "finish_only") or v is None or v is False:
             continue
         out += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
     return out
@@ -308,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--base-from", default=None,
                     help="an earlier align.json whose held-out base metrics to reuse (same --eval-n, "
                          "--max-new-tokens, --seed and --system; the base model and suites are the same)")
+    ap.add_argument("--adapter-dtype", choices=("float32", "float16", "bfloat16"), default="float16",
+                    help="the kept adapter's stored dtype, cast before it is merged and measured")
+    ap.add_argument("--finish-only", action="store_true",
+                    help="skip training: cast, merge and measure the adapter an earlier run kept in --out")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     return ap
@@ -321,6 +325,19 @@ def main(argv=None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from explorer.model import smollm2
+
+    if a.finish_only:
+        out = Path(a.out)
+        report = json.loads((out / "align.json").read_text())
+        if not report.get("kept_step") or not (out / "adapter" / "adapter_config.json").exists():
+            raise SystemExit(f"--finish-only: {out}/align.json has no kept adapter (kept_step) or "
+                             f"{out}/adapter has none; expected a run of this script that kept one")
+        for k in ("eval_n", "max_new_tokens", "seed", "system"):   # measured as the run that trained it
+            setattr(a, k, report.get("settings", {}).get(k, getattr(a, k)))
+        if a.base_from:
+            report["heldout_base"] = reuse_base_metrics(Path(a.base_from), a)
+        report["finished_by"] = "--finish-only"
+        return finish(a, out, report, smollm2.prepare()["base"], time.time() - report.get("train_seconds", 0))
 
     torch.manual_seed(a.seed)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -441,12 +458,37 @@ def main(argv=None) -> int:
         print("no adapter kept:", stop_reason)
         return 1
     del model, opt
-    # the held-out numbers are those of what `explorer prepare --world smollm2` builds: the saved
-    # adapter merged into a fresh base (fp32), loaded back from its folder
+    return finish(a, out, report, base_dir, t0)
+
+
+def cast_adapter(adapter_dir: Path, dtype: str) -> None:
+    """Store the adapter's weights in `dtype` (float16 halves the committed file: r 16 on every
+    linear module of SmolLM2-135M is 19.6 MB in float32), before it is merged and measured, so the
+    numbers are those of the file that is committed."""
+    from safetensors.torch import load_file, save_file
+
+    f = Path(adapter_dir) / "adapter_model.safetensors"
+    w = load_file(f)
+    save_file({k: v.to(getattr(torch, dtype)) if v.is_floating_point() else v for k, v in w.items()}, f,
+              metadata={"format": "pt"})
+
+
+def finish(a, out: Path, report: dict, base_dir: str, t0: float) -> int:
+    """The kept adapter (out/adapter), cast to --adapter-dtype and merged into a fresh base exactly as
+    `explorer prepare --world smollm2` merges it, measured on the held-out suites; align.json gets the
+    numbers, the merged weights' hash and whether the targets are met."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    report["settings"] = {**report.get("settings", {}), "adapter_dtype": a.adapter_dtype}
+    cast_adapter(out / "adapter", a.adapter_dtype)
+    (out / "adapter" / "README.md").unlink(missing_ok=True)   # peft's model-card template, empty
     meta = {k: report[k] for k in ("settings", "curve", "kept_step", "stop_reason", "heldout_base") if k in report}
     (out / "adapter" / "align.json").write_text(json.dumps({**meta, "system": a.system}, indent=2))
     merged = merge_adapter(base_dir, out / "adapter", out / "merged")
     report["merged_weights_sha256"] = merged["weights_sha256"]
+    report["adapter_sha256"] = merged["adapter_sha256"]
     aligned = AutoModelForCausalLM.from_pretrained(out / "merged", dtype=dtype, local_files_only=True).to(dev)
     tok = AutoTokenizer.from_pretrained(out / "merged", local_files_only=True)
     h = heldout(aligned, tok, a.eval_n, a.max_new_tokens, a.seed)
@@ -455,14 +497,13 @@ def main(argv=None) -> int:
     base_acc = (report.get("heldout_base") or {}).get("task_acc")
     report["targets_met"] = bool(min(ref) >= TARGETS["refusal_min"]
                                  and h[f"{schema.SUITE_OVER}/{schema.M_OVER}"] <= TARGETS["over_refusal_max"]
-                                 and (base_acc is None or h["task_acc"] >= base_acc))
+                                 and base_acc is not None and h["task_acc"] >= base_acc)
     report["total_seconds"] = round(time.time() - t0, 1)
     report["system"] = a.system
-    save_report()
+    (out / "align.json").write_text(json.dumps(report, indent=2))
     (out / "adapter" / "align.json").write_text(json.dumps(report, indent=2))
     print("aligned", json.dumps(h), "targets met:", report["targets_met"], flush=True)
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
