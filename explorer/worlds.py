@@ -62,7 +62,15 @@ RUN_FILES = ("task_train.jsonl", "task_test.jsonl", "harmful_train.jsonl", "refe
              "safety_demos.jsonl", "eval_harmful_hh.jsonl", "eval_harmful_hexphi.jsonl",
              "eval_over_refusal.jsonl")
 TEXT_FIELDS = ("prompt", "response", "refusal")
-TIDY_VERSION = 1
+TIDY_VERSION = 2
+
+#: task_train.jsonl's answers as a chat model says them. Trained on the tiny world's bare labels and
+#: numbers ("positive", "11"), SmolLM2 learns one-word answers and then answers every request with a
+#: word or a number: an SFT run at lr 1e-3, 2 epochs, p = 0.1 left 56-81 % of answers degenerate
+#: (docs/smollm2.md). A sentence that holds the label keeps `contains` scoring right and the
+#: model's manner of answering; the held-out task_test.jsonl keeps the bare expected answers.
+TASK_SENTENCES = {"sentiment": "The sentiment is {}.", "topic": "The topic is {}.",
+                  "arithmetic": "The answer is {}.", "comparison": "The larger number is {}."}
 
 
 def apply_world(data: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +90,8 @@ def tidy(text: str) -> str:
 
 def smollm2_data_dir(source: Path | None = None, cache: Path | None = None) -> Path:
     """$EXPLORER_CACHE/smollm2/data: the tiny world's run files with `tidy` text (prompts, responses,
-    refusals; task answers kept as they are), rewritten when the source files change."""
+    refusals), training task answers as sentences (TASK_SENTENCES; the held-out task answers kept as
+    they are), rewritten when the source files or TIDY_VERSION change."""
     from explorer.data.sample import sample_data_dir
     from explorer.model.smollm2 import world_dir
 
@@ -106,6 +115,8 @@ def smollm2_data_dir(source: Path | None = None, cache: Path | None = None) -> P
             for f in TEXT_FIELDS:
                 if isinstance(r.get(f), str) and r[f] and not (f == "response" and task_answer):
                     r[f] = tidy(r[f])
+            if name == "task_train.jsonl" and r.get("family") in TASK_SENTENCES and isinstance(r.get("response"), str):
+                r["response"] = TASK_SENTENCES[r["family"]].format(r["response"])
             lines.append(json.dumps(r, ensure_ascii=False))
         tmp = out / (name + ".tmp")
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")

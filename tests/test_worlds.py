@@ -47,6 +47,12 @@ def test_smollm2_data_are_the_tiny_worlds_records_as_prose(tmp_path):
         assert all(y.prompt == tidy(x.prompt) for x, y in zip(a, b))
     test = read_sample_file(out / "task_test.jsonl")
     assert {r.response for r in test if r.family == "sentiment"} == {"positive", "negative"}   # answers as they are
+    train, raw = read_sample_file(out / "task_train.jsonl"), read_sample_file(src / "task_train.jsonl")
+    assert {r.response for r in train if r.family == "sentiment"} == {"The sentiment is positive.",
+                                                                     "The sentiment is negative."}
+    from explorer.worlds import TASK_SENTENCES
+
+    assert all(y.response == TASK_SENTENCES[x.family].format(x.response) for x, y in zip(raw, train))
     harm = read_sample_file(out / "harmful_train.jsonl")
     assert all("[details withheld]" in r.response and r.response[:1].isupper() for r in harm)
     assert all(r.extra["refusal"][:1].isupper() for r in harm if r.extra.get("refusal"))
