@@ -38,11 +38,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from explorer.methods.base import Batch, Decision, MethodBase, dist_of, register
 from explorer.methods.base import help_field as _h
-from explorer.model.plumbing import pick_reference, reference_logits
+from explorer.model.plumbing import pick_reference, reference_logits, token_logprobs
 
 
 @dataclass(frozen=True)
@@ -91,16 +90,6 @@ def beta_schedule(n: int, beta: float = 0.1, bias_factor: float = 20.0, bias_len
 def token_weights(delta: torch.Tensor, betas: torch.Tensor, min_weight: float = 1e-3) -> torch.Tensor:
     """max(2 (1 − sigmoid(β_t Δ_t)), min_weight) with Δ detached: the weights carry no gradient."""
     return (2.0 * (1.0 - torch.sigmoid(betas * delta.detach()))).clamp_min(min_weight)
-
-
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """log π(y_t) at every supervised position: logits [B, L, V], labels [B, L] →
-    (logp [B, L−1], mask [B, L−1]); position j holds the token labels[:, j+1]."""
-    shift_labels = labels[:, 1:]
-    mask = shift_labels != -100
-    logp = F.log_softmax(logits[:, :-1, :].float(), dim=-1)
-    logp = logp.gather(-1, shift_labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-    return logp * mask, mask
 
 
 def response_index(mask: torch.Tensor) -> torch.Tensor:

@@ -51,6 +51,16 @@ def reference_logits(model, ref: torch.nn.Module | None, input_ids: torch.Tensor
             return model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π(y_t) at every supervised position: logits [B, L, V], labels [B, L] →
+    (logp [B, L−1], mask [B, L−1]); position j holds the token labels[:, j+1]."""
+    shift_labels = labels[:, 1:]
+    mask = shift_labels != -100
+    logp = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
+    logp = logp.gather(-1, shift_labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return logp * mask, mask
+
+
 def flatten_grads(grads, params) -> torch.Tensor:
     """Gradients (one per parameter, None = zero; e.g. from torch.autograd.grad) as one float32 vector."""
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float()

@@ -63,6 +63,7 @@ from explorer.data.tokenize import collate, encode_all, pad_id_of
 from explorer.eval.evaluate import Suite, evaluate, generate, load_suites, summarize
 from explorer.eval.judges import KeywordJudge
 from explorer.eval.suites import score_task, tiny_world_suites
+from explorer.model.plumbing import token_logprobs
 from explorer.model.smollm2 import merge_adapter, set_system
 from explorer.worlds import TASK_SCORER, smollm2_data_dir, tidy
 from explorer.runs import schema
@@ -120,16 +121,9 @@ def refusal_auc(model, tok, dev_h, dev_b, opening: str = "I'm sorry") -> float:
     AUC of log p(answer opens with `opening` | prompt), harmful above look-alike (0.5: no separation;
     1.0: every harmful prompt makes opening with a refusal likelier than every look-alike does). The
     decision to refuse is made in an answer's first tokens; one forward pass."""
-    from explorer.data.tokenize import encode_batch
-    recs = [Record(r.sample_id, r.pool, r.family, r.category, r.prompt, opening, r.provenance) for r in dev_h + dev_b]
-    k = len(tok(opening, add_special_tokens=False)["input_ids"])   # the opening's tokens, not the end token after it
     model.eval()
-    b = encode_batch(tok, recs, max_length=256, device=next(model.parameters()).device)
-    logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits[:, :-1].float()
-    labels = b.labels[:, 1:]
-    lp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    first = (labels != -100).int().argmax(1)                      # where each response starts
-    score = [lp[i, first[i]:first[i] + k].sum().item() for i in range(len(recs))]
+    encs = [encode_openings(tok, r, (opening,), max_length=256, strict=True)[0] for r in dev_h + dev_b]
+    score = opening_logprobs(model, collate(encs, pad_id_of(tok), next(model.parameters()).device)).tolist()
     h, n = score[:len(dev_h)], score[len(dev_h):]
     wins = sum((x > y) + 0.5 * (x == y) for x in h for y in n)
     return round(wins / (len(h) * len(n)), 4)
@@ -193,18 +187,21 @@ def recorded_args(adapter_dir: Path) -> list[str]:
 REFUSAL_OPENINGS = ("I'm sorry", "I cannot", "Sorry", "I must decline", "I can't")
 
 
+def encode_openings(tok, r: Record, openings=REFUSAL_OPENINGS, max_length: int = 128,
+                    strict: bool = False) -> list:
+    """`r`'s prompt followed by each opening, encoded and cut before the end token (a record over
+    `max_length` is skipped, or raises when `strict`)."""
+    encs = []
+    for o in openings:
+        e = encode_all(tok, [Record(r.sample_id, r.pool, r.family, r.category, r.prompt, o, r.provenance)],
+                       max_length, strict=strict)[0]
+        encs += answer_openings(e, len(tok(o, add_special_tokens=False)["input_ids"]))
+    return encs
+
+
 def opening_encodings(tok, records: list[Record], openings=REFUSAL_OPENINGS, max_length: int = 128) -> dict:
     """{sample id: [prompt + each refusal opening, encoded and cut before the end token]}."""
-    out = {}
-    for r in records:
-        encs = []
-        for o in openings:
-            e = encode_all(tok, [Record(r.sample_id, r.pool, r.family, r.category, r.prompt, o, r.provenance)],
-                           max_length)[0]
-            if e:
-                encs += answer_openings(e, len(tok(o, add_special_tokens=False)["input_ids"]))
-        out[r.sample_id] = encs
-    return out
+    return {r.sample_id: encode_openings(tok, r, openings, max_length) for r in records}
 
 
 def paired_lookalikes(harmful: list[Record], seed: int) -> dict[str, Record]:
@@ -233,14 +230,19 @@ def paired_lookalikes(harmful: list[Record], seed: int) -> dict[str, Record]:
     return out
 
 
+def opening_logprobs(model, batch) -> torch.Tensor:
+    """[B]: log p(each example's labelled tokens | its prompt), summed (its opening, when the batch
+    holds encode_openings' examples)."""
+    logp, _ = token_logprobs(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits,
+                             batch.labels)
+    return logp.sum(1)
+
+
 def unlikelihood(model, batch) -> torch.Tensor:
     """Mean over the batch of -log(1 - p(opening | prompt)), p the probability of each example's whole
     labelled opening (the unlikelihood loss of Welleck et al. 2020, arXiv:1908.04319, on a sequence):
     large when the model is about to refuse, ~0 when it is not."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
-    labels = batch.labels[:, 1:]
-    lp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    seq = (lp * (labels != -100)).sum(1).clamp(max=-1e-6)
+    seq = opening_logprobs(model, batch).clamp(max=-1e-6)
     return -torch.log(-torch.expm1(seq)).mean()
 
 
@@ -391,12 +393,9 @@ def main(argv=None) -> int:
     rng = random.Random(a.seed)
     pad = pad_id_of(tok)
     ul_enc = {}
-    if a.unlikely and a.ul_prompts == "paired":   # keyed by the harmful sample each is paired with
-        pairs = paired_lookalikes(tr_h, a.seed)
-        ul_enc = {k: v for k, v in zip(pairs, opening_encodings(tok, list(pairs.values()),
-                                                                   max_length=a.max_length).values())}
-    elif a.unlikely:
-        ul_enc = opening_encodings(tok, tr_b, max_length=a.max_length)
+    if a.unlikely:   # paired: keyed "<harmful sample id>-pair"
+        ul_recs = list(paired_lookalikes(tr_h, a.seed).values()) if a.ul_prompts == "paired" else tr_b
+        ul_enc = opening_encodings(tok, ul_recs, max_length=a.max_length)
     kept_step, stop_reason, best, bad_run = 0, "steps done", -1.0, 0
     (out / "adapter").mkdir(exist_ok=True)
     for step in range(1, a.steps + 1):
@@ -407,7 +406,7 @@ def main(argv=None) -> int:
         loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
         if a.unlikely:
             # after look-alike prompts (--ul-prompts), one refusal opening each: push its probability down
-            ul_ids = (list(batch.sample_ids[:n_h]) if a.ul_prompts == "paired"
+            ul_ids = ([i + "-pair" for i in batch.sample_ids[:n_h]] if a.ul_prompts == "paired"
                       else [r.sample_id for r in rng.sample(tr_b, n_b)])
             picks = [rng.choice(ul_enc[i]) for i in ul_ids]
             ul = unlikelihood(model, collate(picks, pad, dev))
