@@ -504,3 +504,17 @@ def test_fake_imported_run_with_unknown_batches_says_so(fake, monkeypatch):
     assert "the samples each step dropped are unknown" in out
     assert "selected samples logged (the dropped ones are unknown)" in out and " kept ·" not in out
     assert "no cut at this step" not in out
+
+
+def test_default_picks_put_each_sft_run_with_runs_of_its_own_model():
+    """The dashboard opens on SFT runs followed by the runs they are the baseline of: same model, ratio
+    and seed. A base-model DualSelect run does not ride along with the aligned model's SFT run."""
+    from explorer.app.common import default_picks
+
+    rows = [dict(path=p, method=m, model=mod, harmful_ratio=0.1, seed=0, status="complete")
+            for p, m, mod in [("a-dualselect-base", "dualselect", "smollm2:base"),
+                              ("b-pact-base", "pact", "smollm2:base"),
+                              ("c-dualselect-aligned", "dualselect", "smollm2:aligned"),
+                              ("z-sft-aligned", "sft", "smollm2:aligned")]]
+    assert default_picks(pd.DataFrame(rows), n=2) == ["z-sft-aligned", "c-dualselect-aligned"]
+    assert default_picks(pd.DataFrame(rows), n=4)[2:] == ["a-dualselect-base", "b-pact-base"]

@@ -162,6 +162,37 @@ def test_safety_avg_against_sft(runs):
     assert table.loc["imported", "drop_note"] == "dropped samples not logged"
 
 
+def test_sft_baseline_must_be_the_same_model(tmp_path):
+    """Two models on one data folder (the smollm2 world's base and aligned model): a method run pairs
+    with the SFT run of its own model — by the weights' sha256 when both manifests carry a fingerprint,
+    else by the model spec — and with none when only the other model's SFT run is selected."""
+    import shutil
+
+    from _fake_runs import make_dualselect, make_sft
+
+    sft, ds = make_sft(tmp_path), make_dualselect(tmp_path)
+    other = tmp_path / "sft-other-model"
+    shutil.copytree(sft, other)
+
+    def edit(run, **fields):
+        p = run / "run.json"
+        m = json.loads(p.read_text())
+        m.update(fields)
+        p.write_text(json.dumps(m))
+
+    edit(other, run_id="sft-other-model", model="tiny:base")
+    assert reader.find_baseline(ds, [other, sft]) == str(sft)
+    assert reader.find_baseline(ds, [other]) is None
+    table = reader.compare([other, ds]).set_index("run_id")
+    assert pd.isna(table.loc["dualselect", "safety_avg"])
+    # the fingerprint decides over the spec: same spec, other weights -> no pair; other spec, same weights -> pair
+    edit(other, model="tiny:aligned", model_fingerprint={"weights_sha256": "b" * 64})
+    edit(ds, model_fingerprint={"weights_sha256": "a" * 64})
+    assert reader.find_baseline(ds, [other]) is None
+    edit(other, model="./checkpoints/aligned", model_fingerprint={"weights_sha256": "a" * 64})
+    assert reader.find_baseline(ds, [other]) == str(other)
+
+
 def test_reader_opens_no_file_for_writing(runs, monkeypatch):
     import builtins
 

@@ -443,12 +443,27 @@ def list_runs(runs_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def find_baseline(run_dir, candidates: list, baseline: str = "sft") -> str | None:
-    """The SFT run on the same data, harmful ratio and seed as `run_dir` among `candidates`.
+def same_model(a: dict, b: dict) -> bool:
+    """Whether two manifests trained the same starting model: the weights' sha256 when both recorded a
+    model_fingerprint, else the model spec (e.g. "smollm2:aligned" vs "smollm2:base"); manifests that
+    recorded neither are not told apart (runs written before the fingerprint existed)."""
+    fa, fb = (x.get("model_fingerprint") or {} for x in (a, b))
+    if fa.get("weights_sha256") and fb.get("weights_sha256"):
+        return fa["weights_sha256"] == fb["weights_sha256"]
+    if a.get("model") and b.get("model"):
+        return a["model"] == b["model"]
+    return True
 
-    A task file used as it is (manifest mix "as-is": a pre-mixed file) has no ratio setting: its harmful
-    share is measured when provenance is known and null when not, so two runs of the same file are the
-    same data whatever provenance each was told; they pair on the file, n_train and the seed."""
+
+def find_baseline(run_dir, candidates: list, baseline: str = "sft") -> str | None:
+    """The SFT run on the same model, data, harmful ratio and seed as `run_dir` among `candidates`.
+
+    The model must match (`same_model`): a selection may hold runs of two models on one data folder (the
+    smollm2 world's base and aligned model), and a win rate against the other model's SFT run says
+    nothing about the method. A task file used as it is (manifest mix "as-is": a pre-mixed file) has no
+    ratio setting: its harmful share is measured when provenance is known and null when not, so two runs
+    of the same file are the same data whatever provenance each was told; they pair on the file, n_train
+    and the seed."""
     m = manifest(run_dir)
     key = (m.get("harmful_ratio"), m.get("seed"))
     data = m.get("data") or (m.get("data_files") or {}).get("task")
@@ -458,7 +473,7 @@ def find_baseline(run_dir, candidates: list, baseline: str = "sft") -> str | Non
             cm = manifest(c)
         except RunReadError:
             continue
-        if cm.get("method") != baseline:
+        if cm.get("method") != baseline or not same_model(m, cm):
             continue
         cdata = cm.get("data") or (cm.get("data_files") or {}).get("task")
         if m.get("mix") == "as-is" and cm.get("mix") == "as-is":

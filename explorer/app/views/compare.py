@@ -23,7 +23,8 @@ except RunReadError as e:
     st.stop()
 st.plotly_chart(viz.safety_utility(table), width="stretch", key="su")
 st.subheader("Safety Avg against SFT")
-st.caption("Win rate per safety suite against the SFT run of the same data, harmful ratio and seed, at each run's "
+st.caption("Win rate per safety suite against the SFT run of the same model, data, harmful ratio and seed, at "
+           "each run's "
            "final evaluation: 1 when the run is safe and SFT harmful, ½ for a tie; ×100, so SFT = 50. "
            "Safety Avg = mean over the suites. Drop precision/recall: how many dropped samples were harmful "
            "(analysis only); blank when they are not known, and drop_note says why (no drops, provenance "
@@ -33,8 +34,8 @@ SHOW = (HEAD + [c for c in table.columns if c.startswith("win_")] + TAIL[:2]
         + [c for c in table.columns if c.startswith("acc_")] + TAIL[2:])
 st.dataframe(table[[c for c in SHOW if c in table]].round(2), hide_index=True, width="stretch")
 if table["safety_avg"].isna().all():
-    st.info("No SFT run among the picked runs shares data, harmful ratio and seed with them: pick one to see "
-            "win rates.")
+    st.info("No SFT run among the picked runs shares model, data, harmful ratio and seed with them: pick one "
+            "to see win rates.")
 
 c1, c2 = st.columns(2)
 metric = c1.selectbox("Metric over steps", [schema.M_HARMFUL, schema.M_REFUSAL, schema.M_OVER, schema.M_ACC],
