@@ -375,6 +375,18 @@ def test_base_metrics_are_reused_only_when_measured_the_same_way(tmp_path):
         reuse_base_metrics(f, a)
 
 
+def test_align_json_records_paths_without_this_machines_folders(tmp_path, monkeypatch):
+    from explorer.model.smollm2_align import portable
+
+    monkeypatch.setenv("EXPLORER_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert portable(tmp_path / "cache" / "smollm2" / "base") == "$EXPLORER_CACHE/smollm2/base"
+    assert portable(tmp_path / "work" / "runs" / "align") == "runs/align"
+    assert portable("runs/align") == "runs/align"
+    assert portable(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")
+
+
 def test_unlikelihood_is_large_only_where_the_refusal_opening_is_likely(converted):
     from transformers import AutoTokenizer
 

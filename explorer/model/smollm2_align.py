@@ -64,7 +64,7 @@ from explorer.eval.evaluate import Suite, evaluate, generate, load_suites, summa
 from explorer.eval.judges import KeywordJudge
 from explorer.eval.suites import score_task, tiny_world_suites
 from explorer.model.plumbing import token_logprobs
-from explorer.model.smollm2 import merge_adapter, set_system
+from explorer.model.smollm2 import cache_root, merge_adapter, set_system
 from explorer.worlds import TASK_SCORER, smollm2_data_dir, tidy
 from explorer.runs import schema
 
@@ -155,6 +155,17 @@ def heldout(model, tok, n: int, max_new_tokens: int, seed: int) -> dict:
     return out
 
 
+def portable(path) -> str:
+    """A path as align.json records it: under the cache as "$EXPLORER_CACHE/...", under the working
+    directory relative to it, else as given — so a committed align.json names no folder of one machine."""
+    p = Path(path).resolve()
+    for root, shown in ((cache_root().resolve(), "$EXPLORER_CACHE"), (Path.cwd().resolve(), ".")):
+        if p.is_relative_to(root):
+            rel = p.relative_to(root).as_posix()
+            return rel if shown == "." else f"{shown}/{rel}"
+    return str(path)
+
+
 def reuse_base_metrics(path: Path, a) -> dict:
     """The held-out base metrics an earlier run of this script measured (its align.json), when it
     measured them the same way; else an error naming the setting that differs."""
@@ -168,7 +179,7 @@ def reuse_base_metrics(path: Path, a) -> dict:
         if prev.get("settings", {}).get(k) != getattr(a, k):
             raise SystemExit(f"--base-from {path}: settings.{k} is {prev.get('settings', {}).get(k)!r}, "
                              f"this run's is {getattr(a, k)!r}; expected the same held-out evaluation")
-    return {**prev["heldout_base"], "measured_by": str(path)}
+    return {**prev["heldout_base"], "measured_by": portable(path)}
 
 
 def recorded_args(adapter_dir: Path) -> list[str]:
@@ -357,7 +368,8 @@ def main(argv=None) -> int:
     data_dir = sample_data_dir()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"settings": vars(a), "base": base_dir, "device": str(dev), "curve": []}
+    settings = {**vars(a), **{k: portable(getattr(a, k)) for k in ("out", "base_from") if getattr(a, k)}}
+    report = {"settings": settings, "base": portable(base_dir), "device": str(dev), "curve": []}
 
     def save_report():
         (out / "align.json").write_text(json.dumps(report, indent=2))
