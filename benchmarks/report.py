@@ -153,7 +153,7 @@ def _cell(v) -> str:
 
 def per_run(df: pd.DataFrame, cols: list[str]) -> str:
     keep = ["label", "p", "seed", "prep"] + [c for c in cols if c in df]
-    return df[keep].round(1).to_string(index=False)
+    return df[keep].round({c: 1 for c in cols}).to_string(index=False)   # p as it is: 0.05, not 0.0
 
 
 # --------------------------------------------------------------------------------------------------
