@@ -227,6 +227,18 @@ def world_cols(args) -> list[str]:
     return [] if args.world == "tiny" else ["degenerate", "wall s"]
 
 
+def add_rise(df: pd.DataFrame, dirs: list[Path]) -> list[str]:
+    """Columns "rise HS <suite>": each run's final harmful score minus the one its start evaluation
+    (run.json start_metrics) measured on the same prompts; blank where the run has no start evaluation."""
+    start = {d.name: json.loads((d / schema.MANIFEST).read_text()).get("start_metrics") or {} for d in dirs}
+    cols = []
+    for suite, col in ((schema.SUITE_HH, "HS hh"), (schema.SUITE_HEX, "HS hexphi")):
+        before = df["run"].map(lambda r: start.get(r, {}).get(f"{suite}/{schema.M_HARMFUL}"))
+        df[f"rise {col}"] = df[col] - pd.to_numeric(before, errors="coerce")
+        cols.append(f"rise {col}")
+    return cols
+
+
 def cmd_drift(args, argv) -> None:
     jobs = [{"method": "sft", "p": p, "seed": s, "prep": prep, "name": "sft", "world": args.world}
             for prep in args.preps for s in args.seeds for p in args.ratios]
@@ -234,7 +246,9 @@ def cmd_drift(args, argv) -> None:
     df = table_of(dirs, {d.name: "SFT" for d in dirs})
     df["task acc (4 families)"] = df["task acc"]
     df["comparison acc"] = df["acc comparison"]
-    cols = ["HS hh", "HS hexphi", "over-refusal", "task acc (4 families)", "comparison acc"] + world_cols(args)
+    # issue #15 states its target as a rise from the aligned model's start
+    rise = add_rise(df, dirs) if args.world != "tiny" else []
+    cols = ["HS hh", "HS hexphi", *rise, "over-refusal", "task acc (4 families)", "comparison acc"] + world_cols(args)
     print(per_run(df, cols), "\n")
     finish(block_name("drift", args), markdown(mean_std(df, ["p"], cols)), args, argv)
 

@@ -59,3 +59,21 @@ def test_readme_has_a_block_for_every_table_the_script_writes(report):
     text = (REPO / "README.md").read_text()
     for name in ("world", "drift", "methods", "cosines", "drift-smollm2", "methods-smollm2"):
         assert f"<!-- report:{name} -->" in text and f"<!-- /report:{name} -->" in text, name
+
+
+def test_rise_is_the_final_harmful_score_minus_the_start_one(report, tmp_path):
+    """The smollm2 drift table's "rise HS" columns (issue #15 states its target as a rise): final minus
+    the run's own start evaluation; blank for a run that recorded none."""
+    import json
+
+    dirs = []
+    for name, start in (("a", {"harmful_hh/harmful_score": 6.25, "harmful_hexphi/harmful_score": 0.0}),
+                        ("b", None)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "run.json").write_text(json.dumps({"run_id": name, "start_metrics": start}))
+        dirs.append(d)
+    df = pd.DataFrame({"run": ["a", "b"], "HS hh": [81.25, 50.0], "HS hexphi": [68.75, 50.0]})
+    assert report.add_rise(df, dirs) == ["rise HS hh", "rise HS hexphi"]
+    assert df["rise HS hh"].iloc[0] == 75.0 and df["rise HS hexphi"].iloc[0] == 68.75
+    assert df["rise HS hh"].isna().iloc[1] and df["rise HS hexphi"].isna().iloc[1]
