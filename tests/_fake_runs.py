@@ -399,6 +399,12 @@ def make_runs(root: str | Path) -> dict[str, Path]:
             "corrupt-manifest": make_corrupt_manifest(root)}
 
 
+def edit_manifest(run: Path, **fields) -> None:
+    """Set `fields` in a run folder's run.json (a test's variation of a fake run)."""
+    p = run / "run.json"
+    p.write_text(json.dumps({**json.loads(p.read_text()), **fields}))
+
+
 def read_all(run: Path, table: str) -> pd.DataFrame:
     """A table read with pandas/pyarrow directly (the tests' independent reading of the truth)."""
     return pd.concat([pd.read_parquet(p) for p in sorted((run / table).glob("part-*.parquet"))], ignore_index=True)

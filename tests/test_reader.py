@@ -168,17 +168,11 @@ def test_sft_baseline_must_be_the_same_model(tmp_path):
     else by the model spec — and with none when only the other model's SFT run is selected."""
     import shutil
 
-    from _fake_runs import make_dualselect, make_sft
+    from _fake_runs import edit_manifest as edit, make_dualselect, make_sft
 
     sft, ds = make_sft(tmp_path), make_dualselect(tmp_path)
     other = tmp_path / "sft-other-model"
     shutil.copytree(sft, other)
-
-    def edit(run, **fields):
-        p = run / "run.json"
-        m = json.loads(p.read_text())
-        m.update(fields)
-        p.write_text(json.dumps(m))
 
     edit(other, run_id="sft-other-model", model="tiny:base")
     assert reader.find_baseline(ds, [other, sft]) == str(sft)

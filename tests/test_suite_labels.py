@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from _fake_runs import make_own_suite_runs, make_sft, open_app
+from _fake_runs import edit_manifest as edit, make_own_suite_runs, make_sft, open_app
 from explorer.runs import reader
 
 pytestmark = pytest.mark.app
@@ -117,13 +117,6 @@ def test_pre_mixed_file_runs_pair_with_sft_whatever_provenance_each_was_told(tmp
     import shutil
 
     runs = make_own_suite_runs(tmp_path / "runs")
-
-    def edit(run, **fields):
-        p = run / "run.json"
-        m = json.loads(p.read_text())
-        m.update(fields)
-        p.write_text(json.dumps(m))
-
     edit(runs["sft-own"], mix="as-is", harmful_ratio=None, provenance="unknown", n_train=200)
     edit(runs["dualselect-own"], mix="as-is", harmful_ratio=0.1, provenance="reference:x.json", n_train=200)
     other = tmp_path / "runs" / "sft-other-seed"
