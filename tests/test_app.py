@@ -518,3 +518,17 @@ def test_default_picks_put_each_sft_run_with_runs_of_its_own_model():
                               ("z-sft-aligned", "sft", "smollm2:aligned")]]
     assert default_picks(pd.DataFrame(rows), n=2) == ["z-sft-aligned", "c-dualselect-aligned"]
     assert default_picks(pd.DataFrame(rows), n=4)[2:] == ["a-dualselect-base", "b-pact-base"]
+
+
+def test_default_picks_pair_on_the_weights_hash_when_runs_recorded_one():
+    """Two specs of the same weights (a copied model folder) pair, as `reader.find_baseline` pairs them
+    for Safety Avg; the same spec over different weights (a re-prepared model) does not; a run without a
+    hash falls back to the spec."""
+    from explorer.app.common import default_picks
+
+    rows = [dict(path=p, method=m, model=mod, model_sha256=h, harmful_ratio=0.1, seed=0, status="complete")
+            for p, m, mod, h in [("a-pact-copy", "pact", "/models/copy", "w1"),
+                                 ("b-pact-reprepared", "pact", "smollm2:aligned", "w2"),
+                                 ("c-seal-old", "seal", "smollm2:aligned", None),
+                                 ("z-sft", "sft", "smollm2:aligned", "w1")]]
+    assert default_picks(pd.DataFrame(rows), n=3) == ["z-sft", "a-pact-copy", "c-seal-old"]

@@ -97,8 +97,8 @@ DEFAULT_PICKS = 6
 
 
 def default_picks(runs: pd.DataFrame, n: int = DEFAULT_PICKS, baseline: str = "sft") -> list[str]:
-    """The runs picked when the dashboard opens: each SFT run followed by the other runs with its model,
-    harmful ratio and seed, then the rest, up to `n` — so Compare's first view has a baseline to compute win rates
+    """The runs picked when the dashboard opens: each SFT run followed by the other runs with its model
+    (`reader.same_model`: the weights hash where both runs recorded one), harmful ratio and seed, then the rest, up to `n` — so Compare's first view has a baseline to compute win rates
     against (picking the first `n` folders by name left SFT out whenever it sorted late)."""
     if runs.empty:
         return []
@@ -106,10 +106,11 @@ def default_picks(runs: pd.DataFrame, n: int = DEFAULT_PICKS, baseline: str = "s
     if "method" not in ok:
         return ok["path"].tolist()[:n]
     picks: list[str] = []
-    key = lambda r: (r.get("model"), r.get("harmful_ratio"), r.get("seed"))  # noqa: E731
-    rows = [r for _, r in ok.iterrows()]
+    rows = [r.to_dict() for _, r in ok.iterrows()]
+    pairs = lambda r, b: ((r.get("harmful_ratio"), r.get("seed")) == (b.get("harmful_ratio"), b.get("seed"))  # noqa: E731
+                          and reader.same_model(r, b))
     for b in (r for r in rows if r["method"] == baseline):
-        group = [b] + [r for r in rows if r["method"] != baseline and key(r) == key(b)]
+        group = [b] + [r for r in rows if r["method"] != baseline and pairs(r, b)]
         for r in group:
             if len(picks) < n and r["path"] not in picks:
                 picks.append(r["path"])

@@ -414,7 +414,7 @@ def run_row(run_dir, check: bool = True) -> dict:
     progress = m.get("progress") if isinstance(m.get("progress"), dict) else {}
     data = m.get("data") or (m.get("data_files") or {}).get("task")
     return {"run_id": m["run_id"], "path": str(d), "method": m.get("method"), "model": m.get("model"),
-            "data": data, "harmful_ratio": m.get("harmful_ratio"), "seed": m.get("seed"),
+            "model_sha256": (m.get("model_fingerprint") or {}).get("weights_sha256"), "data": data, "harmful_ratio": m.get("harmful_ratio"), "seed": m.get("seed"),
             "status": effective_status(m), "note": status_note(m), "created_at": m.get("created_at"),
             "updated_at": m.get("updated_at"), "step": progress.get("step"),
             "total_steps": progress.get("total_steps"),
@@ -446,13 +446,20 @@ def list_runs(runs_dir: str | Path) -> pd.DataFrame:
 def same_model(a: dict, b: dict) -> bool:
     """Whether two manifests trained the same starting model: the weights' sha256 when both recorded a
     model_fingerprint, else the model spec (e.g. "smollm2:aligned" vs "smollm2:base"); manifests that
-    recorded neither are not told apart (runs written before the fingerprint existed)."""
-    fa, fb = (x.get("model_fingerprint") or {} for x in (a, b))
+    recorded neither are not told apart (runs written before the fingerprint existed). Rows of `list_runs`
+    work too: they carry the hash as "model_sha256"."""
+    fa, fb = ({"weights_sha256": _present(x.get("model_sha256"))} if "model_sha256" in x
+              else x.get("model_fingerprint") or {} for x in (a, b))
     if fa.get("weights_sha256") and fb.get("weights_sha256"):
         return fa["weights_sha256"] == fb["weights_sha256"]
-    if a.get("model") and b.get("model"):
+    if _present(a.get("model")) and _present(b.get("model")):
         return a["model"] == b["model"]
     return True
+
+
+def _present(v):
+    """`v`, or None where a table cell is empty (NaN/None)."""
+    return None if v is None or (isinstance(v, float) and v != v) else v
 
 
 def find_baseline(run_dir, candidates: list, baseline: str = "sft") -> str | None:
