@@ -314,8 +314,6 @@ def test_every_page_opens(runs, monkeypatch, page, which):
 
 
 def test_task_selection_slider_and_sample_why_panel(runs, monkeypatch):
-    import pandas as pd
-
     at = app(runs, monkeypatch, selected=["dual"])
     at.switch_page("views/task_selection.py").run()
     dec = reader.decisions(runs["dual"])
@@ -344,8 +342,6 @@ def test_task_selection_slider_and_sample_why_panel(runs, monkeypatch):
 
 
 def test_references_page_shows_a_refresh(runs, monkeypatch):
-    import pandas as pd
-
     at = app(runs, monkeypatch, selected=["dual"])
     at.switch_page("views/references.py").run()
     r = reader.refreshes(runs["dual"])
