@@ -4,7 +4,9 @@
 
 Starts the app on a free loopback port over RUNS_DIR, opens each page, waits until its text and its
 plotly charts are drawn, and saves docs/page_<name>.png (the first screenful; --full: a window tall
-enough for the page's main parts).
+enough for the page's main parts). It prints each page's exceptions and error boxes and exits 1 when a
+page raised: a check of the dashboard on your own run folders (e.g. a real model's runs), not only a
+camera.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def main(runs_dir: str, out_dir: str = "docs", full: bool = False) -> None:
+def main(runs_dir: str, out_dir: str = "docs", full: bool = False) -> int:
+    """Screenshot every page; the number of pages that showed an exception."""
     from playwright.sync_api import sync_playwright
 
     with socket.socket() as s:
@@ -38,6 +41,7 @@ def main(runs_dir: str, out_dir: str = "docs", full: bool = False) -> None:
     proc = subprocess.Popen(command(runs_dir, "127.0.0.1", port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "EXPLORER_RUNS_DIR": runs_dir})
     url = f"http://127.0.0.1:{port}"
+    failed = 0
     try:
         for _ in range(180):
             try:
@@ -64,13 +68,18 @@ def main(runs_dir: str, out_dir: str = "docs", full: bool = False) -> None:
                 page.wait_for_timeout(2500)  # let plotly finish laying out
                 path = Path(out_dir) / f"page_{name}.png"
                 page.screenshot(path=str(path))
-                print(path)
+                raised = page.locator("[data-testid='stException']").all_inner_texts()
+                errors = page.locator("[data-testid='stAlertContentError']").all_inner_texts()
+                failed += bool(raised)
+                print(path, "raised: " + raised[0].splitlines()[0] if raised else "ok",
+                      *(f"\n  error box: {e.splitlines()[0]}" for e in errors))
             ctx.close()
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+    return failed
 
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    main(*args, full="--full" in sys.argv)
+    sys.exit(1 if main(*args, full="--full" in sys.argv) else 0)
