@@ -224,6 +224,11 @@ def test_fake_internals_sections(fake, monkeypatch):
         at = open_app(fake["sft"].parent, monkeypatch, [fake[name]], "internals")
         heads = [h.value for h in at.header]
         assert len(heads) == 1 and heads[0].startswith(header), heads
+    at = open_app(fake["sft"].parent, monkeypatch, [fake["pact"]], "internals")
+    # the tokenizer's own spelling beside the decoded token: a cell hides a leading space ("I" vs " I")
+    table = at.dataframe[0].value
+    assert list(table.columns[1:3]) == ["token", "token_raw"]
+    assert (table["token_raw"] == table["token"].str.replace(" ", "Ġ")).all()
     at = open_app(fake["sft"].parent, monkeypatch, [fake["seal"]], "internals")
     cut = read_all(fake["seal"], "seal_cut")
     assert f"**{int(cut['kept'].sum())} of {len(cut)}** samples kept" in texts(at)

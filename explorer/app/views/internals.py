@@ -62,7 +62,10 @@ def pact_section() -> None:
     c1.plotly_chart(viz.pact_gates(pos), width="stretch", key="pact_gates")
     c2.plotly_chart(viz.pact_kl_by_position(pos), width="stretch", key="pact_kl")
     if not tok.empty:
-        cols = [c for c in ("rank", "token", "token_id", "weight", "v", "d", "p_aligned", "p_base") if c in tok]
+        # token_raw is the tokenizer's own spelling ("ĠI" for " I"): a table cell does not show a
+        # leading space, and "I" and " I" are different tokens of S with different weights
+        cols = [c for c in ("rank", "token", "token_raw", "token_id", "weight", "v", "d", "p_aligned", "p_base")
+                if c in tok]
         st.dataframe(tok[cols], hide_index=True, width="stretch")
 
 
