@@ -236,6 +236,30 @@ def test_fake_internals_sections(fake, monkeypatch):
     assert not at.header and "No SEAL, PACT or CWAC tables" in texts(at)
 
 
+def test_cwac_internals_warn_when_the_sae_holds_nothing(tmp_path, monkeypatch):
+    """The CWAC section says when its activation constraint is hollow, from the run's own tables: the
+    SAE's dead share and safety latents with no harmful-minus-benign difference (what SmolLM2's
+    first-token norm did to it); a healthy SAE gets no warning."""
+    from _fake_runs import make_cwac
+
+    from explorer import viz
+
+    run = make_cwac(tmp_path)
+    lat = pd.DataFrame({"step": 0, "latent": range(16), "rank": range(16),
+                        "diff": [3.2, 2.6, 1.1, 0.5, 0.004] + [0.0] * 11})
+    sae = pd.DataFrame([{"step": 0, "layer": 14, "n_latents": 2304, "k": 16, "fvu": 0.000535, "dead_share": 0.981771}])
+    for name, df in (("cwac_sae", sae), ("cwac_safety_latents", lat.assign(run_id=run.name))):
+        (run / name).mkdir()
+        df.assign(run_id=run.name).to_parquet(run / name / "part-00000.parquet")
+    at = open_app(tmp_path, monkeypatch, [run], "internals")
+    warnings = [w.value for w in at.warning]
+    assert any("98.2 % of the SAE's latents never fired" in w for w in warnings), warnings
+    assert any("11 of the 16 safety latents" in w and "holds only 5" in w for w in warnings), warnings
+    assert "held-out FVU 0.000535, dead share 0.982" in texts(at)
+    healthy = viz.cwac_sae_checks(sae.assign(dead_share=0.1), lat.assign(diff=lat["diff"] + 1))
+    assert healthy == []
+
+
 def test_fake_generations_where_runs_disagree(fake, monkeypatch):
     at = open_app(fake["sft"].parent, monkeypatch, [fake["sft"], fake["dualselect"]], "generations")
     at.selectbox(key="suite").set_value("harmful_hh").run()

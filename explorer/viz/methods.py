@@ -180,3 +180,27 @@ def cwac_latent_drift(latents: pd.DataFrame, top: int = 10) -> go.Figure:
     fig = px.line(pd.concat([d, mean]).sort_values("step"), x="step", y="drift", color="latent", title=title)
     fig.for_each_trace(lambda t: t.update(line_width=4, line_color="black") if t.name == "mean (all)" else None)
     return fig
+
+
+def cwac_sae_checks(sae: pd.DataFrame, safety_latents: pd.DataFrame, max_dead: float = 0.5) -> list[str]:
+    """Warnings on whether CWAC's activation constraint holds anything: an SAE most of whose latents
+    never fire, and safety latents whose harmful-minus-benign difference is not above 0 (dead latents
+    filling the top-m when fewer than m latents differ). On SmolLM2 the first token's residual norm
+    (~26,000 against a median ~165; docs/methods/cwac.md) took the SAE: 98 % dead, 11 of 16 safety
+    latents at difference 0. Empty when the tables are missing."""
+    out = []
+    if _need(sae, ("dead_share",)):
+        r = sae.iloc[-1]
+        if float(r["dead_share"]) > max_dead:
+            fvu = f"held-out FVU {float(r['fvu']):.4g}, " if "fvu" in r and pd.notna(r["fvu"]) else ""
+            out.append(f"{float(r['dead_share']) * 100:.1f} % of the SAE's latents never fired on its training "
+                       f"tokens ({fvu}a low FVU here can mean a few huge-norm tokens are reconstructed and "
+                       "nothing else): the latents it offers may not describe these prompts.")
+    if _need(safety_latents, ("latent", "diff")):
+        first = safety_latents[safety_latents["step"] == safety_latents["step"].min()] \
+            if "step" in safety_latents else safety_latents
+        flat = int((first["diff"] <= 0).sum())
+        if flat:
+            out.append(f"{flat} of the {len(first)} safety latents are no more active on harmful prompts than on "
+                       f"benign ones (difference <= 0): the activation constraint holds only {len(first) - flat}.")
+    return out

@@ -81,6 +81,13 @@ def cwac_section() -> None:
     c1, c2 = st.columns(2)
     c1.plotly_chart(viz.cwac_removed_share(lay), width="stretch", key="cwac_share")
     c2.plotly_chart(viz.cwac_latent_drift(lat), width="stretch", key="cwac_drift")
+    sae = tbl("cwac_sae") if has("cwac_sae") else pd.DataFrame()
+    if not sae.empty:
+        r = sae.iloc[-1]
+        st.markdown(f"**The SAE**: layer {r.get('layer')}, {r.get('n_latents')} latents, k {r.get('k')}, "
+                    f"held-out FVU {r.get('fvu', float('nan')):.4g}, dead share {r.get('dead_share', float('nan')):.3f}")
+    for w in viz.cwac_sae_checks(sae, tbl("cwac_safety_latents") if has("cwac_safety_latents") else pd.DataFrame()):
+        st.warning(w)
     if has("cwac_safety_latents"):
         st.markdown("**The safety latents** (largest mean activation difference, refused-harmful against benign)")
         show(tbl("cwac_safety_latents"))
