@@ -13,7 +13,7 @@ import torch
 from explorer.interp.hooks import capture, modules_named
 from explorer.interp.subspace import (CovarianceAccumulator, energy_cut, project_right, removed_share,
                                       small_eigen_subspace)
-from explorer.methods.cwac import (Cwac, CwacConfig, pool_codes, prompt_mask, safety_loss,
+from explorer.methods.cwac import (Cwac, CwacConfig, pool_codes, prompt_mask, safety_loss, skip_leading,
                                    select_safety_latents)
 
 from _cwac_helpers import loop_steps, small_config
@@ -88,6 +88,11 @@ def test_pooling_and_selection_and_safety_loss_by_hand():
     mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
     assert torch.allclose(pool_codes(z, mask, "prompt_mean"), torch.stack([z[0, :2].mean(0), z[1, :3].mean(0)]))
     assert torch.equal(pool_codes(z, mask, "last_prompt"), torch.stack([z[0, 1], z[1, 2]]))
+    # skip_first_tokens: the first position leaves the mean, and the last prompt token stays the last
+    skipped = skip_leading(mask, 1)
+    assert torch.allclose(pool_codes(z, skipped, "prompt_mean"), torch.stack([z[0, 1], z[1, 1:3].mean(0)]))
+    assert torch.equal(pool_codes(z, skipped, "last_prompt"), torch.stack([z[0, 1], z[1, 2]]))
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 0]]   # not changed in place
     idx, diff = select_safety_latents(torch.tensor([1.0, 5.0, 0.0, 2.0]), torch.tensor([1.0, 1.0, 3.0, 0.5]), 2)
     assert idx.tolist() == [1, 3] and torch.allclose(diff, torch.tensor([0.0, 4.0, -3.0, 1.5]))
     idx, _ = select_safety_latents(torch.tensor([1.0, 5.0, 0.0, 2.0]), torch.tensor([1.0, 1.0, 3.0, 0.5]), 2,

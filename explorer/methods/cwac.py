@@ -69,7 +69,6 @@ every `latent_every` steps cwac_latents (latent, drift = mean over the drift pro
 from __future__ import annotations
 
 import logging
-import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +129,10 @@ class CwacConfig:
     top_latents_shown: int = _h("safety latents whose top-activating prompts are recorded", 10)
     prompts_per_latent: int = _h("top-activating prompts recorded per latent", 5)
     encode_batch_size: int = _h("prompts per forward pass in prepare", 64)
+    skip_first_tokens: int = _h("leading positions of every sequence left out of the SAE's training tokens, "
+                                "the pooled codes and the covariances (not in the paper; 0 = none). 1 leaves out "
+                                "an attention-sink first token, e.g. SmolLM2's <|im_start|> whose residual norm "
+                                "is ~160x the median's (docs/methods/cwac.md)", 0)
     seed: int = _h("seed of the prompt subsets and the SAE (the loader's generator is left alone, so "
                    "the data order equals the SFT run's of the same run seed)", 0)
 
@@ -145,6 +148,8 @@ class CwacConfig:
                   "encode_batch_size", "sae_expansion", "sae_texts"):
             if getattr(self, k) < 1:
                 raise ValueError(f"method.{k} = {getattr(self, k)}: expected >= 1")
+        if self.skip_first_tokens < 0:
+            raise ValueError(f"method.skip_first_tokens = {self.skip_first_tokens}: expected >= 0")
         if self.sae_latents < 0:
             raise ValueError(f"method.sae_latents = {self.sae_latents}: expected >= 0 (0 = expansion · hidden)")
         if self.sae_latents and self.sae_k > self.sae_latents:
@@ -171,9 +176,18 @@ class CwacConfig:
 # pure maths
 # --------------------------------------------------------------------------------------------------
 
-def prompt_mask(batch: Batch) -> torch.Tensor:
-    """[B, T] True on prompt tokens (not padding, not supervised response)."""
-    return batch.attention_mask.bool() & (batch.labels == -100)
+def prompt_mask(batch: Batch, skip_first: int = 0) -> torch.Tensor:
+    """[B, T] True on prompt tokens (not padding, not supervised response), past the first `skip_first`
+    positions (sequences are right-padded, so those are each sequence's first tokens)."""
+    return skip_leading(batch.attention_mask.bool() & (batch.labels == -100), skip_first)
+
+
+def skip_leading(mask: torch.Tensor, n: int) -> torch.Tensor:
+    """`mask` [B, T] with its first `n` positions set False."""
+    if n > 0:
+        mask = mask.clone()
+        mask[:, :n] = False
+    return mask
 
 
 def pool_codes(z: torch.Tensor, mask: torch.Tensor, position: str) -> torch.Tensor:
@@ -183,7 +197,8 @@ def pool_codes(z: torch.Tensor, mask: torch.Tensor, position: str) -> torch.Tens
     if position == "prompt_mean":
         m = mask.to(z.dtype).unsqueeze(-1)                                   # [B, T, 1]
         return (z * m).sum(1) / m.sum(1).clamp_min(1.0)
-    last = (mask.long().sum(1) - 1).clamp_min(0)                             # [B]
+    pos = torch.arange(mask.shape[1], device=mask.device)
+    last = torch.where(mask.bool(), pos, -1).max(1).values.clamp_min(0)       # [B] last True position
     return z[torch.arange(z.shape[0], device=z.device), last]
 
 
@@ -271,7 +286,7 @@ class Cwac(MethodBase):
             with torch.no_grad():
                 z = self._codes(self._resid(ctx, b, grad=False))
                 z = z if latents is None else z[..., latents]
-                out.append(pool_codes(z, prompt_mask(b), self.config.position))
+                out.append(pool_codes(z, prompt_mask(b, self.config.skip_first_tokens), self.config.position))
             ids += b.sample_ids
         return ids, (torch.cat(out) if out else torch.zeros(0, 0))
 
@@ -316,7 +331,8 @@ class Cwac(MethodBase):
             for b in self._batches(ctx, harmful):
                 with torch.no_grad(), ctx.autocast():
                     ctx.model(input_ids=b.input_ids, attention_mask=b.attention_mask)
-                mask = prompt_mask(b) if c.cov_tokens == "prompt" else b.attention_mask.bool()
+                mask = prompt_mask(b, c.skip_first_tokens) if c.cov_tokens == "prompt" else \
+                    skip_leading(b.attention_mask.bool(), c.skip_first_tokens)
                 for n in self.targets_:
                     x = got[n].pop()                                          # [B, T, in]
                     if acc[n] is None:
@@ -368,7 +384,7 @@ class Cwac(MethodBase):
             acts = []
             for b in self._batches(ctx, benign[:c.sae_texts] + harmful[:c.sae_texts]):
                 h = self._resid(ctx, b, grad=False)
-                acts.append(h[b.attention_mask.bool()])                       # [n_tok, d]
+                acts.append(h[skip_leading(b.attention_mask.bool(), c.skip_first_tokens)])   # [n_tok, d]
             acts = torch.cat(acts)
             n_lat = c.sae_latents or c.sae_expansion * acts.shape[-1]
             self.sae_, sae_info = train_sae(acts, n_lat, c.sae_k, steps=c.sae_steps,
@@ -430,8 +446,8 @@ class Cwac(MethodBase):
         hb = ctx.encode([self._base_recs[self.base_ids_[i]] for i in rows])
         # pair each encoded row with its own z_base row by sample id, never by position
         row_of = {sid: i for i, sid in enumerate(self.base_ids_)}
-        z = pool_codes(self._codes(self._resid(ctx, hb, grad=True))[..., self.latents_], prompt_mask(hb),
-                       self.config.position)                                   # [b, m]
+        z = pool_codes(self._codes(self._resid(ctx, hb, grad=True))[..., self.latents_],
+                       prompt_mask(hb, self.config.skip_first_tokens), self.config.position)   # [b, m]
         l_safety = safety_loss(z, self.z_base_[[row_of[sid] for sid in hb.sample_ids]].to(z.device))
         extra = self.config.lam * l_safety
         return Decision(weights=weights, extra_loss=extra,
