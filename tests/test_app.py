@@ -548,16 +548,19 @@ def test_default_picks_put_each_sft_run_with_runs_of_its_own_model():
 def test_default_picks_open_on_the_sft_runs_that_methods_are_compared_with():
     """A folder with an SFT drift sweep beside the methods' runs (README's smollm2 commands write one):
     the SFT runs nothing is compared with sort first by name, yet the opening picks are the methods and
-    their SFT run."""
+    their SFT run — not a failed (killed) run of the same group."""
     from explorer.app.common import default_picks
 
     rows = [dict(path=f"{m}-p{p}-s{s}", method=m, model="smollm2:aligned", harmful_ratio=p, seed=s,
                  status="complete")
             for m, p, s in [("dualselect", 0.1, 0), ("pact", 0.1, 0), ("seal", 0.1, 0), ("sft", 0.0, 0),
                             ("sft", 0.0, 1), ("sft", 0.05, 0), ("sft", 0.1, 0), ("sft", 0.2, 0)]]
+    rows.insert(1, dict(rows[1], path="pact-p0.1-s0-killed", status="failed"))
     assert default_picks(pd.DataFrame(rows), n=4) == ["sft-p0.1-s0", "dualselect-p0.1-s0", "pact-p0.1-s0",
                                                       "seal-p0.1-s0"]
-    assert default_picks(pd.DataFrame(rows), n=6)[4:] == ["sft-p0.0-s0", "sft-p0.0-s1"]
+    # the killed run is not a partner: it comes after the SFT runs, with the rest
+    assert default_picks(pd.DataFrame(rows), n=9)[4:] == ["sft-p0.0-s0", "sft-p0.0-s1", "sft-p0.05-s0",
+                                                          "sft-p0.2-s0", "pact-p0.1-s0-killed"]
 
 
 def test_default_picks_pair_on_the_weights_hash_when_runs_recorded_one():

@@ -99,7 +99,7 @@ DEFAULT_PICKS = 6
 def default_picks(runs: pd.DataFrame, n: int = DEFAULT_PICKS, baseline: str = "sft") -> list[str]:
     """The runs picked when the dashboard opens: each SFT run followed by the other runs with its model
     (`reader.same_model`: the weights hash where both runs recorded one), harmful ratio and seed — the
-    SFT runs with the most such runs first — then the rest, up to `n`; so Compare's first view has a
+    SFT runs with the most such runs first, failed runs not among them — then the rest, up to `n`; so Compare's first view has a
     baseline to compute win rates against (picking the first `n` folders by name left SFT out whenever
     it sorted late)."""
     if runs.empty:
@@ -111,7 +111,8 @@ def default_picks(runs: pd.DataFrame, n: int = DEFAULT_PICKS, baseline: str = "s
     rows = [r.to_dict() for _, r in ok.iterrows()]
     pairs = lambda r, b: ((r.get("harmful_ratio"), r.get("seed")) == (b.get("harmful_ratio"), b.get("seed"))  # noqa: E731
                           and reader.same_model(r, b))
-    groups = [[b] + [r for r in rows if r["method"] != baseline and pairs(r, b)]
+    # a failed run (killed, crashed) is not a partner: it waits with the rest
+    groups = [[b] + [r for r in rows if r["method"] != baseline and r.get("status") != "failed" and pairs(r, b)]
               for b in rows if b["method"] == baseline]
     # SFT runs with the most method runs first: a folder holding an SFT sweep beside the methods' runs
     # opens on the methods and their baseline, not on SFT runs nothing is compared with
