@@ -99,9 +99,9 @@ DEFAULT_PICKS = 6
 def default_picks(runs: pd.DataFrame, n: int = DEFAULT_PICKS, baseline: str = "sft") -> list[str]:
     """The runs picked when the dashboard opens: each SFT run followed by the other runs with its model
     (`reader.same_model`: the weights hash where both runs recorded one), harmful ratio and seed — the
-    SFT runs with the most such runs first, failed runs not among them — then the rest, up to `n`; so Compare's first view has a
-    baseline to compute win rates against (picking the first `n` folders by name left SFT out whenever
-    it sorted late)."""
+    SFT runs with the most such runs first, failed runs not among them — then the rest, up to `n`; so
+    Compare's first view has a baseline to compute win rates against (picking the first `n` folders by
+    name left SFT out whenever it sorted late)."""
     if runs.empty:
         return []
     ok = runs[runs["status"] != "unreadable"]
