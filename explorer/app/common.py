@@ -109,8 +109,11 @@ def default_picks(runs: pd.DataFrame, n: int = DEFAULT_PICKS, baseline: str = "s
         return ok["path"].tolist()[:n]
     picks: list[str] = []
     rows = [r.to_dict() for _, r in ok.iterrows()]
-    pairs = lambda r, b: ((r.get("harmful_ratio"), r.get("seed")) == (b.get("harmful_ratio"), b.get("seed"))  # noqa: E731
-                          and reader.same_model(r, b))
+
+    def pairs(r: dict, b: dict) -> bool:
+        return (r.get("harmful_ratio"), r.get("seed")) == (b.get("harmful_ratio"), b.get("seed")) \
+            and reader.same_model(r, b)
+
     # a failed run (killed, crashed) is not a partner: it waits with the rest
     groups = [[b] + [r for r in rows if r["method"] != baseline and r.get("status") != "failed" and pairs(r, b)]
               for b in rows if b["method"] == baseline]

@@ -414,7 +414,8 @@ def run_row(run_dir, check: bool = True) -> dict:
     progress = m.get("progress") if isinstance(m.get("progress"), dict) else {}
     data = m.get("data") or (m.get("data_files") or {}).get("task")
     return {"run_id": m["run_id"], "path": str(d), "method": m.get("method"), "model": m.get("model"),
-            "model_sha256": (m.get("model_fingerprint") or {}).get("weights_sha256"), "data": data, "harmful_ratio": m.get("harmful_ratio"), "seed": m.get("seed"),
+            "model_sha256": (m.get("model_fingerprint") or {}).get("weights_sha256"), "data": data,
+            "harmful_ratio": m.get("harmful_ratio"), "seed": m.get("seed"),
             "status": effective_status(m), "note": status_note(m), "created_at": m.get("created_at"),
             "updated_at": m.get("updated_at"), "step": progress.get("step"),
             "total_steps": progress.get("total_steps"),
@@ -459,7 +460,7 @@ def same_model(a: dict, b: dict) -> bool:
 
 def _present(v):
     """`v`, or None where a table cell is empty (NaN/None)."""
-    return None if v is None or (isinstance(v, float) and v != v) else v
+    return None if pd.isna(v) else v
 
 
 def find_baseline(run_dir, candidates: list, baseline: str = "sft") -> str | None:

@@ -85,12 +85,14 @@ def cwac_section() -> None:
     if not sae.empty:
         r = sae.iloc[-1]
         st.markdown(f"**The SAE**: layer {r.get('layer')}, {r.get('n_latents')} latents, k {r.get('k')}, "
-                    f"held-out FVU {r.get('fvu', float('nan')):.4g}, dead share {r.get('dead_share', float('nan')):.3f}")
-    for w in viz.cwac_sae_checks(sae, tbl("cwac_safety_latents") if has("cwac_safety_latents") else pd.DataFrame()):
+                    f"held-out FVU {r.get('fvu', float('nan')):.4g}, "
+                    f"dead share {r.get('dead_share', float('nan')):.3f}")
+    safety = tbl("cwac_safety_latents") if has("cwac_safety_latents") else pd.DataFrame()
+    for w in viz.cwac_sae_checks(sae, safety):
         st.warning(w)
-    if has("cwac_safety_latents"):
+    if not safety.empty:
         st.markdown("**The safety latents** (largest mean activation difference, refused-harmful against benign)")
-        show(tbl("cwac_safety_latents"))
+        show(safety)
     if has("cwac_latent_prompts"):
         st.markdown("**Top-activating prompts per safety latent**")
         show(tbl("cwac_latent_prompts"))
