@@ -43,7 +43,7 @@ from explorer.methods.base import help_field as _h
 from explorer.scoring import cosine, directional, make_estimator, trainable_params, weighted_mean
 from explorer.scoring.chunking import ChunkPolicy, parse_chunk_size, trim
 from explorer.scoring.estimators import HooksEstimator
-from explorer.model.losses import per_sample_nll
+from explorer.model.losses import model_nll
 from explorer.model.plumbing import add_flat_grad, flat_grad, flatten_grads
 
 
@@ -327,9 +327,7 @@ class DualSelect(MethodBase):
                 at = torch.tensor([row_of[rid] for rid in b.sample_ids])
                 if not scored:
                     with torch.no_grad():
-                        out = ctx.model(input_ids=b.input_ids, attention_mask=b.attention_mask)
-                    loss[at] = per_sample_nll(out.logits, b.labels).float().cpu()
-                    del out
+                        loss[at] = model_nll(ctx.model, b.input_ids, b.attention_mask, b.labels).float().cpu()
                     continue
                 f = self.estimator_.features(ctx.model, b, self.params_)
                 loss[at] = f.losses.float().cpu()
@@ -437,8 +435,7 @@ class DualSelect(MethodBase):
         """Σ_r w_r ℓ_r / Σ_r w_r over the selected references (or the rows of `b` of them), with graph."""
         b = b if b is not None else self._encoded(ctx, self.state.ref_ids)
         w_of = dict(zip(self.state.ref_ids, self.state.ref_w.tolist()))
-        out = ctx.model(input_ids=b.input_ids, attention_mask=b.attention_mask)
-        l = per_sample_nll(out.logits, b.labels)
+        l = model_nll(ctx.model, b.input_ids, b.attention_mask, b.labels)
         w = torch.tensor([w_of[rid] for rid in b.sample_ids], device=l.device, dtype=l.dtype)
         return (w * l).sum() / self.state.ref_w.sum().clamp_min(1e-12)
 

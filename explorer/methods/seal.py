@@ -56,7 +56,7 @@ import torch
 
 from explorer.methods.base import Batch, Decision, MethodBase, dist_of, register
 from explorer.methods.base import help_field as _h
-from explorer.model.losses import per_sample_nll
+from explorer.model.losses import model_nll
 from explorer.model.plumbing import is_peft
 
 log = logging.getLogger(__name__)
@@ -237,8 +237,7 @@ class Seal(MethodBase):
 
     def _forward_losses(self, ctx, model, batch: Batch) -> torch.Tensor:
         with ctx.autocast():
-            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        return per_sample_nll(out.logits, batch.labels)
+            return model_nll(model, batch.input_ids, batch.attention_mask, batch.labels)
 
     def _train_selector(self, ctx, model, encode, safe: list, ft: list) -> torch.Tensor:
         c = self.config

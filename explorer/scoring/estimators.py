@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from explorer.data.batch import Batch
-from explorer.model.losses import per_sample_nll
+from explorer.model.losses import loss_kwargs, model_nll, per_sample_nll
 from explorer.model.plumbing import autocast
 
 
@@ -141,8 +141,7 @@ class HooksEstimator:
             handles.append(m.register_forward_hook(fwd_hook))
         try:
             with _autocast(batch.input_ids.device, self.autocast_dtype):
-                out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-            losses = per_sample_nll(out.logits, batch.labels)                     # [B]
+                losses = model_nll(model, batch.input_ids, batch.attention_mask, batch.labels)   # [B]
             # samples are independent, so d(Σ_i l_i)/d(out_i) is sample i's own output gradient;
             # differentiate w.r.t. the layer outputs only (no parameter gradients are formed)
             keys = list(outs)
@@ -314,10 +313,12 @@ def directional(model, batch: Batch, v_flat: torch.Tensor, params=None, autocast
     primals = {n: p.detach() for n, p in params.items()}
     tangents = unflatten(v_flat.to(next(iter(primals.values())).dtype), primals)
 
+    kw = loss_kwargs(model, batch.labels)          # logits only where the loss reads them
+
     def losses_of(p):
         with _autocast(batch.input_ids.device, autocast_dtype):
-            out = functional_call(model, p, (batch.input_ids,), {"attention_mask": batch.attention_mask})
-        return per_sample_nll(out.logits, batch.labels)
+            out = functional_call(model, p, (batch.input_ids,), {"attention_mask": batch.attention_mask, **kw})
+        return per_sample_nll(out.logits, batch.labels, kw.get("logits_to_keep"))
 
     with eager_attention(model):
         losses, dots = jvp(losses_of, (primals,), (tangents,))

@@ -41,7 +41,7 @@ import torch
 from explorer.data.records import Record
 from explorer.data.batch import Batch
 from explorer.scoring.estimators import _autocast, directional, flatten, make_estimator, trainable_params
-from explorer.model.losses import per_sample_nll
+from explorer.model.losses import model_nll
 
 EFFECT_SAFETY = "effect_safety"
 EFFECT_TASK = "effect_task"
@@ -65,8 +65,7 @@ def heldout_gradient(model, batch: Batch, params: dict | None = None, autocast_d
     Uses autograd.grad: the parameters' .grad (the training step's) is left untouched."""
     params = params or trainable_params(model)
     with _autocast(batch.input_ids.device, autocast_dtype):
-        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-    loss = per_sample_nll(out.logits, batch.labels).mean()
+        loss = model_nll(model, batch.input_ids, batch.attention_mask, batch.labels).mean()
     names = list(params)
     gs = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
     return flatten({n: (g if g is not None else torch.zeros_like(params[n])).float() for n, g in zip(names, gs)},

@@ -50,7 +50,7 @@ from explorer.eval.judges import make_judge
 from explorer.methods import make_method
 from explorer.methods.protocol import Context, Decision
 from explorer.model.load import LoraSettings, load_model, model_fingerprint, pick_device, pick_dtype
-from explorer.model.losses import per_sample_nll
+from explorer.model.losses import model_nll
 from explorer.model.plumbing import autocast, set_flat_grad
 from explorer.runs.writer import FollowerWriter, RunWriter, other_ranks_failures
 from explorer.runs import schema
@@ -394,8 +394,7 @@ class Recipe:
 
     def per_sample_losses(self, batch: Batch) -> torch.Tensor:
         with autocast(self.device, self.autocast_dtype):
-            out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        return per_sample_nll(out.logits, batch.labels)                                # [B]
+            return model_nll(self.model, batch.input_ids, batch.attention_mask, batch.labels)   # [B]
 
     def assembled_update(self, decision: Decision) -> torch.Tensor:
         """Write the method's flat update into .grad; return its per-sample losses (for the records)."""
