@@ -274,3 +274,29 @@ def test_pact_through_the_loop(short_config):
     assert (steps["extra_loss"] > 0).all() and steps["loss"].notna().all()
     pos = reader.table(d, "pact_positions")
     assert set(pos["step"]) == {0, 1} and pos["gate"].between(0, 1).all()
+
+
+@pytest.mark.contract
+def test_decide_with_kept_logits_gives_the_full_logits_losses(monkeypatch):
+    """decide asks the model (and the reference) for the logits of response positions only; the
+    cross-entropy, the KL and their gradients are those of the full logits."""
+    import explorer.methods.pact as pact_module
+
+    torch.set_num_threads(1)
+    ctx = make_context()
+    m = Pact(PactConfig(k=12))
+    m.prepare(ctx)
+    batch = ctx.encode([ctx.records[i] for i in ctx.train_ids[:4]])
+    assert pact_module.loss_kwargs(ctx.model, batch.labels)      # this batch does leave positions out
+
+    def losses(d):
+        total = (d.losses * d.weights).sum() / d.weights.sum() + d.extra_loss
+        grads = torch.autograd.grad(total, [p for p in ctx.model.parameters() if p.requires_grad])
+        return d.losses.detach(), d.extra_loss.detach(), grads
+
+    kept = losses(m.decide(batch, ctx))
+    monkeypatch.setattr(pact_module, "loss_kwargs", lambda model, labels: {})
+    full = losses(m.decide(batch, ctx))
+    assert torch.allclose(kept[0], full[0], rtol=1e-5, atol=1e-6)
+    assert torch.allclose(kept[1], full[1], rtol=1e-5, atol=1e-7) and float(full[1]) > 0
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(kept[2], full[2]))

@@ -83,7 +83,7 @@ import torch.nn.functional as F
 from explorer.data.tokenize import ContextLengthError, pad_id_of
 from explorer.methods.base import Batch, Decision, MethodBase, dist_of, register
 from explorer.methods.base import help_field as _h
-from explorer.model.losses import per_sample_nll
+from explorer.model.losses import loss_kwargs, per_sample_nll
 from explorer.model.plumbing import pick_reference, reference_logits
 
 log = logging.getLogger(__name__)
@@ -225,6 +225,15 @@ def response_span(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return start, count
 
 
+def at_positions(logits_S: torch.Tensor, positions: torch.Tensor | None, L: int) -> torch.Tensor:
+    """[B, K, k] logits kept at sequence `positions` -> [B, L, k] with them in place and zeros elsewhere
+    (None: already [B, L, k]). Every position that the KL reads (a response token's predictor) is kept."""
+    if positions is None:
+        return logits_S
+    full = logits_S.new_zeros(logits_S.shape[0], L, logits_S.shape[-1])
+    return full.index_copy(1, positions, logits_S)
+
+
 def gather_positions(logits_S: torch.Tensor, first: torch.Tensor, n: int) -> torch.Tensor:
     """logits_S [B, L, k] → [B, n, k]: rows first_b + t for t < n (clamped into range; mask later)."""
     B, L, k = logits_S.shape
@@ -277,9 +286,10 @@ class Pact(MethodBase):
         self.reference_mode_, self.ref_ = pick_reference(ctx.model, self.config.reference, "pact",
                                                          ctx.reference_model)
 
-    def _ref_logits(self, ctx, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Logits of the frozen aligned model (no graph)."""
-        return reference_logits(ctx.model, self.ref_, input_ids, attention_mask, ctx.autocast_dtype)
+    def _ref_logits(self, ctx, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    logits_to_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of the frozen aligned model (no graph); [B, K, V] at `logits_to_keep` when given."""
+        return reference_logits(ctx.model, self.ref_, input_ids, attention_mask, ctx.autocast_dtype, logits_to_keep)
 
     # -- stage 1 --------------------------------------------------------------------------------
     def prepare(self, ctx) -> None:
@@ -404,9 +414,14 @@ class Pact(MethodBase):
     def decide(self, batch: Batch, ctx) -> Decision:
         c = self.config
         T = c.temperature
+        # logits only at the positions that predict a response token (explorer/model/losses.py): the
+        # cross-entropy and the safety-token KL read no others; at_positions puts them back in place
+        keep = loss_kwargs(ctx.model, batch.labels).get("logits_to_keep")
+        L = batch.input_ids.shape[1]
         with ctx.autocast():
-            out = ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        ce = per_sample_nll(out.logits, batch.labels)                                 # [B]
+            out = ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                            **({} if keep is None else {"logits_to_keep": keep}))
+        ce = per_sample_nll(out.logits, batch.labels, keep)                           # [B]
         start, count = response_span(batch.labels)
         dist = dist_of(ctx)
         # several ranks: A is the longest response of the global batch, so every rank takes the same
@@ -417,9 +432,10 @@ class Pact(MethodBase):
             return Decision(weights=torch.ones(B, device=ce.device), losses=ce)
         self._check_header(batch, start)
         S = self.S_
-        z_theta_S = gather_positions(out.logits.index_select(-1, S), (start - 1).clamp_min(0), A)   # [B, A, k]
-        z_full = self._ref_logits(ctx, batch.input_ids, batch.attention_mask)
-        z_full_S = gather_positions(z_full.index_select(-1, S), (start - 1).clamp_min(0), A)
+        z_theta_S = gather_positions(at_positions(out.logits.index_select(-1, S), keep, L),
+                                     (start - 1).clamp_min(0), A)                                  # [B, A, k]
+        z_full = self._ref_logits(ctx, batch.input_ids, batch.attention_mask, keep)
+        z_full_S = gather_positions(at_positions(z_full.index_select(-1, S), keep, L), (start - 1).clamp_min(0), A)
         post_ids, post_attn = self._post_batch(batch, start, count)
         z_post = self._ref_logits(ctx, post_ids, post_attn)
         h = len(self.header_)

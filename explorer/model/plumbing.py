@@ -41,14 +41,17 @@ def pick_reference(model, mode: str, who: str, reference_model) -> tuple[str, to
 
 
 def reference_logits(model, ref: torch.nn.Module | None, input_ids: torch.Tensor,
-                     attention_mask: torch.Tensor, autocast_dtype: torch.dtype | None) -> torch.Tensor:
+                     attention_mask: torch.Tensor, autocast_dtype: torch.dtype | None,
+                     logits_to_keep: torch.Tensor | None = None) -> torch.Tensor:
     """Logits of the frozen starting model, without graph: the copy `ref` if given, else `model` with
-    its peft adapters switched off (in eval mode)."""
+    its peft adapters switched off (in eval mode). `logits_to_keep` (sequence positions, as
+    explorer/model/losses.loss_kwargs gives them): only those positions' logits, [B, K, V]."""
+    kw = {} if logits_to_keep is None else {"logits_to_keep": logits_to_keep}
     with torch.no_grad(), autocast(input_ids.device, autocast_dtype):
         if ref is not None:
-            return ref(input_ids=input_ids, attention_mask=attention_mask).logits
+            return ref(input_ids=input_ids, attention_mask=attention_mask, **kw).logits
         with eval_mode(model), model.disable_adapter():
-            return model(input_ids=input_ids, attention_mask=attention_mask).logits
+            return model(input_ids=input_ids, attention_mask=attention_mask, **kw).logits
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
