@@ -150,7 +150,7 @@ def test_assembled_update_equals_the_weighted_backward_plus_correction(tiny_path
     from explorer.data.sample import read_sample_file, sample_data_dir
     from explorer.data.tokenize import encode_batch
     from explorer.methods.dualselect import DualSelect
-    from explorer.model.losses import per_sample_nll
+    from explorer.model.losses import model_nll
 
     tok = AutoTokenizer.from_pretrained(tiny_paths["aligned"])
     model = AutoModelForCausalLM.from_pretrained(tiny_paths["aligned"])
@@ -172,8 +172,7 @@ def test_assembled_update_equals_the_weighted_backward_plus_correction(tiny_path
     assert dec.grads is not None and dec.grads.shape == (P,) and int((dec.weights > 0).sum()) == 4
 
     model.zero_grad(set_to_none=True)
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-    losses = per_sample_nll(out.logits, batch.labels)
+    losses = model_nll(model, batch.input_ids, batch.attention_mask, batch.labels)   # the recipe's loss
     w = dec.weights.float()
     ((w * losses).sum() / w.sum()).backward()
     want = torch.cat([p.grad.reshape(-1) for p in params])

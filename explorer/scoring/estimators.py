@@ -236,9 +236,8 @@ class LoopEstimator:
         losses, rows = [], []
         for i in range(batch.input_ids.shape[0]):
             n = int(batch.attention_mask[i].sum())
-            with _autocast(batch.input_ids.device, self.autocast_dtype):
-                out = model(input_ids=batch.input_ids[i:i + 1, :n])
-            l = per_sample_nll(out.logits, batch.labels[i:i + 1, :n])[0]
+            with _autocast(batch.input_ids.device, self.autocast_dtype):   # the loss the batched estimators use
+                l = model_nll(model, batch.input_ids[i:i + 1, :n], None, batch.labels[i:i + 1, :n])[0]
             gs = torch.autograd.grad(l, plist, allow_unused=True)
             rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float()
                                    for g, p in zip(gs, plist)]))
