@@ -416,11 +416,10 @@ class Pact(MethodBase):
         T = c.temperature
         # logits only at the positions that predict a response token (explorer/model/losses.py): the
         # cross-entropy and the safety-token KL read no others; at_positions puts them back in place
-        keep = loss_kwargs(ctx.model, batch.labels).get("logits_to_keep")
-        L = batch.input_ids.shape[1]
+        kw = loss_kwargs(ctx.model, batch.labels)
+        keep, L = kw.get("logits_to_keep"), batch.input_ids.shape[1]
         with ctx.autocast():
-            out = ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                            **({} if keep is None else {"logits_to_keep": keep}))
+            out = ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kw)
         ce = per_sample_nll(out.logits, batch.labels, keep)                           # [B]
         start, count = response_span(batch.labels)
         dist = dist_of(ctx)

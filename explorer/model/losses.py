@@ -76,4 +76,3 @@ def model_nll(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: t
     kw = loss_kwargs(model, labels)
     out = model(input_ids=input_ids, attention_mask=attention_mask, **kw)
     return per_sample_nll(out.logits, labels, kw.get("logits_to_keep"))
-
