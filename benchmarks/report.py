@@ -12,8 +12,8 @@ prepared on first use, in $EXPLORER_CACHE). Each run's folder records the weight
 (run.json `model_fingerprint`), and the tables name the preparations' weight hashes.
 
 Runs go to --runs-dir (default runs/report). `--reuse` rebuilds a table from the complete run folders
-already there (a run is found by its run name, harmful ratio, seed and model spec) and trains only
-what is missing; without it every run is trained afresh. `--write` replaces the table in README.md
+already there (a run is found by its run name, harmful ratio, seed and model spec, and is used only
+when the settings it recorded are the ones the command would run now) and trains only what is missing; without it every run is trained afresh. `--write` replaces the table in README.md
 between `<!-- report:NAME -->` and `<!-- /report:NAME -->` with what the command printed.
 
 Timing columns are left out on purpose: wall and step times on a shared CPU vary more than the
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))     # benchmarks/ablati
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, when not installed
 
 from explorer.data.sample import repo_root  # noqa: E402
-from explorer.demo import comparison_table, run_methods, world_overrides  # noqa: E402
+from explorer.demo import comparison_table, method_run_config, run_methods, world_overrides  # noqa: E402
 from explorer.runs import schema  # noqa: E402
 
 README = repo_root() / "README.md"
@@ -62,9 +62,10 @@ def slug(text: str) -> str:
     return re.sub(r"-+", "-", "".join(ch if ch.isalnum() else "-" for ch in text.lower())).strip("-")
 
 
-def _existing(runs_dir: Path) -> dict[tuple, Path]:
-    """(run_name, harmful_ratio, seed, model spec) -> newest complete run folder."""
-    found: dict[tuple, Path] = {}
+def _existing(runs_dir: Path) -> dict[tuple, list[tuple[Path, dict]]]:
+    """(run_name, harmful_ratio, seed, model spec) -> the complete run folders and their manifests,
+    newest first."""
+    found: dict[tuple, list[tuple[Path, dict]]] = {}
     for mf in sorted(runs_dir.glob(f"*/{schema.MANIFEST}")):
         try:
             m = json.loads(mf.read_text())
@@ -75,29 +76,58 @@ def _existing(runs_dir: Path) -> dict[tuple, Path]:
             continue
         cfg = m.get("config", {})
         key = (cfg.get("run_name", ""), float(m["harmful_ratio"]), int(m["seed"]), cfg.get("model", ""))
-        found[key] = mf.parent  # sorted by name = by time stamp: the newest wins
+        found.setdefault(key, []).insert(0, (mf.parent, m))   # sorted by name = by time stamp: newest first
     return found
 
 
+def _plain(x):
+    """JSON's view of a value (tuples become lists), so recorded and expected settings compare alike."""
+    return json.loads(json.dumps(x, default=str))
+
+
+def settings_differ(manifest: dict, cfg) -> list[str]:
+    """The settings in which a recorded run differs from what `cfg` would run now: the run config
+    (not runs_dir, which says where, not what, nor the raw `method` section) and the method's
+    resolved config. A setting the run did not record (it predates the setting) is not compared."""
+    from explorer.config import method_config, to_dict
+
+    have, want = manifest.get("config", {}), _plain(to_dict(cfg))
+    out = [f"{k}: recorded {have[k]!r}, now {v!r}" for k, v in want.items()
+           if k not in ("runs_dir", "method") and k in have and _plain(have[k]) != v]
+    have_m, want_m = manifest.get("method_config", {}), _plain(vars(method_config(cfg)))
+    out += [f"method.{k}: recorded {have_m[k]!r}, now {v!r}" for k, v in want_m.items()
+            if k in have_m and _plain(have_m[k]) != v]
+    return out
+
+
 def get_runs(jobs: list[dict], runs_dir: Path, reuse: bool) -> list[Path]:
-    """Each job: method, p, seed, prep, name (run name), overrides. Returns one run folder per job."""
+    """Each job: method, p, seed, prep, name (run name), overrides. Returns one run folder per job.
+    With `reuse`, the newest complete run of the same name, ratio, seed and model whose recorded
+    settings are the job's (settings_differ); a run made with other settings is named and left."""
     have = _existing(runs_dir) if reuse else {}
     out = []
     for j in jobs:
         world = j.get("world", "tiny")
         key = (j["name"], float(j["p"]), int(j["seed"]), model_spec(j["prep"], world=world))
-        if key in have:
-            out.append(have[key])
-            continue
         # the world's settings (smollm2: its run sizes and per-method changes) before the job's own
         base, per_method = world_overrides(world)
         # eval_every=0: only the start and final evaluations, which are all the tables read
         ov = [*base, "progress=false", "eval_every=0", f"run_name={j['name']}",
               f"model={model_spec(j['prep'], world=world)}", f"base_model={model_spec(j['prep'], 'base', world)}",
               *per_method.get(j["method"], []), *j.get("overrides", [])]
-        d = run_methods([j["method"]], j["p"], j["seed"], str(runs_dir), ov)[0]
-        have[key] = d
-        out.append(d)
+        found = None
+        if key in have:
+            cfg = method_run_config(j["method"], j["p"], j["seed"], str(runs_dir), ov)
+            for d, m in have[key]:
+                diff = settings_differ(m, cfg)
+                if not diff:
+                    found = d
+                    break
+                print(f"  (not reusing {d.name}: made with other settings; {'; '.join(diff[:3])})", file=sys.stderr)
+        if found is None:
+            found = run_methods([j["method"]], j["p"], j["seed"], str(runs_dir), ov)[0]
+            have[key] = [(found, json.loads((found / schema.MANIFEST).read_text()))]
+        out.append(found)
     return out
 
 

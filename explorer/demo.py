@@ -61,21 +61,29 @@ def _has_tabulate() -> bool:
         return False
 
 
+def method_run_config(name: str, harmful_ratio: float, seed: int, runs_dir: str, overrides: list[str],
+                      method_overrides: dict[str, list[str]] | None = None):
+    """The RunConfig that run_methods runs `name` with (its demo config, then the ratio, seed and
+    `overrides`, then `method_overrides[name]`)."""
+    from explorer.config import load_config
+
+    cfg_path = demo_config_path(name)
+    ov = [f"harmful_ratio={harmful_ratio}", f"seed={seed}", f"runs_dir={runs_dir}"] + list(overrides)
+    if cfg_path is None:
+        ov.append(f"method={name}")
+    ov += list((method_overrides or {}).get(name, []))
+    return load_config(cfg_path, ov)
+
+
 def run_methods(methods: list[str], harmful_ratio: float, seed: int, runs_dir: str,
                 overrides: list[str], method_overrides: dict[str, list[str]] | None = None) -> list[Path]:
     """Run each method from its demo config (configs/<name>_demo.yaml, else the defaults) with the same
     ratio, seed and `overrides`; `method_overrides[name]` adds settings for that method only."""
-    from explorer.config import load_config
     from explorer.train.loop import run
 
     dirs = []
     for name in methods:
-        cfg_path = demo_config_path(name)
-        ov = [f"harmful_ratio={harmful_ratio}", f"seed={seed}", f"runs_dir={runs_dir}"] + list(overrides)
-        if cfg_path is None:
-            ov.append(f"method={name}")
-        ov += list((method_overrides or {}).get(name, []))
-        cfg = load_config(cfg_path, ov)
+        cfg = method_run_config(name, harmful_ratio, seed, runs_dir, overrides, method_overrides)
         t = time.time()
         d = run(cfg)
         print(f"  {name:12s} done in {time.time() - t:6.1f} s -> {d}")

@@ -40,9 +40,12 @@ DEFAULTS = {"tiny": {}, "smollm2": SMOLLM2}
 SMOLLM2_METHODS: dict[str, list[str]] = {
     # 64 of the 600 references scored per refresh (the authors' code caps the pool alike) and the
     # paper's 10 % of them selected: K_ref = ceil(0.1 * 64) = 7 (the demo config's k_ref_fraction is
-    # 10 % of the whole pool, 60, which would select almost every reference scored)
+    # 10 % of the whole pool, 60, which would select almost every reference scored). Refreshes on the
+    # authors' schedule, once an epoch (4 here), not the demo config's every 8 steps: scoring 64
+    # references costs about four training steps, and 8 refreshes put the run over 10 minutes
+    # (docs/smollm2.md, "What a run costs on this CPU")
     "dualselect": ["method.ref_cap=64", "method.k_ref_fraction=0", "method.k_ref=7", "method.warmup_steps=2",
-                   "method.refresh_every=8"],
+                   "method.refresh=epoch"],
     # stage 1 teacher-forces 128 refusals, not the paper's 512
     "pact": ["method.n_refusals=128"],
     # the SAE (width 576 x 4) trains 300 steps on 200 texts per pool; 128 prompts per covariance and

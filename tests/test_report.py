@@ -77,3 +77,56 @@ def test_rise_is_the_final_harmful_score_minus_the_start_one(report, tmp_path):
     assert report.add_rise(df, dirs) == ["rise HS hh", "rise HS hexphi"]
     assert df["rise HS hh"].iloc[0] == 75.0 and df["rise HS hexphi"].iloc[0] == 68.75
     assert df["rise HS hh"].isna().iloc[1] and df["rise HS hexphi"].isna().iloc[1]
+
+
+def _manifest(cfg, status="complete"):
+    """What a run records of its settings (explorer/train/recipe.py writes run.json alike)."""
+    from explorer.config import method_config, to_dict
+    from explorer.runs import schema
+
+    status = schema.STATUS_COMPLETE if status == "complete" else status
+    return {"status": status, "harmful_ratio": cfg.harmful_ratio, "seed": cfg.seed,
+            "config": to_dict(cfg), "method_config": dict(vars(method_config(cfg)))}
+
+
+def test_reuse_takes_only_a_run_made_with_the_settings_the_command_would_run(report, tmp_path, monkeypatch):
+    """--reuse finds runs by name, ratio, seed and model; a run recorded with other settings (here an
+    older DualSelect refresh schedule of the smollm2 world) is named and trained again, not reused."""
+    import json
+
+    from explorer.demo import method_run_config, world_overrides
+    from explorer.runs import schema
+
+    base, per_method = world_overrides("smollm2")
+    ov = [*base, "progress=false", "eval_every=0", "run_name=dualselect", "model=smollm2:aligned",
+          "base_model=smollm2:base", *per_method["dualselect"]]
+    now = method_run_config("dualselect", 0.1, 0, str(tmp_path), ov)
+    old = method_run_config("dualselect", 0.1, 0, str(tmp_path), ov + ["method.refresh=every_n_steps",
+                                                                        "method.refresh_every=8"])
+    assert report.settings_differ(_manifest(now), now) == []
+    diff = report.settings_differ(_manifest(old), now)
+    assert diff == ["method.refresh: recorded 'every_n_steps', now 'epoch'"]
+    # runs_dir says where a run is, not what it is; a setting the run predates is not compared
+    moved = _manifest(now)
+    moved["config"]["runs_dir"] = "/elsewhere"
+    del moved["config"]["lr"]
+    assert report.settings_differ(moved, now) == []
+
+    for name, cfg in (("dualselect-p0.1-s0-1", old), ("dualselect-p0.1-s0-2", now)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / schema.MANIFEST).write_text(json.dumps(_manifest(cfg)))
+    trained = []
+
+    def fake_run(methods, p, seed, runs_dir, overrides):
+        d = tmp_path / f"trained-{len(trained)}"
+        d.mkdir()
+        (d / schema.MANIFEST).write_text(json.dumps(_manifest(now)))
+        trained.append(overrides)
+        return [d]
+
+    monkeypatch.setattr(report, "run_methods", fake_run)
+    job = {"method": "dualselect", "p": 0.1, "seed": 0, "prep": 0, "name": "dualselect", "world": "smollm2"}
+    assert report.get_runs([job], tmp_path, reuse=True) == [tmp_path / "dualselect-p0.1-s0-2"] and not trained
+    (tmp_path / "dualselect-p0.1-s0-2" / schema.MANIFEST).unlink()     # only the old-settings run is left
+    got = report.get_runs([job, job], tmp_path, reuse=True)
+    assert len(trained) == 1 and got == [tmp_path / "trained-0"] * 2    # trained once, then found

@@ -96,6 +96,6 @@ def test_the_worlds_method_settings_are_valid_over_the_demo_configs(method):
     cfg = load_config(demo_config_path(method), [*base, *per_method[method]])
     m = method_config(cfg)
     if method == "dualselect":
-        assert m.k_ref_fraction == 0 and m.k_ref == 7 and m.ref_cap == 64
+        assert m.k_ref_fraction == 0 and m.k_ref == 7 and m.ref_cap == 64 and m.refresh == "epoch"
     if method == "cwac":
         assert "down_proj" in cfg.lora_targets
