@@ -13,7 +13,9 @@ prepared on first use, in $EXPLORER_CACHE). Each run's folder records the weight
 
 Runs go to --runs-dir (default runs/report). `--reuse` rebuilds a table from the complete run folders
 already there (a run is found by its run name, harmful ratio, seed and model spec, and is used only
-when the settings it recorded are the ones the command would run now) and trains only what is missing; without it every run is trained afresh. `--write` replaces the table in README.md
+when the settings it recorded are the ones the command would run now: explorer.demo.settings_differ)
+and trains only what is missing; without it every run is trained afresh. `--write` replaces the table
+in README.md
 between `<!-- report:NAME -->` and `<!-- /report:NAME -->` with what the command printed.
 
 Timing columns are left out on purpose: wall and step times on a shared CPU vary more than the
@@ -36,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))     # benchmarks/ablati
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, when not installed
 
 from explorer.data.sample import repo_root  # noqa: E402
-from explorer.demo import comparison_table, method_run_config, run_methods, world_overrides  # noqa: E402
+from explorer.demo import (comparison_table, method_run_config, run_methods, settings_differ,  # noqa: E402
+                          world_overrides)
 from explorer.runs import schema  # noqa: E402
 
 README = repo_root() / "README.md"
@@ -78,26 +81,6 @@ def _existing(runs_dir: Path) -> dict[tuple, list[tuple[Path, dict]]]:
         key = (cfg.get("run_name", ""), float(m["harmful_ratio"]), int(m["seed"]), cfg.get("model", ""))
         found.setdefault(key, []).insert(0, (mf.parent, m))   # sorted by name = by time stamp: newest first
     return found
-
-
-def _plain(x):
-    """JSON's view of a value (tuples become lists), so recorded and expected settings compare alike."""
-    return json.loads(json.dumps(x, default=str))
-
-
-def settings_differ(manifest: dict, cfg) -> list[str]:
-    """The settings in which a recorded run differs from what `cfg` would run now: the run config
-    (not runs_dir, which says where, not what, nor the raw `method` section) and the method's
-    resolved config. A setting the run did not record (it predates the setting) is not compared."""
-    from explorer.config import method_config, to_dict
-
-    have, want = manifest.get("config", {}), _plain(to_dict(cfg))
-    out = [f"{k}: recorded {have[k]!r}, now {v!r}" for k, v in want.items()
-           if k not in ("runs_dir", "method") and k in have and _plain(have[k]) != v]
-    have_m, want_m = manifest.get("method_config", {}), _plain(vars(method_config(cfg)))
-    out += [f"method.{k}: recorded {have_m[k]!r}, now {v!r}" for k, v in want_m.items()
-            if k in have_m and _plain(have_m[k]) != v]
-    return out
 
 
 def get_runs(jobs: list[dict], runs_dir: Path, reuse: bool) -> list[Path]:

@@ -44,18 +44,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from explorer.runs import chance, reader, schema  # noqa: E402
 
 
-def _find(runs_dir: Path, method: str, seed: int, p: float) -> Path | None:
-    for m in sorted(runs_dir.glob(f"{method}-p{p:g}-s{seed}-*/{schema.MANIFEST}")):
+def _find(runs_dir: Path, method: str, seed: int, p: float, cfg) -> Path | None:
+    """The newest complete run of `method`, seed and ratio with the influence probe on, recorded with
+    the settings `cfg` would run (explorer.demo.settings_differ); those made otherwise are named."""
+    from explorer.demo import settings_differ
+
+    for m in sorted(runs_dir.glob(f"{method}-p{p:g}-s{seed}-*/{schema.MANIFEST}"), reverse=True):
         man = json.loads(m.read_text())
-        if man.get("status") == schema.STATUS_COMPLETE and man["config"].get("influence_every", 0) > 0:
+        if man.get("status") != schema.STATUS_COMPLETE or man["config"].get("influence_every", 0) <= 0:
+            continue
+        diff = settings_differ(man, cfg)
+        if not diff:
             return m.parent
+        print(f"  (not reusing {m.parent.name}: made with other settings; {'; '.join(diff[:3])})", file=sys.stderr)
     return None
 
 
-def train(method: str, seed: int, p: float, runs_dir: Path, every: int, n: int, extra: list[str]) -> Path:
+def run_config(method: str, seed: int, p: float, runs_dir: Path, every: int, n: int, extra: list[str]):
+    """The RunConfig a why run of `method` trains with."""
     from explorer.config import load_config
     from explorer.demo import demo_config_path
-    from explorer.train.recipe import Recipe
 
     cfg_path = demo_config_path(method)
     ov = [f"harmful_ratio={p}", f"seed={seed}", f"runs_dir={runs_dir}", f"influence_every={every}",
@@ -68,8 +76,14 @@ def train(method: str, seed: int, p: float, runs_dir: Path, every: int, n: int, 
             ov.append(kv)
     if cfg_path is None:
         ov.append(f"method={method}")
+    return load_config(cfg_path, ov)
+
+
+def train(cfg) -> Path:
+    from explorer.train.recipe import Recipe
+
     t = time.time()
-    recipe = Recipe(load_config(cfg_path, ov))
+    recipe = Recipe(cfg)
     try:
         d = recipe.setup().train()
     except BaseException as e:      # as recipe.run does: the folder stays readable, marked failed
@@ -80,7 +94,7 @@ def train(method: str, seed: int, p: float, runs_dir: Path, every: int, n: int, 
         if getattr(recipe, "dist", None) is not None:
             recipe.dist.close()
     save_final_weights(recipe.model, d)
-    print(f"  {method:11s} seed {seed} trained in {time.time() - t:6.1f} s -> {d}", file=sys.stderr)
+    print(f"  {cfg.method_name:11s} seed {cfg.seed} trained in {time.time() - t:6.1f} s -> {d}", file=sys.stderr)
     return d
 
 
@@ -238,11 +252,12 @@ def main(argv=None) -> int:
     rows = []
     for s in a.seeds:           # seeds outer: an interrupted report still has every method for the first seeds
         for m in a.methods:
-            d = _find(runs_dir, m, s, a.p) if a.reuse or a.only_existing else None
+            cfg = run_config(m, s, a.p, runs_dir, a.influence_every, a.influence_n, a.set)
+            d = _find(runs_dir, m, s, a.p, cfg) if a.reuse or a.only_existing else None
             if d is None and a.only_existing:
                 print(f"  {m} seed {s}: no complete run in {runs_dir}; left out (--only-existing)", file=sys.stderr)
                 continue
-            d = d or train(m, s, a.p, runs_dir, a.influence_every, a.influence_n, a.set)
+            d = d or train(cfg)
             rows.append(analyse(d, a.influence_n, a.ekfac))
             print("  " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                    for k, v in rows[-1].items()), file=sys.stderr, flush=True)

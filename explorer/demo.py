@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -73,6 +74,26 @@ def method_run_config(name: str, harmful_ratio: float, seed: int, runs_dir: str,
         ov.append(f"method={name}")
     ov += list((method_overrides or {}).get(name, []))
     return load_config(cfg_path, ov)
+
+
+def _plain(x):
+    """JSON's view of a value (tuples become lists), so recorded and expected settings compare alike."""
+    return json.loads(json.dumps(x, default=str))
+
+
+def settings_differ(manifest: dict, cfg) -> list[str]:
+    """The settings in which a recorded run differs from what `cfg` would run now: the run config
+    (not runs_dir, which says where, not what, nor the raw `method` section) and the method's
+    resolved config. A setting the run did not record (it predates the setting) is not compared."""
+    from explorer.config import method_config, to_dict
+
+    have, want = manifest.get("config", {}), _plain(to_dict(cfg))
+    out = [f"{k}: recorded {have[k]!r}, now {v!r}" for k, v in want.items()
+           if k not in ("runs_dir", "method") and k in have and _plain(have[k]) != v]
+    have_m, want_m = manifest.get("method_config", {}), _plain(vars(method_config(cfg)))
+    out += [f"method.{k}: recorded {have_m[k]!r}, now {v!r}" for k, v in want_m.items()
+            if k in have_m and _plain(have_m[k]) != v]
+    return out
 
 
 def run_methods(methods: list[str], harmful_ratio: float, seed: int, runs_dir: str,
