@@ -15,8 +15,7 @@ Runs go to --runs-dir (default runs/report). `--reuse` rebuilds a table from the
 already there (a run is found by its run name, harmful ratio, seed and model spec, and is used only
 when the settings it recorded are the ones the command would run now: explorer.demo.settings_differ)
 and trains only what is missing; without it every run is trained afresh. `--write` replaces the table
-in README.md
-between `<!-- report:NAME -->` and `<!-- /report:NAME -->` with what the command printed.
+in README.md between `<!-- report:NAME -->` and `<!-- /report:NAME -->` with what the command printed.
 
 Timing columns are left out on purpose: wall and step times on a shared CPU vary more than the
 methods differ (the speed tables come from benchmarks/bench_scoring.py on a quiet machine).
@@ -38,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))     # benchmarks/ablati
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, when not installed
 
 from explorer.data.sample import repo_root  # noqa: E402
-from explorer.demo import (comparison_table, method_run_config, run_methods, settings_differ,  # noqa: E402
+from explorer.demo import (comparison_table, matching_run, method_run_config, run_methods,  # noqa: E402
                           world_overrides)
 from explorer.runs import schema  # noqa: E402
 
@@ -86,7 +85,7 @@ def _existing(runs_dir: Path) -> dict[tuple, list[tuple[Path, dict]]]:
 def get_runs(jobs: list[dict], runs_dir: Path, reuse: bool) -> list[Path]:
     """Each job: method, p, seed, prep, name (run name), overrides. Returns one run folder per job.
     With `reuse`, the newest complete run of the same name, ratio, seed and model whose recorded
-    settings are the job's (settings_differ); a run made with other settings is named and left."""
+    settings are the job's (explorer.demo.matching_run); a run made with other settings is named and left."""
     have = _existing(runs_dir) if reuse else {}
     out = []
     for j in jobs:
@@ -100,13 +99,7 @@ def get_runs(jobs: list[dict], runs_dir: Path, reuse: bool) -> list[Path]:
               *per_method.get(j["method"], []), *j.get("overrides", [])]
         found = None
         if key in have:
-            cfg = method_run_config(j["method"], j["p"], j["seed"], str(runs_dir), ov)
-            for d, m in have[key]:
-                diff = settings_differ(m, cfg)
-                if not diff:
-                    found = d
-                    break
-                print(f"  (not reusing {d.name}: made with other settings; {'; '.join(diff[:3])})", file=sys.stderr)
+            found = matching_run(have[key], method_run_config(j["method"], j["p"], j["seed"], str(runs_dir), ov))
         if found is None:
             found = run_methods([j["method"]], j["p"], j["seed"], str(runs_dir), ov)[0]
             have[key] = [(found, json.loads((found / schema.MANIFEST).read_text()))]

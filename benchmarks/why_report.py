@@ -46,18 +46,15 @@ from explorer.runs import chance, reader, schema  # noqa: E402
 
 def _find(runs_dir: Path, method: str, seed: int, p: float, cfg) -> Path | None:
     """The newest complete run of `method`, seed and ratio with the influence probe on, recorded with
-    the settings `cfg` would run (explorer.demo.settings_differ); those made otherwise are named."""
-    from explorer.demo import settings_differ
+    the settings `cfg` would run (explorer.demo.matching_run); those made otherwise are named."""
+    from explorer.demo import matching_run
 
+    found = []
     for m in sorted(runs_dir.glob(f"{method}-p{p:g}-s{seed}-*/{schema.MANIFEST}"), reverse=True):
         man = json.loads(m.read_text())
-        if man.get("status") != schema.STATUS_COMPLETE or man["config"].get("influence_every", 0) <= 0:
-            continue
-        diff = settings_differ(man, cfg)
-        if not diff:
-            return m.parent
-        print(f"  (not reusing {m.parent.name}: made with other settings; {'; '.join(diff[:3])})", file=sys.stderr)
-    return None
+        if man.get("status") == schema.STATUS_COMPLETE and man["config"].get("influence_every", 0) > 0:
+            found.append((m.parent, man))
+    return matching_run(found, cfg)
 
 
 def run_config(method: str, seed: int, p: float, runs_dir: Path, every: int, n: int, extra: list[str]):

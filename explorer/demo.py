@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -94,6 +95,17 @@ def settings_differ(manifest: dict, cfg) -> list[str]:
     out += [f"method.{k}: recorded {have_m[k]!r}, now {v!r}" for k, v in want_m.items()
             if k in have_m and _plain(have_m[k]) != v]
     return out
+
+
+def matching_run(candidates, cfg) -> Path | None:
+    """The folder of the first (folder, manifest) in `candidates` whose recorded settings are the ones
+    `cfg` would run (settings_differ); each one passed over is named on stderr with what differs."""
+    for d, m in candidates:
+        diff = settings_differ(m, cfg)
+        if not diff:
+            return d
+        print(f"  (not reusing {d.name}: made with other settings; {'; '.join(diff[:3])})", file=sys.stderr)
+    return None
 
 
 def run_methods(methods: list[str], harmful_ratio: float, seed: int, runs_dir: str,

@@ -79,13 +79,12 @@ def test_rise_is_the_final_harmful_score_minus_the_start_one(report, tmp_path):
     assert df["rise HS hh"].isna().iloc[1] and df["rise HS hexphi"].isna().iloc[1]
 
 
-def _manifest(cfg, status="complete"):
-    """What a run records of its settings (explorer/train/recipe.py writes run.json alike)."""
+def _manifest(cfg):
+    """What a complete run records of its settings (explorer/train/recipe.py writes run.json alike)."""
     from explorer.config import method_config, to_dict
     from explorer.runs import schema
 
-    status = schema.STATUS_COMPLETE if status == "complete" else status
-    return {"status": status, "harmful_ratio": cfg.harmful_ratio, "seed": cfg.seed,
+    return {"status": schema.STATUS_COMPLETE, "harmful_ratio": cfg.harmful_ratio, "seed": cfg.seed,
             "config": to_dict(cfg), "method_config": dict(vars(method_config(cfg)))}
 
 
@@ -94,7 +93,7 @@ def test_reuse_takes_only_a_run_made_with_the_settings_the_command_would_run(rep
     older DualSelect refresh schedule of the smollm2 world) is named and trained again, not reused."""
     import json
 
-    from explorer.demo import method_run_config, world_overrides
+    from explorer.demo import method_run_config, settings_differ, world_overrides
     from explorer.runs import schema
 
     base, per_method = world_overrides("smollm2")
@@ -103,14 +102,14 @@ def test_reuse_takes_only_a_run_made_with_the_settings_the_command_would_run(rep
     now = method_run_config("dualselect", 0.1, 0, str(tmp_path), ov)
     old = method_run_config("dualselect", 0.1, 0, str(tmp_path), ov + ["method.refresh=every_n_steps",
                                                                         "method.refresh_every=8"])
-    assert report.settings_differ(_manifest(now), now) == []
-    diff = report.settings_differ(_manifest(old), now)
+    assert settings_differ(_manifest(now), now) == []
+    diff = settings_differ(_manifest(old), now)
     assert diff == ["method.refresh: recorded 'every_n_steps', now 'epoch'"]
     # runs_dir says where a run is, not what it is; a setting the run predates is not compared
     moved = _manifest(now)
     moved["config"]["runs_dir"] = "/elsewhere"
     del moved["config"]["lr"]
-    assert report.settings_differ(moved, now) == []
+    assert settings_differ(moved, now) == []
 
     for name, cfg in (("dualselect-p0.1-s0-1", old), ("dualselect-p0.1-s0-2", now)):
         (tmp_path / name).mkdir()
