@@ -13,8 +13,8 @@ import torch
 from explorer.interp.hooks import capture, modules_named
 from explorer.interp.subspace import (CovarianceAccumulator, energy_cut, project_right, removed_share,
                                       small_eigen_subspace)
-from explorer.methods.cwac import (Cwac, CwacConfig, pool_codes, prompt_mask, safety_loss, skip_leading,
-                                   select_safety_latents)
+from explorer.methods.cwac import (Cwac, CwacConfig, pool_codes, prompt_mask, prompt_only, safety_loss,
+                                   select_safety_latents, skip_leading)
 
 from _cwac_helpers import loop_steps, small_config
 from _method_helpers import make_context
@@ -277,3 +277,24 @@ def test_cwac_through_the_loop(short_config):
     assert sae.settings.n_latents == 512
     with safe_open(str(d / "checkpoint" / "state.safetensors"), "pt") as f:
         assert "method.z_base" in f.keys()
+
+
+@pytest.mark.contract
+@pytest.mark.parametrize("position", ["prompt_mean", "last_prompt"])
+def test_prompt_only_batches_give_the_pooled_codes_of_whole_batches(position):
+    """Selection, z_base, drift and L_safety run harmful prompts without their refusal tokens: the cut
+    batch is shorter, and its pooled codes are those of the whole batch (causal attention)."""
+    torch.set_num_threads(1)
+    ctx = make_context()
+    m = Cwac(small_config(position=position, constraints="activation"))
+    m.prepare(ctx)
+    recs = ctx.pool_records("reference")[:6]
+    whole = ctx.encode(recs)
+    cut = prompt_only(whole)
+    n_prompt = (whole.attention_mask.bool() & (whole.labels == -100)).sum(1)
+    assert cut.input_ids.shape[1] == int(n_prompt.max()) < whole.input_ids.shape[1]
+    assert torch.equal(prompt_mask(cut), prompt_mask(whole)[:, :cut.input_ids.shape[1]])
+    with torch.no_grad():
+        z = [pool_codes(m._codes(m._resid(ctx, b, grad=False)), prompt_mask(b), position) for b in (whole, cut)]
+    assert z[0].abs().sum() > 0
+    assert torch.allclose(z[0], z[1], rtol=1e-4, atol=1e-5)

@@ -284,7 +284,7 @@ def test_decide_with_kept_logits_gives_the_full_logits_losses(monkeypatch):
 
     torch.set_num_threads(1)
     ctx = make_context()
-    m = Pact(PactConfig(k=12))
+    m = Pact(PactConfig(k=12, cache_reference=False))   # both calls run the reference
     m.prepare(ctx)
     batch = ctx.encode([ctx.records[i] for i in ctx.train_ids[:4]])
     assert pact_module.loss_kwargs(ctx.model, batch.labels)      # this batch does leave positions out
@@ -300,3 +300,45 @@ def test_decide_with_kept_logits_gives_the_full_logits_losses(monkeypatch):
     assert torch.allclose(kept[0], full[0], rtol=1e-5, atol=1e-6)
     assert torch.allclose(kept[1], full[1], rtol=1e-5, atol=1e-7) and float(full[1]) > 0
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(kept[2], full[2]))
+
+
+@pytest.mark.contract
+def test_cached_reference_gives_the_losses_of_a_fresh_reference_forward_and_skips_it():
+    """cache_reference: a sample's z_full_S and z_post_S are kept after its first batch. A later batch
+    of kept samples, in another order and another padding, runs no reference forward and gives the
+    CE, KL and gate that the reference forward gives (up to float rounding)."""
+    torch.set_num_threads(1)
+    ctx = make_context()
+    cached, fresh = Pact(PactConfig(k=12)), Pact(PactConfig(k=12, cache_reference=False))
+    cached.prepare(ctx)
+    fresh.prepare(ctx)
+    calls = []
+    real = Pact._ref_logits
+
+    def counting(self, *a, **kw):
+        calls.append(self)
+        return real(self, *a, **kw)
+
+    Pact._ref_logits = counting
+    try:
+        ids = ctx.train_ids[:6]
+        for chunk in (ids[:3], ids[3:]):                       # epoch 1: every sample seen once
+            cached.decide(ctx.encode([ctx.records[i] for i in chunk]), ctx)
+        assert len(calls) == 4 and len(cached._ref_cache) == 6  # two reference forwards per batch
+        calls.clear()
+        later = ctx.encode([ctx.records[i] for i in (ids[4], ids[0], ids[5], ids[2])])
+        d_c = cached.decide(later, ctx)
+        assert calls == [] and d_c.step_metrics["reference_cached"] == 1.0
+        d_f = fresh.decide(later, ctx)
+        assert len(calls) == 2 and d_f.step_metrics["reference_cached"] == 0.0
+    finally:
+        Pact._ref_logits = real
+    assert torch.allclose(d_c.losses, d_f.losses)
+    assert float(d_c.extra_loss) > 0
+    assert float(d_c.extra_loss) == pytest.approx(float(d_f.extra_loss), rel=1e-5, abs=1e-7)
+    for k in ("kl", "gate"):
+        assert torch.allclose(d_c.scores[k], d_f.scores[k], rtol=1e-5, atol=1e-7), k
+    # a batch with one sample not yet kept runs the reference for the whole batch and keeps the new one
+    new = ctx.train_ids[6]
+    cached.decide(ctx.encode([ctx.records[i] for i in (ids[0], new)]), ctx)
+    assert len(cached._ref_cache) == 7

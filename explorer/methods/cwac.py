@@ -29,7 +29,9 @@ seeded permutation, so the batch at step t depends only on t), and both sides po
 of the same prompt: `position: prompt_mean` averages the per-token TopK codes over the prompt tokens
 (chat template included; causal attention makes them independent of the response), `last_prompt`
 takes the last prompt token, where the model decides how its answer begins. The same pooling defines
-the selection rule's per-input activation. `activation: topk` uses the SAE's codes as they are; a
+the selection rule's per-input activation. Since both read prompt positions only, those forward passes
+stop at the batch's longest prompt (`prompt_only`): the refusal tokens after it cannot change a prompt
+position's residual under causal attention, so they are not run. `activation: topk` uses the SAE's codes as they are; a
 latent that drops out of a token's top-k then has value 0 and no gradient, so `relu` (the ReLU of the
 pre-activation, equal to the code whenever the latent is in the top-k) is offered as a variant.
 
@@ -182,6 +184,19 @@ def prompt_mask(batch: Batch, skip_first: int = 0) -> torch.Tensor:
     return skip_leading(batch.attention_mask.bool() & (batch.labels == -100), skip_first)
 
 
+def prompt_only(batch: Batch) -> Batch:
+    """`batch` cut after the last prompt position of its longest prompt. The pooled codes read prompt
+    positions only, and under causal attention a prompt position's residual does not depend on what
+    follows it, so the cut rows give the codes the whole rows give (up to float rounding) in a shorter
+    forward pass: a refusal's response tokens are never run for selection, z_base, drift or L_safety."""
+    prompt = batch.attention_mask.bool() & (batch.labels == -100)
+    pos = torch.arange(prompt.shape[1], device=prompt.device)
+    end = int(torch.where(prompt, pos + 1, 0).max()) if prompt.numel() else 0
+    end = max(end, 1)
+    return Batch(batch.input_ids[:, :end], batch.attention_mask[:, :end], batch.labels[:, :end],
+                 batch.sample_ids, batch.n_target_tokens)
+
+
 def skip_leading(mask: torch.Tensor, n: int) -> torch.Tensor:
     """`mask` [B, T] with its first `n` positions set False."""
     if n > 0:
@@ -283,6 +298,7 @@ class Cwac(MethodBase):
         """(sample_ids, pooled codes [N, n or m]) on the current model, no gradient."""
         ids, out = [], []
         for b in self._batches(ctx, recs):
+            b = prompt_only(b)
             with torch.no_grad():
                 z = self._codes(self._resid(ctx, b, grad=False))
                 z = z if latents is None else z[..., latents]
@@ -443,7 +459,7 @@ class Cwac(MethodBase):
         if not self.config.activation_on:
             return Decision(weights=weights)
         rows = self._harmful_batch_ids(ctx.step)
-        hb = ctx.encode([self._base_recs[self.base_ids_[i]] for i in rows])
+        hb = prompt_only(ctx.encode([self._base_recs[self.base_ids_[i]] for i in rows]))
         # pair each encoded row with its own z_base row by sample id, never by position
         row_of = {sid: i for i, sid in enumerate(self.base_ids_)}
         z = pool_codes(self._codes(self._resid(ctx, hb, grad=True))[..., self.latents_],

@@ -64,11 +64,14 @@ mean of the CE. `reduction: sample` uses per-sample means with equal weights (th
 Reference model. `reference: auto` uses ctx.reference_model() (a frozen copy of the starting model)
 for a full-parameter model and, for a peft (LoRA) model, the run's own model with its adapters
 switched off (`with model.disable_adapter():`) — the base weights are exactly the aligned model and
-no second copy is held in memory.
+no second copy is held in memory. The reference never changes, so `cache_reference` (on; not in the
+release) keeps its logits on S at each sample's response positions, z_full and z_post, after the first
+batch that holds the sample; a batch of kept samples (every epoch after the first) runs no reference
+forward. The kept values equal a fresh forward's up to the float rounding of another batch's padding.
 
 Records: pact_tokens (step 0, one row per token of S: token_id, token, rank, d, v, weight,
 p_aligned, p_base), pact_positions (per step and response position: gate = mean c_t, I_trained,
-I_post, kl, n), steps (ce, kl, pact_loss, gate_mean), decisions (per sample ce, kl, gate).
+I_post, kl, n), steps (ce, kl, pact_loss, gate_mean, reference_cached), decisions (per sample ce, kl, gate).
 """
 
 from __future__ import annotations
@@ -123,6 +126,10 @@ class PactConfig:
     reference: str = _h("auto | copy (ctx.reference_model()) | adapter_off (the peft model with its "
                         "adapters disabled); auto = adapter_off for a peft model, else copy", "auto")
     record_positions: int = _h("response positions recorded per step in pact_positions", 64)
+    cache_reference: bool = _h("keep the frozen reference's logits on S (z_full and z_post at every response "
+                               "position) per training sample after its first batch, so later epochs skip both "
+                               "reference forwards (not in the release; the reference never changes, and the "
+                               "values differ only by the float rounding of another batch's padding)", True)
 
     def __post_init__(self):
         if self.k < 1:
@@ -280,6 +287,7 @@ class Pact(MethodBase):
         self.w_S_: torch.Tensor | None = None   # their weights [k]
         self.header_: list[int] = []
         self._warned_header = False
+        self._ref_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}   # cache_reference: tokens -> (z_full_S, z_post_S)
 
     # -- reference plumbing ---------------------------------------------------------------------
     def _setup_reference(self, ctx) -> None:
@@ -433,12 +441,7 @@ class Pact(MethodBase):
         S = self.S_
         z_theta_S = gather_positions(at_positions(out.logits.index_select(-1, S), keep, L),
                                      (start - 1).clamp_min(0), A)                                  # [B, A, k]
-        z_full = self._ref_logits(ctx, batch.input_ids, batch.attention_mask, keep)
-        z_full_S = gather_positions(at_positions(z_full.index_select(-1, S), keep, L), (start - 1).clamp_min(0), A)
-        post_ids, post_attn = self._post_batch(batch, start, count)
-        z_post = self._ref_logits(ctx, post_ids, post_attn)
-        h = len(self.header_)
-        z_post_S = gather_positions(z_post.index_select(-1, S), torch.full_like(start, h - 1), A)
+        z_full_S, z_post_S, cached = self._reference_S(ctx, batch, keep, start, count, A)
         t = torch.arange(A, device=ce.device).unsqueeze(0).expand(B, A)
         mask = (t < count.unsqueeze(1)).float()                                       # [B, A]
 
@@ -473,7 +476,34 @@ class Pact(MethodBase):
             scores={"ce": ce.detach(), "kl": kl_i.detach(), "gate": gate_i.detach()},
             step_metrics={"ce": float(ce_step.detach()), "kl": float(L_pact.detach()),
                           "pact_loss": float(c.lam * L_pact.detach()),
-                          "gate_mean": float(W * (c_t * mask).sum() / M)})
+                          "gate_mean": float(W * (c_t * mask).sum() / M), "reference_cached": float(cached)})
+
+    def _reference_S(self, ctx, batch: Batch, keep, start: torch.Tensor, count: torch.Tensor, A: int):
+        """(z_full_S, z_post_S [B, A, |S|], cached): the frozen reference's logits on S at the A response
+        positions of each row (positions past a row's response are masked by the caller). With
+        `cache_reference`, a row's values are kept under its tokens after the first batch that holds it;
+        a batch whose rows are all kept takes them from the cache and runs no reference forward."""
+        S, L = self.S_, batch.input_ids.shape[1]
+        keys = None
+        if self.config.cache_reference:
+            keys = [tuple(batch.input_ids[b][batch.attention_mask[b].bool()].tolist()) for b in range(len(batch))]
+            if all(k in self._ref_cache for k in keys):
+                z_full_S = batch.input_ids.new_zeros((len(batch), A, len(S)), dtype=self._ref_cache[keys[0]][0].dtype)
+                z_post_S = torch.zeros_like(z_full_S)
+                for b, k in enumerate(keys):
+                    f, p = self._ref_cache[k]
+                    z_full_S[b, :f.shape[0]], z_post_S[b, :p.shape[0]] = f[:A], p[:A]
+                return z_full_S, z_post_S, True
+        z_full = self._ref_logits(ctx, batch.input_ids, batch.attention_mask, keep)
+        z_full_S = gather_positions(at_positions(z_full.index_select(-1, S), keep, L), (start - 1).clamp_min(0), A)
+        post_ids, post_attn = self._post_batch(batch, start, count)
+        z_post = self._ref_logits(ctx, post_ids, post_attn)
+        z_post_S = gather_positions(z_post.index_select(-1, S), torch.full_like(start, len(self.header_) - 1), A)
+        if keys is not None:
+            for b, k in enumerate(keys):
+                n = int(count[b])
+                self._ref_cache[k] = (z_full_S[b, :n].detach().clone(), z_post_S[b, :n].detach().clone())
+        return z_full_S, z_post_S, False
 
     def _record_positions(self, ctx, c_t, I_trained, I_post, kl, mask) -> None:
         dist = dist_of(ctx)   # position means over the global batch (A is the same on every rank)
