@@ -1,0 +1,41 @@
+"""benchmarks/run_times.py: a run's wall seconds split into its steps and the rest, from its folder."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from _fake_runs import edit_manifest, make_pact, make_sft
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("run_times", REPO / "benchmarks" / "run_times.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["run_times"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_wall_is_split_into_steps_and_the_rest_and_checked_against_the_limit(tmp_path, capsys):
+    rt = _load()
+    sft = make_sft(tmp_path)
+    edit_manifest(sft, wall_seconds=650.0)
+    r = rt.row(sft, limit=600)
+    n = r["steps"]
+    assert n > 0 and r["steps s"] == pytest.approx(0.1 * n)        # every fake step took 0.1 s
+    assert r["rest s"] == pytest.approx(650.0 - 0.1 * n) and r["within"] == "no"
+    assert rt.row(sft, limit=700)["within"] == "yes"
+    edit_manifest(sft, status="failed")
+    assert rt.row(sft, limit=600) is None                           # only complete runs are timed
+    pact = make_pact(tmp_path)
+    edit_manifest(pact, wall_seconds=10.0)
+    rt.main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "pact" in out and "10.0" in out and "sft" not in out
+    with pytest.raises(SystemExit, match="no such directory"):
+        rt.main([str(tmp_path / "nowhere")])
