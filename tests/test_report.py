@@ -1,11 +1,11 @@
 """benchmarks/report.py: README blocks are replaced between their markers, tables are mean ± std."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from _scripts import load_benchmark
 
 pytestmark = pytest.mark.unit
 
@@ -14,11 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def report():
-    spec = importlib.util.spec_from_file_location("report", REPO / "benchmarks" / "report.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["report"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("report")
 
 
 def test_write_replaces_only_the_named_block(report, tmp_path):

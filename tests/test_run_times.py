@@ -1,24 +1,15 @@
 """benchmarks/run_times.py: a run's wall seconds split into its steps and the rest, from its folder."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from _fake_runs import edit_manifest, make_pact, make_sft
+from _scripts import load_benchmark
 
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def _load():
-    spec = importlib.util.spec_from_file_location("run_times", REPO / "benchmarks" / "run_times.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["run_times"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("run_times")
 
 
 def test_wall_is_split_into_steps_and_the_rest_and_checked_against_the_limit(tmp_path, capsys):
