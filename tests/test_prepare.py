@@ -68,7 +68,13 @@ def test_every_run_records_the_weights_it_started_from(short_config, tiny_paths)
     from explorer.train.loop import run
 
     run_dir = run(short_config("method=sft", "max_steps=1", "final_eval_n=4"))
-    fp = json.loads((run_dir / "run.json").read_text())["model_fingerprint"]
+    manifest = json.loads((run_dir / "run.json").read_text())
+    fp = manifest["model_fingerprint"]
+    # and the CPU its floats came from (one-thread training differs across instruction sets)
+    import torch
+
+    assert manifest["cpu"]["torch_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert manifest["cpu"]["threads"] >= 1 and isinstance(manifest["cpu"]["model"], str)
     aligned = Path(tiny_paths["aligned"])
     assert fp["model_path"] == str(aligned)
     assert fp["weights_sha256"] == _sha(aligned / "model.safetensors")

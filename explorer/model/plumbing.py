@@ -8,6 +8,27 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 
+def cpu_info() -> dict:
+    """The CPU a run's floats came from: its model name (/proc/cpuinfo, else platform.processor()), the
+    vector instruction set torch's kernels dispatch to (e.g. AVX2, AVX512), and torch's thread count.
+    One-thread CPU training is deterministic on one CPU, not across instruction sets: the same tiny
+    preparation gave other weights on an AVX-512 machine than on the one README's tables came from
+    (docs/reproducing.md)."""
+    import platform
+    from pathlib import Path
+
+    name = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"model": name or platform.processor(), "torch_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads()}
+
+
 def is_peft(model) -> bool:
     """A peft model (LoRA adapters that can be switched off)."""
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")

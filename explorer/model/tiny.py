@@ -34,6 +34,7 @@ from filelock import FileLock
 from explorer.data.records import Record
 from explorer.data.sample import read_sample_file, sample_data_dir
 from explorer.data.tokenize import collate, encode_all
+from explorer.model.plumbing import cpu_info
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ def _prepare(out: Path, paths: dict[str, str], data_dir: Path, settings: TinySet
     model = build_model(tokenizer, settings)
     info = {"settings": asdict(settings), "seed": settings.seed, "data_dir": str(data_dir),
             "vocab_size": len(tokenizer), "n_params": sum(p.numel() for p in model.parameters()),
-            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": cpu_info(),
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
     t = time.time()
     base_losses = train_stage(model, tokenizer, stage_records(world, "base"), settings.base_steps,

@@ -51,7 +51,7 @@ from explorer.methods import make_method
 from explorer.methods.protocol import Context, Decision
 from explorer.model.load import LoraSettings, load_model, model_fingerprint, pick_device, pick_dtype
 from explorer.model.losses import model_nll
-from explorer.model.plumbing import autocast, set_flat_grad
+from explorer.model.plumbing import autocast, cpu_info, set_flat_grad
 from explorer.runs.writer import FollowerWriter, RunWriter, other_ranks_failures
 from explorer.runs import schema
 
@@ -180,7 +180,7 @@ class Recipe:
                     "method": cfg.method_name, "config": to_dict(cfg), "method_config": self.mcfg.__dict__,
                     "seed": cfg.seed, "model": cfg.model, "model_info": self.model_info,
                     "model_fingerprint": model_fingerprint(self.model_info["model_path"]),
-                    "device": str(self.device), **self._dist_manifest(), **self.data.manifest,
+                    "device": str(self.device), "cpu": cpu_info(), **self._dist_manifest(), **self.data.manifest,
                     "progress": {"step": 0, "total_steps": None}})
                 run_dir = str(self.writer.run_dir)
             run_dir = dist.broadcast_object(run_dir)
