@@ -9,7 +9,8 @@ optimiser step with its method's decide), `median step s` its median, `rest s` =
 the method's prepare — SEAL's selector epoch, PACT's stage 1, CWAC's SAE and covariances — and the
 start and final evaluations). `within` says whether the run took at most `--limit` seconds (the smollm2
 world aims at 10 minutes a run, docs/smollm2.md). PACT runs add the share of steps that read its cached
-reference logits (`reference_cached`). Reads run folders only (no torch).
+reference logits (`reference_cached`) and the median step that ran its reference against the median
+step that read the cache. Reads run folders only (no torch).
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def row(d: Path, limit: float) -> dict | None:
            "steps s": round(float(t.sum()), 1), "median step s": round(float(t.median()), 2) if len(t) else None,
            "rest s": round(wall - float(t.sum()), 1), "within": "yes" if wall <= limit else "no"}
     if "reference_cached" in steps:
-        out["reference cached"] = f"{int(steps['reference_cached'].sum())}/{len(steps)}"
+        c = steps["reference_cached"].fillna(0).astype(bool)
+        out["reference cached"] = f"{int(c.sum())}/{len(steps)}"
+        med = [t[m].median() for m in (~c, c)]
+        out["median step s, reference run / cached"] = " / ".join("–" if pd.isna(x) else f"{x:.2f}" for x in med)
     return out
 
 

@@ -25,6 +25,21 @@ def test_wall_is_split_into_steps_and_the_rest_and_checked_against_the_limit(tmp
     assert rt.row(sft, limit=600) is None                           # only complete runs are timed
     pact = make_pact(tmp_path)
     edit_manifest(pact, wall_seconds=10.0)
+    # PACT's steps say which read the cached reference logits
+    import pandas as pd
+    from explorer.runs import reader
+
+    steps = reader.steps(pact)
+    assert "reference_cached" not in steps      # the fake run predates the cache: no such columns
+    for f in (pact / "steps").glob("part-*.parquet"):
+        t = pd.read_parquet(f)
+        t["reference_cached"] = (t["step"] >= 4).astype(float)
+        t["time_s"] = t["step"].map(lambda s: 0.1 if s >= 4 else 0.3)
+        t.to_parquet(f)
+    r = rt.row(pact, limit=600)
+    n = len(reader.steps(pact))
+    assert r["reference cached"] == f"{n - 4}/{n}"
+    assert r["median step s, reference run / cached"] == "0.30 / 0.10"
     rt.main([str(tmp_path)])
     out = capsys.readouterr().out
     assert "pact" in out and "10.0" in out and "sft" not in out
