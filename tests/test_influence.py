@@ -91,10 +91,37 @@ def test_the_loop_records_effects_for_every_method(short_config):
     rec = dec[dec["step"] % 2 == 0]
     assert rec["effect_safety"].notna().all() and rec["effect_task"].notna().all()
     assert dec.loc[dec["step"] % 2 == 1, "effect_safety"].isna().all()
-    # a harmful compliance pulls away from refusing: on average it raises the held-out refusal loss
+    # only the mix's samples, each recorded at its own step
     smp = reader.samples(d).set_index("sample_id")
-    prov = rec["sample_id"].map(smp["provenance"])
-    means = rec.groupby(prov)["effect_safety"].mean()
-    if "harmful" in means:
-        assert means["harmful"] > means["benign"]
+    assert rec["sample_id"].isin(smp.index).all() and not rec.duplicated(["step", "sample_id"]).any()
     assert isinstance(dec, pd.DataFrame)
+
+
+def test_a_compliance_raises_the_heldout_refusal_loss_where_its_refusal_lowers_it(short_config):
+    """What the effect means, on the prepared aligned model: one step on (harmful prompt -> compliance)
+    raises the held-out refusal loss, one step on the same prompt -> its refusal lowers it. (The loop
+    test above used to compare harmful with benign mix samples: a few harmful samples in four steps,
+    which held on README's preparation and not on another CPU's (docs/reproducing.md); this contrast
+    holds on both.)"""
+    from explorer.data.assemble import build_pools
+    from explorer.data.records import Record
+    from explorer.data.tokenize import collate, encode_all, pad_id_of
+    from explorer.model.load import load_model
+
+    cfg = short_config("method=sft", "harmful_ratio=0.5")
+    model, tok, _ = load_model(cfg.model, "cpu", cfg.dtype)
+    data = build_pools(cfg)
+
+    def enc(recs):
+        return collate(encode_all(tok, recs, cfg.max_length, strict=False)[0], pad_id_of(tok), torch.device("cpu"))
+
+    harmful = [r for r in data.mix if r.provenance == "harmful"][:16]
+    assert len(harmful) == 16 and all(r.extra.get("refusal") for r in harmful)
+    refused = [Record(r.sample_id, r.pool, r.family, r.category, r.prompt, r.extra["refusal"], r.provenance)
+               for r in harmful]
+    held = [r for s in data.suites if s.kind == "harmful" for r in s.records][:32]
+    v = {"s": influence.heldout_gradient(model, enc(influence.refusal_records(held)))}
+    comply = influence.first_order_effects(model, enc(harmful), v, 1e-3)["s"]
+    refuse = influence.first_order_effects(model, enc(refused), v, 1e-3)["s"]
+    assert float(comply.mean()) > 0 > float(refuse.mean())
+    assert int((comply > refuse).sum()) >= 12          # 14 and 15 of 16 on the two CPUs' preparations
