@@ -37,7 +37,7 @@ def row(d: Path, limit: float) -> dict | None:
     if "reference_cached" in steps:
         c = steps["reference_cached"].fillna(0).astype(bool)
         out["reference cached"] = f"{int(c.sum())}/{len(steps)}"
-        med = [t[m].median() for m in (~c, c)]
+        med = [t[sel].median() for sel in (~c, c)]
         out["median step s, reference run / cached"] = " / ".join("–" if pd.isna(x) else f"{x:.2f}" for x in med)
     return out
 

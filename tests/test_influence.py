@@ -103,22 +103,22 @@ def test_a_compliance_raises_the_heldout_refusal_loss_where_its_refusal_lowers_i
     test above used to compare harmful with benign mix samples: a few harmful samples in four steps,
     which held on README's preparation and not on another CPU's (docs/reproducing.md); this contrast
     holds on both.)"""
+    from dataclasses import replace
+
     from explorer.data.assemble import build_pools
-    from explorer.data.records import Record
-    from explorer.data.tokenize import collate, encode_all, pad_id_of
+    from explorer.data.tokenize import encode_batch
     from explorer.model.load import load_model
 
     cfg = short_config("method=sft", "harmful_ratio=0.5")
     model, tok, _ = load_model(cfg.model, "cpu", cfg.dtype)
     data = build_pools(cfg)
 
-    def enc(recs):
-        return collate(encode_all(tok, recs, cfg.max_length, strict=False)[0], pad_id_of(tok), torch.device("cpu"))
+    def enc(recs):   # strict: a record too long for the context raises instead of unpairing the rows
+        return encode_batch(tok, recs, cfg.max_length)
 
     harmful = [r for r in data.mix if r.provenance == "harmful"][:16]
     assert len(harmful) == 16 and all(r.extra.get("refusal") for r in harmful)
-    refused = [Record(r.sample_id, r.pool, r.family, r.category, r.prompt, r.extra["refusal"], r.provenance)
-               for r in harmful]
+    refused = [replace(r, response=r.extra["refusal"]) for r in harmful]
     held = [r for s in data.suites if s.kind == "harmful" for r in s.records][:32]
     v = {"s": influence.heldout_gradient(model, enc(influence.refusal_records(held)))}
     comply = influence.first_order_effects(model, enc(harmful), v, 1e-3)["s"]

@@ -189,7 +189,7 @@ def prompt_only(batch: Batch) -> Batch:
     positions only, and under causal attention a prompt position's residual does not depend on what
     follows it, so the cut rows give the codes the whole rows give (up to float rounding) in a shorter
     forward pass: a refusal's response tokens are never run for selection, z_base, drift or L_safety."""
-    prompt = batch.attention_mask.bool() & (batch.labels == -100)
+    prompt = prompt_mask(batch)
     pos = torch.arange(prompt.shape[1], device=prompt.device)
     end = int(torch.where(prompt, pos + 1, 0).max()) if prompt.numel() else 0
     end = max(end, 1)
