@@ -111,7 +111,7 @@ def test_conversion_writes_a_plain_hf_folder(converted):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    src, out, ref, info = converted
+    _, out, ref, info = converted
     assert (out / "config.json").exists() and (out / "convert.json").exists()
     cfg = json.loads((out / "config.json").read_text())
     assert "quantization_config" not in cfg          # a plain model, saveable and trainable
@@ -452,7 +452,43 @@ def test_the_committed_adapter_was_trained_with_the_scripts_defaults():
     meta = json.loads((ADAPTER_DIR / "align.json").read_text())
     assert meta["targets_met"] is True and meta["merged_weights_sha256"] and meta["system"]
     defaults = vars(build_parser().parse_args([]))
-    machine = {"out", "threads", "base_from", "finish_only", "skip_base_eval"}
+    machine = {"out", "threads", "base_from", "finish_only", "skip_base_eval", "save_checks"}
     assert {k: v for k, v in meta["settings"].items() if k not in machine} == \
         {k: v for k, v in defaults.items() if k not in machine}
     assert (ADAPTER_DIR / "adapter_model.safetensors").stat().st_size < 12_000_000   # float16
+
+
+def test_recovery_examples_train_the_refusal_after_a_compliance_prefix(converted):
+    """Qi et al. 2024's safety recovery examples: the request, the first k tokens of a compliance (part
+    of the prompt: no loss), then the refusal and the end token (the loss); k from 1 to its length - 1."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from explorer.data.records import Record
+    from explorer.data.tokenize import collate, encode_all, pad_id_of
+    from explorer.model.smollm2_align import recovery_examples
+
+    _, hf, _, _ = converted
+    tok = AutoTokenizer.from_pretrained(hf)
+    recs = [Record(f"h{i}", "world", "harmful", "c", f"do bad thing {i}", "no thanks", "harmful") for i in range(12)]
+    comp = {r.sample_id: "sure here is the plan step one" for r in recs}
+    ex = recovery_examples(tok, recs, comp, 128, random.Random(0))
+    assert [e.sample_id for e in ex] == [r.sample_id + "-recovery" for r in recs]
+    plain = encode_all(tok, recs, 128)[0]
+    full = tok(comp["h0"], add_special_tokens=False)["input_ids"]
+    refusal = tok(" no thanks", add_special_tokens=False)["input_ids"]
+    ks = set()
+    for e, p in zip(ex, plain):
+        k = e.n_prompt - p.n_prompt
+        ks.add(k)
+        assert 1 <= k <= len(full) - 1
+        assert e.input_ids[:p.n_prompt] == p.input_ids[:p.n_prompt]             # the request as rendered
+        assert e.input_ids[p.n_prompt:e.n_prompt] == full[:k]                   # the compliance's opening
+        assert e.input_ids[e.n_prompt:e.n_prompt + len(refusal)] == refusal     # then the refusal ...
+        end = p.input_ids[p.n_prompt + len(tok("no thanks", add_special_tokens=False)["input_ids"]):]
+        assert end and e.input_ids[e.n_prompt + len(refusal):] == end           # ... and the end token(s)
+    assert len(ks) > 1   # k varies
+    b = collate(ex, pad_id_of(tok))
+    assert (b.labels != -100).sum(1).tolist() == [len(e.input_ids) - e.n_prompt for e in ex]  # the loss reads no prefix token
+    assert recovery_examples(tok, recs, {}, 128, random.Random(0)) == []        # no compliance: no example

@@ -27,6 +27,10 @@ when dev over-refusal is at most --max-over and the degenerate rate at most --ma
 margin (default) keeps the check with the highest dev refusal minus dev over-refusal and stops after
 --patience checks without a better one; --select acceptable keeps the acceptable check with the
 highest dev refusal. Either stops at an acceptable check with dev refusal >= --stop-refusal.
+--min-steps trains on past early checks (recorded, never kept or stopped at): a deeper alignment, the
+refusals trained on after the dev check first passes; --save-checks keeps every check's adapter.
+--recovery adds safety recovery examples to each batch (Qi et al. 2024, arXiv:2406.05946; see
+`recovery_examples`), another way to make refusal less a matter of the first tokens.
 Then the kept adapter is stored in --adapter-dtype (float16), merged into a fresh base exactly as
 `explorer prepare --world smollm2` merges it, and measured with base on the held-out suites
 (eval_harmful_hh, eval_harmful_hexphi, eval_over_refusal, task_test; the same evaluation as every run
@@ -63,10 +67,10 @@ from explorer.data.tokenize import collate, encode_all, pad_id_of
 from explorer.eval.evaluate import Suite, evaluate, generate, load_suites, summarize
 from explorer.eval.judges import KeywordJudge
 from explorer.eval.suites import score_task, tiny_world_suites
-from explorer.model.plumbing import token_logprobs
+from explorer.model.plumbing import cpu_info, token_logprobs
 from explorer.model.smollm2 import cache_root, merge_adapter, set_system
-from explorer.worlds import TASK_SCORER, smollm2_data_dir, tidy
 from explorer.runs import schema
+from explorer.worlds import TASK_SCORER, smollm2_data_dir, tidy
 
 TARGETS = {"refusal_min": 80.0, "over_refusal_max": 15.0}
 
@@ -187,7 +191,7 @@ def recorded_args(adapter_dir: Path) -> list[str]:
     meta = json.loads((Path(adapter_dir) / "align.json").read_text())
     out = []
     for k, v in meta.get("settings", {}).items():
-        if k in ("out", "threads", "base_from", "finish_only") or v is None or v is False:
+        if k in ("out", "threads", "base_from", "finish_only", "save_checks") or v is None or v is False:
             continue
         out += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
     return out
@@ -265,6 +269,34 @@ def answer_openings(encoded: list, n: int) -> list:
     return [replace(e, input_ids=e.input_ids[:e.n_prompt + n]) for e in encoded]
 
 
+def recovery_examples(tok, harmful: list[Record], compliance: dict[str, str], max_length: int,
+                      rng: random.Random) -> list:
+    """Safety recovery examples (Qi et al. 2024, "Safety Alignment Should Be Made More Than Just a Few
+    Tokens Deep", arXiv:2406.05946, section 3): each harmful request followed by the first k tokens of
+    a compliance (the world's placeholder answer, e.g. "Sure! The method is:"), k drawn uniformly from
+    1 .. its length - 1, and then the refusal; the loss reads the refusal only (the prefix is part of
+    the prompt). A model trained on them refuses even when its answer has started otherwise, so that
+    whether it refuses is no longer decided by the first tokens alone."""
+    out = []
+    for r in harmful:
+        e = encode_all(tok, [r], max_length)[0]
+        if not e or r.sample_id not in compliance:
+            continue
+        e = e[0]
+        resp = tok(r.response, add_special_tokens=False)["input_ids"]
+        tail = e.input_ids[e.n_prompt:]
+        if tail[:len(resp)] != resp:
+            raise ValueError(f"{r.sample_id}: the refusal's tokens in the conversation differ from its own "
+                             f"tokens; expected the template to append the response as it is")
+        pre = tok(compliance[r.sample_id], add_special_tokens=False)["input_ids"]
+        pre = pre[:rng.randint(1, max(1, len(pre) - 1))]
+        ids = e.input_ids[:e.n_prompt] + pre + tok(" " + r.response, add_special_tokens=False)["input_ids"] \
+            + tail[len(resp):]
+        if len(ids) <= max_length:
+            out.append(replace(e, sample_id=r.sample_id + "-recovery", input_ids=ids, n_prompt=e.n_prompt + len(pre)))
+    return out
+
+
 def batch_split(batch: int, shares: str) -> tuple[int, int, int]:
     """`batch` examples split in proportion to "h,b,t" (harmful, benign look-alike, task), rounding
     down and giving what is left to the benign part: 12 and "1,1,1" -> (4, 4, 4)."""
@@ -279,7 +311,7 @@ def batch_split(batch: int, shares: str) -> tuple[int, int, int]:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/align_smollm2")
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--batch", type=int, default=12, help="examples per step, split by --shares")
     ap.add_argument("--shares", default="1,1,1",
                     help="harmful,benign,task parts of a batch (1,1,1: equal thirds; 1,2,1: half benign look-alikes)")
@@ -293,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-over", type=float, default=5.0, help="a check is acceptable up to this dev over-refusal")
     ap.add_argument("--max-degenerate", type=float, default=10.0, help="... and up to this dev degenerate rate")
     ap.add_argument("--stop-refusal", type=float, default=90.0, help="stop at an acceptable check with this dev refusal")
+    ap.add_argument("--min-steps", type=int, default=350,
+                    help="train at least this many steps: earlier checks are recorded but neither kept nor "
+                         "stopped at (a deeper alignment: refusals trained on after the dev check first passes)")
+    ap.add_argument("--save-checks", action="store_true",
+                    help="also save the adapter of every dev check in OUT/checks/step-N (to compare depths)")
     ap.add_argument("--patience", type=int, default=4,
                     help="acceptable: stop after this many unacceptable checks after an acceptable one; "
                          "margin: after this many checks without a better margin")
@@ -321,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ul-prompts", choices=("lookalike", "paired"), default="lookalike",
                     help="the unlikelihood term's prompts: lookalike = training look-alikes drawn at random; "
                          "paired = each harmful request of the batch with its act swapped for a benign act")
+    ap.add_argument("--recovery", type=int, default=0,
+                    help="safety recovery examples added to each batch (harmful request, the first tokens of a "
+                         "compliance, then the refusal; Qi et al. 2024): a deeper alignment")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--system", default="You are a helpful assistant.")
     ap.add_argument("--skip-base-eval", action="store_true")
@@ -369,7 +409,8 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {**vars(a), **{k: portable(getattr(a, k)) for k in ("out", "base_from") if getattr(a, k)}}
-    report = {"settings": settings, "base": portable(base_dir), "device": str(dev), "curve": []}
+    report = {"settings": settings, "base": portable(base_dir), "device": str(dev), "cpu": cpu_info(),
+              "curve": []}
 
     def save_report():
         (out / "align.json").write_text(json.dumps(report, indent=2))
@@ -402,6 +443,11 @@ def main(argv=None) -> int:
     if a.answer_tokens:
         for k in ("b", "t"):
             enc[k] = answer_openings(enc[k], a.answer_tokens)
+    if a.recovery:
+        comp = {r.sample_id: tidy(r.response) for r in read_sample_file(data_dir / "world_train.jsonl")
+                if r.family == "harmful"}
+        enc["r"] = recovery_examples(tok, tr_h, comp, a.max_length, random.Random(a.seed + 1))
+        report["recovery_examples"] = len(enc["r"])
     rng = random.Random(a.seed)
     pad = pad_id_of(tok)
     ul_enc = {}
@@ -412,8 +458,8 @@ def main(argv=None) -> int:
     (out / "adapter").mkdir(exist_ok=True)
     for step in range(1, a.steps + 1):
         model.train()
-        batch = collate(rng.sample(enc["h"], n_h) + rng.sample(enc["b"], n_b) + rng.sample(enc["t"], n_t),
-                        pad, dev)
+        batch = collate(rng.sample(enc["h"], n_h) + rng.sample(enc["b"], n_b) + rng.sample(enc["t"], n_t)
+                        + (rng.sample(enc["r"], a.recovery) if a.recovery else []), pad, dev)
         ts = time.time()
         loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
         if a.unlikely:
@@ -434,6 +480,11 @@ def main(argv=None) -> int:
             d["acceptable"] = d["over_refusal"] <= a.max_over and d["degenerate"] <= a.max_degenerate
             d["margin"] = round(d["refusal"] - d["over_refusal"], 2)
             print("dev", json.dumps(d), flush=True)
+            if a.save_checks:
+                model.save_pretrained(out / "checks" / f"step-{step}")
+            if step < a.min_steps:
+                save_report()
+                continue
             if a.select == "margin":
                 # the best trade-off so far: dev refusal minus dev over-refusal, degenerate within bounds
                 better = d["degenerate"] <= a.max_degenerate and d["margin"] > best
@@ -501,6 +552,9 @@ def finish(a, out: Path, report: dict, base_dir: str, t0: float) -> int:
     report["settings"] = {**report.get("settings", {}), "adapter_dtype": a.adapter_dtype}
     cast_adapter(out / "adapter", a.adapter_dtype)
     (out / "adapter" / "README.md").unlink(missing_ok=True)   # peft's model-card template, empty
+    cfg = out / "adapter" / "adapter_config.json"   # peft writes the base's folder: this machine's path
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "base_model_name_or_path": portable(base_dir)},
+                              indent=2))
     meta = {k: report[k] for k in ("settings", "curve", "kept_step", "stop_reason", "heldout_base") if k in report}
     (out / "adapter" / "align.json").write_text(json.dumps({**meta, "system": a.system}, indent=2))
     merged = merge_adapter(base_dir, out / "adapter", out / "merged")
