@@ -447,12 +447,12 @@ def test_the_committed_adapter_was_trained_with_the_scripts_defaults():
     """`python -m explorer.model.smollm2_align` with no settings trains what is committed (and
     `--retrain` replays the recorded settings): the defaults and the record must not drift apart."""
     from explorer.model.smollm2 import ADAPTER_DIR
-    from explorer.model.smollm2_align import build_parser
+    from explorer.model.smollm2_align import NOT_RECIPE, build_parser
 
     meta = json.loads((ADAPTER_DIR / "align.json").read_text())
     assert meta["targets_met"] is True and meta["merged_weights_sha256"] and meta["system"]
     defaults = vars(build_parser().parse_args([]))
-    machine = {"out", "threads", "base_from", "finish_only", "skip_base_eval", "save_checks"}
+    machine = {*NOT_RECIPE, "skip_base_eval"}
     assert {k: v for k, v in meta["settings"].items() if k not in machine} == \
         {k: v for k, v in defaults.items() if k not in machine}
     assert (ADAPTER_DIR / "adapter_model.safetensors").stat().st_size < 12_000_000   # float16

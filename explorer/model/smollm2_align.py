@@ -186,12 +186,16 @@ def reuse_base_metrics(path: Path, a) -> dict:
     return {**prev["heldout_base"], "measured_by": portable(path)}
 
 
+#: settings of one machine or one invocation, not of the recipe: `--retrain` does not replay them
+NOT_RECIPE = ("out", "threads", "base_from", "finish_only", "save_checks")
+
+
 def recorded_args(adapter_dir: Path) -> list[str]:
     """The command-line settings a committed adapter was trained with (its align.json), to run again."""
     meta = json.loads((Path(adapter_dir) / "align.json").read_text())
     out = []
     for k, v in meta.get("settings", {}).items():
-        if k in ("out", "threads", "base_from", "finish_only", "save_checks") or v is None or v is False:
+        if k in NOT_RECIPE or v is None or v is False:
             continue
         out += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
     return out
@@ -279,8 +283,10 @@ def recovery_examples(tok, harmful: list[Record], compliance: dict[str, str], ma
     whether it refuses is no longer decided by the first tokens alone."""
     out = []
     for r in harmful:
+        if r.sample_id not in compliance:
+            continue
         e = encode_all(tok, [r], max_length)[0]
-        if not e or r.sample_id not in compliance:
+        if not e:
             continue
         e = e[0]
         resp = tok(r.response, add_special_tokens=False)["input_ids"]
