@@ -1,4 +1,4 @@
-"""A method and its ablations on the tiny world against SFT (README tables).
+"""A method and its ablations on the tiny world against SFT (the tables of docs/methods/dualselect.md and cwac.md).
 
     python benchmarks/ablations.py dualselect --ratios 0.1 0.2 --seeds 0 --runs-dir runs/ablations
     python benchmarks/ablations.py cwac --ratios 0.1 0.2 --seeds 0 1 --runs-dir runs/cwac

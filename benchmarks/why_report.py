@@ -25,7 +25,7 @@ held-out refusal loss (effect_safety; explorer/scoring/influence.py). Columns pr
 
 Runs are kept under --runs-dir (with their final weights, for the EK-FAC check); with --reuse an existing
 complete run of the same method and seed is read instead of trained again. --write puts the table into
-README.md between <!-- report:why --> and <!-- /report:why -->.
+docs/why_results.md between <!-- report:why --> and <!-- /report:why -->.
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
                     "table then says how many seeds each method has)")
     ap.add_argument("--ekfac", action="store_true", help="add the EK-FAC check at each run's final weights "
                     "(benchmarks/why_ekfac.py; needs kronfluence)")
-    ap.add_argument("--write", action="store_true", help="put the table into README.md between "
+    ap.add_argument("--write", action="store_true", help="put the table into docs/why_results.md between "
                     f"{MARK_BEGIN} and {MARK_END}")
     a = ap.parse_args(argv)
     if a.ekfac:
@@ -266,14 +266,14 @@ def main(argv=None) -> int:
     print(head + "\n")
     print(md)
     if a.write:
-        write_readme(command(argv), md)
+        write_page(command(argv), md)
     print("\nper run:")
     print(per_run.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     return 0
 
 
 MARK_BEGIN, MARK_END = "<!-- report:why -->", "<!-- /report:why -->"
-README = Path(__file__).resolve().parents[1] / "README.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "why_results.md"
 
 
 def command(argv) -> str:
@@ -281,7 +281,7 @@ def command(argv) -> str:
     return "python benchmarks/why_report.py " + " ".join(args)
 
 
-def write_readme(cmd: str, md: str, path: Path = README) -> None:
+def write_page(cmd: str, md: str, path: Path = PAGE) -> None:
     """Replace what lies between the report:why markers (and nothing else) with the command and its table."""
     text = path.read_text()
     if text.count(MARK_BEGIN) != 1 or text.count(MARK_END) != 1:

@@ -1,4 +1,4 @@
-"""benchmarks/report.py: README blocks are replaced between their markers, tables are mean ± std."""
+"""benchmarks/report.py: the docs pages' blocks are replaced between their markers, tables are mean ± std."""
 
 from pathlib import Path
 
@@ -18,15 +18,27 @@ def report():
 
 
 def test_write_replaces_only_the_named_block(report, tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- report:a -->\nold a\n<!-- /report:a -->\nmiddle\n"
-                      "<!-- report:b -->\nold b\n<!-- /report:b -->\nend\n")
-    report.write_readme("a", "| new |", readme)
-    text = readme.read_text()
+    page = tmp_path / "page.md"
+    page.write_text("intro\n<!-- report:a -->\nold a\n<!-- /report:a -->\nmiddle\n"
+                    "<!-- report:b -->\nold b\n<!-- /report:b -->\nend\n")
+    report.write_block("a", "| new |", page)
+    text = page.read_text()
     assert "old a" not in text and "| new |" in text and "old b" in text
     assert text.startswith("intro\n<!-- report:a -->\n| new |\n<!-- /report:a -->\nmiddle")
     with pytest.raises(SystemExit, match="report:c"):
-        report.write_readme("c", "x", readme)
+        report.write_block("c", "x", page)
+
+
+def test_a_block_is_written_into_the_one_page_that_holds_it(report, tmp_path):
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "a.md").write_text("<!-- report:x -->\n<!-- /report:x -->\n")
+    (tmp_path / "methods" / "b.md").write_text("<!-- report:y -->\n<!-- /report:y -->\n")
+    assert report.block_page("y", tmp_path) == tmp_path / "methods" / "b.md"
+    with pytest.raises(SystemExit, match="found 0"):
+        report.block_page("z", tmp_path)
+    (tmp_path / "c.md").write_text("<!-- report:x -->\n<!-- /report:x -->\n")
+    with pytest.raises(SystemExit, match="found 2"):
+        report.block_page("x", tmp_path)
 
 
 def test_mean_std_over_runs_and_dash_for_empty_columns(report):
@@ -43,7 +55,7 @@ def test_the_printed_command_names_no_local_folder(report):
 
 
 def test_the_printed_command_can_be_pasted_back(report):
-    """A setting name with a space stays one argument when the README's command is pasted into a shell."""
+    """A setting name with a space stays one argument when the docs' command is pasted into a shell."""
     import shlex
 
     argv = ["ablations", "dualselect", "--variants", "dualselect", "random refs", "--runs-dir", "/x"]
@@ -51,10 +63,22 @@ def test_the_printed_command_can_be_pasted_back(report):
     assert shlex.split(line)[2:] == ["ablations", "dualselect", "--variants", "dualselect", "random refs"]
 
 
-def test_readme_has_a_block_for_every_table_the_script_writes(report):
-    text = (REPO / "README.md").read_text()
-    for name in ("world", "drift", "methods", "cosines", "drift-smollm2", "methods-smollm2"):
-        assert f"<!-- report:{name} -->" in text and f"<!-- /report:{name} -->" in text, name
+#: the page of docs/ each table's block lives in (report.py finds it; this pins where)
+BLOCK_PAGES = {"world": "tiny_world.md", "drift": "tiny_world.md", "methods": "methods/index.md",
+               "ablations-dualselect": "methods/dualselect.md", "cosines": "methods/dualselect.md",
+               "ablations-cwac": "methods/cwac.md", "drift-smollm2": "smollm2.md",
+               "methods-smollm2": "smollm2.md"}
+
+
+def test_the_docs_have_one_block_for_every_table_the_scripts_write(report):
+    for name, page in BLOCK_PAGES.items():
+        assert report.block_page(name) == REPO / "docs" / page, name
+        text = (REPO / "docs" / page).read_text()
+        assert f"<!-- /report:{name} -->" in text, name
+    why = load_benchmark("why_report")
+    text = why.PAGE.read_text()
+    assert text.count(why.MARK_BEGIN) == 1 and text.count(why.MARK_END) == 1
+    assert "<!-- report:" not in (REPO / "README.md").read_text()    # README is a guide; the tables are in docs/
 
 
 def test_rise_is_the_final_harmful_score_minus_the_start_one(report, tmp_path):
