@@ -1,0 +1,81 @@
+"""The documentation: mkdocs builds docs/ with --strict (a broken link or anchor, or a page that the nav
+of mkdocs.yml leaves out, fails it), and every relative link of README.md reaches a file of the
+repository (an anchor into docs/, a heading of the built page)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from conftest import in_ci
+
+pytestmark = pytest.mark.docs
+
+REPO = Path(__file__).resolve().parents[1]
+#: a markdown link or image: [text](target) / ![alt](target); the target up to a space or ")"
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)[^)]*\)")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    try:
+        import mkdocs  # noqa: F401
+    except ImportError:
+        if in_ci():
+            pytest.fail("mkdocs is not installed in CI: the docs extra (pip install -e '.[docs]') is missing")
+        pytest.skip("mkdocs is not installed: pip install -e '.[docs]'")
+    out = tmp_path_factory.mktemp("site")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file",
+                           str(REPO / "mkdocs.yml"), "--site-dir", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout}\n{proc.stderr}"
+    return out
+
+
+def test_the_docs_site_builds_with_strict_links(site):
+    assert (site / "index.html").exists()
+
+
+def readme_links() -> list[str]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    text = re.sub(r"```.*?```", "", text, flags=re.S)      # code blocks hold commands, not links
+    return [t for t in LINK.findall(text) if not re.match(r"[a-z]+://|mailto:", t)]
+
+
+def page_html(site: Path, doc: str) -> Path:
+    """The built page of docs/<doc>.md (mkdocs' directory URLs: x.md -> x/index.html, index.md -> index.html)."""
+    stem = doc[:-len(".md")]
+    return site / (stem[:-len("index")] if stem.endswith("index") else stem + "/") / "index.html"
+
+
+def test_every_relative_link_of_the_readme_reaches_a_file(site):
+    links = readme_links()
+    assert any(t.startswith("docs/") for t in links)         # the pattern finds README's links at all
+    problems = []
+    for target in links:
+        path, _, anchor = unquote(target).partition("#")
+        if not path:
+            problems.append(f"{target}: an anchor into README itself; link the docs page instead")
+            continue
+        if not (REPO / path).exists():
+            problems.append(f"{target}: no file {path}")
+            continue
+        if anchor:
+            if not (path.startswith("docs/") and path.endswith(".md")):
+                problems.append(f"{target}: an anchor into a file that is not a docs page")
+                continue
+            html = page_html(site, path[len("docs/"):]).read_text(encoding="utf-8")
+            if f'id="{anchor}"' not in html:
+                problems.append(f"{target}: docs page {path} has no heading #{anchor}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_readme_stays_a_guide():
+    """Issue 32: README at most 250 lines; everything else lives in docs/."""
+    n = len((REPO / "README.md").read_text(encoding="utf-8").splitlines())
+    assert n <= 250, f"README.md has {n} lines; move detail into a docs/ page"
