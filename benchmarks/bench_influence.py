@@ -22,9 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explorer.methods.base import Batch  # noqa: E402
+from explorer.data.batch import Batch  # noqa: E402
+from explorer.model.losses import per_sample_nll  # noqa: E402
 from explorer.scoring.influence import InfluenceProbe  # noqa: E402
-from explorer.train.losses import per_sample_nll  # noqa: E402
 
 
 def tiny_shaped_model(vocab: int = 550):

@@ -20,10 +20,11 @@ import time
 import torch
 
 from explorer.config import load_config
-from explorer.data.assemble import build_pools
 from explorer.data.tokenize import collate, encode_all, pad_id_of
 from explorer.model.load import LoraSettings, load_model
 from explorer.model.losses import loss_positions, model_nll, per_sample_nll
+from explorer.prepare.specs import resolve_spec
+from explorer.train.assemble import build_pools
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     cfg = load_config(None, [f"world={a.world}", "method=sft", "harmful_ratio=0.1"])
     lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets) if cfg.lora else None
-    model, tok, _ = load_model(cfg.model, "cpu", cfg.dtype, lora=lora)
+    model, tok, _ = load_model(resolve_spec(cfg.model), "cpu", cfg.dtype, lora=lora)
     data = build_pools(cfg)
     recs = [data.records[i] for i in data.pools["task"]][:a.batch_size]
     enc, _ = encode_all(tok, recs, cfg.max_length, overlong=cfg.overlong)

@@ -21,15 +21,16 @@ import torch
 from explorer.config import load_config
 from explorer.data.sample import read_sample_file, sample_data_dir
 from explorer.data.tokenize import collate, encode_all
-from explorer.model import tiny
 from explorer.model.load import load_model
+from explorer.prepare import tiny
+from explorer.prepare.specs import resolve_spec
 from explorer.runs import reader
 from explorer.scoring import directional, make_estimator
-from explorer.train.loop import run
+from explorer.train.recipe import run
 
 
 def scoring_times(batch_size: int, repeats: int = 5) -> dict[str, float]:
-    model, tok, _ = load_model("tiny:aligned")
+    model, tok, _ = load_model(resolve_spec("tiny:aligned"))
     d = sample_data_dir()
     recs = (read_sample_file(d / "task_train.jsonl")[::50] + read_sample_file(d / "harmful_train.jsonl"))[:batch_size]
     enc, _ = encode_all(tok, recs, 64)

@@ -1,5 +1,5 @@
 """Does torch's FSDP (FSDP2, fully_shard) run a LoRA model here, sharding the adapter too? A bare
-torch check, not the training path: the recipe's `shard=fsdp` (explorer/distributed.py, fsdp_shard)
+torch check, not the training path: the recipe's `shard=fsdp` (explorer/model/distributed.py, fsdp_shard)
 shards only the frozen base weights and keeps the adapter whole (README, "On more than one device").
 
     python -m torch.distributed.run --nproc_per_node=2 --standalone benchmarks/check_fsdp_lora.py
@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main() -> int:
     from torch.distributed.fsdp import fully_shard
 
-    from explorer.model import tiny
     from explorer.model.load import LoraSettings, load_model
+    from explorer.prepare import tiny
+    from explorer.prepare.specs import resolve_spec
 
     torch.set_num_threads(1)
     cuda = torch.cuda.is_available()
@@ -35,7 +36,7 @@ def main() -> int:
     if rank == 0:
         tiny.ensure_prepared()
     td.barrier()
-    model, tok, _ = load_model("tiny:aligned", device, "float32",
+    model, tok, _ = load_model(resolve_spec("tiny:aligned"), device, "float32",
                                lora=LoraSettings(8, 16, 0.0, ("q_proj", "v_proj")))
     for layer in model.base_model.model.model.layers:
         fully_shard(layer)

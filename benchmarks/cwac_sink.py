@@ -18,6 +18,7 @@ import torch
 from explorer.data.load import load_records
 from explorer.interp.sae import train_sae
 from explorer.model.load import load_model
+from explorer.prepare.specs import resolve_spec
 
 
 def main() -> None:
@@ -36,11 +37,11 @@ def main() -> None:
         data = smollm2_data_dir()
     else:
         from explorer.data.sample import sample_data_dir
-        from explorer.model import tiny
+        from explorer.prepare import tiny
 
         tiny.ensure_prepared()
         data = sample_data_dir()
-    model, tok, _ = load_model(f"{args.world}:aligned")
+    model, tok, _ = load_model(resolve_spec(f"{args.world}:aligned"))
     model.eval()
     layers = model.config.num_hidden_layers
     layer = (layers - 1) // 2 if args.layer < 0 else args.layer

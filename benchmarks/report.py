@@ -215,7 +215,7 @@ def finish(name: str, table: str, args, argv: list[str]) -> None:
 # --------------------------------------------------------------------------------------------------
 
 def cmd_world(args, argv) -> None:
-    from explorer.model import tiny
+    from explorer.prepare import tiny
 
     rows = []
     for which in ("base", "aligned"):
@@ -321,6 +321,7 @@ def cmd_cosines(args, argv) -> None:
     from explorer.data.sample import read_sample_file, sample_data_dir
     from explorer.data.tokenize import encode_batch
     from explorer.model.load import load_model
+    from explorer.prepare.specs import resolve_spec
     from explorer.scoring import cosine, make_estimator
 
     data = sample_data_dir()
@@ -328,7 +329,7 @@ def cmd_cosines(args, argv) -> None:
     mixed = read_sample_file(data / "harmful_train.jsonl")[:16] + read_sample_file(data / "task_train.jsonl")[::125][:32]
     rows = []
     for prep in args.preps:
-        model, tok, _ = load_model(model_spec(prep), device="cpu")
+        model, tok, _ = load_model(resolve_spec(model_spec(prep)), device="cpu")
         exact = make_estimator("hooks")
         unit_sum, n, ref_grads = None, 0, []
         for i in range(0, len(refs), 32):

@@ -52,11 +52,12 @@ def run_ekfac(run_dir: Path, damping: float | None = None, with_task: bool = Fal
     from safetensors.torch import load_file
 
     from explorer.config import RunConfig, build_dataclass
-    from explorer.data.assemble import build_pools
     from explorer.data.tokenize import collate, encode_all, pad_id_of
     from explorer.model.load import load_model
+    from explorer.prepare.specs import resolve_spec
     from explorer.scoring.ekfac import EKFAC_SAFETY, EKFAC_TASK, ekfac_effects
     from explorer.scoring.influence import EFFECT_SAFETY, InfluenceProbe
+    from explorer.train.assemble import build_pools
 
     run_dir = Path(run_dir)
     wpath = run_dir / FINAL_WEIGHTS
@@ -66,7 +67,7 @@ def run_ekfac(run_dir: Path, damping: float | None = None, with_task: bool = Fal
     man = reader.manifest(run_dir)
     cfg = build_dataclass(RunConfig, man["config"], str(run_dir))
     torch.manual_seed(cfg.seed)
-    model, tok, _ = load_model(cfg.model, torch.device("cpu"), "float32")
+    model, tok, _ = load_model(resolve_spec(cfg.model), torch.device("cpu"), "float32")
     params = dict(model.named_parameters())
     with torch.no_grad():
         for n, v in load_file(str(wpath)).items():

@@ -117,15 +117,16 @@ def seal_pool_check(run_dir: Path, n: int) -> tuple[pd.DataFrame, dict]:
     import torch
 
     from explorer.config import RunConfig, build_dataclass
-    from explorer.data.assemble import build_pools
     from explorer.data.tokenize import collate, encode_all, pad_id_of
     from explorer.model.load import load_model
+    from explorer.prepare.specs import resolve_spec
     from explorer.scoring.influence import InfluenceProbe
+    from explorer.train.assemble import build_pools
 
     man = reader.manifest(run_dir)
     cfg = build_dataclass(RunConfig, man["config"], str(run_dir))
     torch.manual_seed(cfg.seed)
-    model, tok, _ = load_model(cfg.model, torch.device("cpu"), "float32")
+    model, tok, _ = load_model(resolve_spec(cfg.model), torch.device("cpu"), "float32")
     model.train()
     pad = pad_id_of(tok)
 

@@ -39,7 +39,7 @@ def _cmd_prepare(args) -> int:
         try:
             adapter = None
             if args.retrain:   # run the committed alignment's recipe again and merge what it trains
-                from explorer.model import smollm2_align
+                from explorer.prepare import smollm2_align
 
                 out = smollm2.world_dir() / "retrain"
                 rc = smollm2_align.main(["--out", str(out), *smollm2_align.recorded_args(smollm2.ADAPTER_DIR)])
@@ -61,7 +61,7 @@ def _cmd_prepare(args) -> int:
                   "still what this adapter gives", file=sys.stderr)
         return 0
 
-    from explorer.model import tiny
+    from explorer.prepare import tiny
 
     data_dir = Path(args.data_dir) if args.data_dir else None
     paths = tiny.prepare(data_dir, tiny.TinySettings(seed=args.seed), force=args.force)
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=_cmd_sweep)
 
     # subcommands owned by other layers register themselves
-    for mod in ("explorer.app.launch", "explorer.runs.importers.dualselect_log"):
+    for mod in ("explorer.app.launch", "explorer.importers.dualselect_log"):
         try:
             module = __import__(mod, fromlist=["add_parser"])
         except ModuleNotFoundError as e:

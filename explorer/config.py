@@ -214,9 +214,9 @@ def validate(cfg: RunConfig, where: str = "config") -> None:
 
 def validate_shard(cfg: RunConfig, where: str = "config") -> None:
     """shard=fsdp runs every forward and backward as collectives, so every rank must run the same
-    passes (explorer/distributed.py, fsdp_shard): only methods that declare `shardable` qualify."""
-    from explorer.distributed import SHARDS
-    from explorer.methods import REGISTRY
+    passes (explorer/model/distributed.py, fsdp_shard): only methods that declare `shardable` qualify."""
+    from explorer.methods.registry import REGISTRY
+    from explorer.model.distributed import SHARDS
 
     if cfg.shard not in SHARDS:
         raise ConfigError(f"{where}: shard = {cfg.shard!r}: expected one of {', '.join(SHARDS)}")
@@ -240,7 +240,7 @@ def validate_shard(cfg: RunConfig, where: str = "config") -> None:
 
 
 def validate_data(cfg: RunConfig, where: str = "config") -> None:
-    """The data settings of explorer/data/assemble.py, checked before anything is loaded."""
+    """The data settings of explorer/train/assemble.py, checked before anything is loaded."""
     from explorer.eval.suites import SuiteError, parse_suites
 
     if cfg.overlong not in ("truncate", "skip", "error"):
@@ -262,7 +262,7 @@ def validate_data(cfg: RunConfig, where: str = "config") -> None:
 
 def method_config(cfg: RunConfig, where: str = "config"):
     """Build the method's frozen config dataclass from the `method:` section."""
-    from explorer.methods import REGISTRY, load_methods
+    from explorer.methods.registry import REGISTRY, load_methods
 
     load_methods()
     sect = dict(cfg.method)

@@ -112,7 +112,7 @@ def run_methods(methods: list[str], harmful_ratio: float, seed: int, runs_dir: s
                 overrides: list[str], method_overrides: dict[str, list[str]] | None = None) -> list[Path]:
     """Run each method from its demo config (configs/<name>_demo.yaml, else the defaults) with the same
     ratio, seed and `overrides`; `method_overrides[name]` adds settings for that method only."""
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     dirs = []
     for name in methods:
@@ -141,7 +141,7 @@ def world_overrides(world: str) -> tuple[list[str], dict[str, list[str]]]:
 def demo(harmful_ratio: float = 0.1, seed: int = 0, runs_dir: str = "runs/demo",
          methods: list[str] | None = None, open_app: bool = True, overrides: list[str] | None = None,
          world: str = "tiny") -> int:
-    from explorer.methods import load_methods
+    from explorer.methods.registry import load_methods
 
     t0 = time.time()
     if world == "smollm2":
@@ -150,7 +150,7 @@ def demo(harmful_ratio: float = 0.1, seed: int = 0, runs_dir: str = "runs/demo",
         print("preparing SmolLM2-135M-Instruct (and its alignment adapter, when one is committed; cached) ...")
         smollm2.prepare()
     else:
-        from explorer.model import tiny
+        from explorer.prepare import tiny
 
         print("preparing the tiny models (cached after the first time) ...")
         tiny.ensure_prepared()
@@ -178,7 +178,7 @@ SWEEP_COLUMNS = ["method", "p", "seed", "HS hh", "HS hexphi", "over-refusal", "t
 
 def sweep(ratios: list[float], seeds: list[int], runs_dir: str = "runs/sweep", method: str = "sft",
           overrides: list[str] | None = None) -> int:
-    from explorer.model import tiny
+    from explorer.prepare import tiny
 
     tiny.ensure_prepared()
     dirs = []

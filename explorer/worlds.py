@@ -1,6 +1,6 @@
 """Worlds: a prepared model pair plus the data and settings a run on it starts from (`world=NAME`).
 
-- tiny     the word-level tiny world (explorer/model/tiny.py, sample_data/): every default of
+- tiny     the word-level tiny world (explorer/prepare/tiny.py, sample_data/): every default of
            RunConfig is the tiny world's.
 - smollm2  SmolLM2-135M-Instruct (explorer/model/smollm2.py) with the committed alignment adapter
            merged in; the tiny world's records rewritten as ordinary prose (`tidy`) into the cache;

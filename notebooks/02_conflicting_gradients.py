@@ -17,14 +17,15 @@ import torch
 
 from explorer.data.sample import read_sample_file, sample_data_dir
 from explorer.data.tokenize import encode_batch
-from explorer.model import tiny
 from explorer.model.load import load_model
+from explorer.prepare import tiny
+from explorer.prepare.specs import resolve_spec
 from explorer.scoring import cosine, make_estimator
 
 QUICK = os.environ.get("EXPLORER_NB_QUICK") == "1"
 N = 16 if QUICK else 48
 tiny.ensure_prepared()
-model, tok, _ = load_model("tiny:aligned")
+model, tok, _ = load_model(resolve_spec("tiny:aligned"))
 data = sample_data_dir()
 
 def batch(records):

@@ -18,15 +18,16 @@ from explorer.config import load_config
 from explorer.data.sample import read_sample_file, sample_data_dir
 from explorer.data.tokenize import encode_batch
 from explorer.methods.dualselect import reference_scores, select_references, select_task, task_scores
-from explorer.model import tiny
 from explorer.model.load import load_model
+from explorer.prepare import tiny
+from explorer.prepare.specs import resolve_spec
 from explorer.runs import reader
 from explorer.scoring import cosine, make_estimator, weighted_mean
-from explorer.train.loop import run
+from explorer.train.recipe import run
 
 QUICK = os.environ.get("EXPLORER_NB_QUICK") == "1"
 tiny.ensure_prepared()
-model, tok, _ = load_model("tiny:aligned")
+model, tok, _ = load_model(resolve_spec("tiny:aligned"))
 data = sample_data_dir()
 est = make_estimator("hooks")
 

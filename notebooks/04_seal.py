@@ -24,9 +24,9 @@ from explorer import viz
 from explorer.config import load_config
 from explorer.data.sample import repo_root
 from explorer.methods.seal import selector_loss, selector_weights, top_p_cut, u_at_epoch
-from explorer.model import tiny
+from explorer.prepare import tiny
 from explorer.runs import reader
-from explorer.train.loop import run
+from explorer.train.recipe import run
 
 QUICK = os.environ.get("EXPLORER_NB_QUICK") == "1"
 RUNS = str(repo_root() / "runs" / "notebooks")

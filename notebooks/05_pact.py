@@ -21,9 +21,9 @@ from explorer import viz
 from explorer.config import load_config
 from explorer.data.sample import repo_root
 from explorer.methods.pact import competitive_index, gate, mixed_target, pact_kl, safety_set
-from explorer.model import tiny
+from explorer.prepare import tiny
 from explorer.runs import reader
-from explorer.train.loop import run
+from explorer.train.recipe import run
 
 QUICK = os.environ.get("EXPLORER_NB_QUICK") == "1"
 RUNS = str(repo_root() / "runs" / "notebooks")

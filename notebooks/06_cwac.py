@@ -28,16 +28,17 @@ from explorer.interp.hooks import capture, decoder_layers, modules_named
 from explorer.interp.sae import encode_batched, train_sae
 from explorer.interp.subspace import CovarianceAccumulator, energy_cut, project_right, small_eigen_subspace
 from explorer.methods.cwac import pool_codes, prompt_mask, select_safety_latents
-from explorer.model import tiny
 from explorer.model.load import load_model
+from explorer.model.losses import per_sample_nll
+from explorer.prepare import tiny
+from explorer.prepare.specs import resolve_spec
 from explorer.runs import reader
-from explorer.train.losses import per_sample_nll
-from explorer.train.loop import run
+from explorer.train.recipe import run
 
 QUICK = os.environ.get("EXPLORER_NB_QUICK") == "1"
 RUNS = str(repo_root() / "runs" / "notebooks")
 tiny.ensure_prepared()
-model, tok, _ = load_model("tiny:aligned")
+model, tok, _ = load_model(resolve_spec("tiny:aligned"))
 data = sample_data_dir()
 
 def batch(records):

@@ -18,7 +18,7 @@ import plotly.express as px
 from explorer import viz
 from explorer.data.sample import repo_root
 from explorer.demo import run_methods
-from explorer.model import tiny
+from explorer.prepare import tiny
 from explorer.runs import reader
 from explorer.runs.compare import final_evals
 

@@ -26,9 +26,9 @@ import torch
 from explorer import viz
 from explorer.config import load_config
 from explorer.data.sample import repo_root
-from explorer.model import tiny
+from explorer.prepare import tiny
 from explorer.runs import chance, reader
-from explorer.train.loop import run
+from explorer.train.recipe import run
 
 QUICK = os.environ.get("EXPLORER_NB_QUICK") == "1"
 RUNS = str(repo_root() / "runs" / "notebooks" / "why")
@@ -106,10 +106,11 @@ from explorer.data.sample import read_sample_file, sample_data_dir  # noqa: E402
 from explorer.data.tokenize import collate, encode_all, pad_id_of  # noqa: E402
 from explorer.eval.evaluate import load_suites  # noqa: E402
 from explorer.model.load import load_model  # noqa: E402
+from explorer.model.losses import per_sample_nll  # noqa: E402
+from explorer.prepare.specs import resolve_spec  # noqa: E402
 from explorer.scoring import influence  # noqa: E402
-from explorer.train.losses import per_sample_nll  # noqa: E402
 
-model, tok, _ = load_model("tiny:aligned", torch.device("cpu"), "float32")
+model, tok, _ = load_model(resolve_spec("tiny:aligned"), torch.device("cpu"), "float32")
 pad = pad_id_of(tok)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from explorer.runs.writer import RunWriter
+from explorer.record.writer import RunWriter
 from explorer.runs import schema
 
 N_TASK, N_REF, N_EVAL, BATCH, KEEP, STEPS, K_REF = 40, 30, 8, 8, 4, 12, 6

@@ -47,7 +47,7 @@ def make_records() -> tuple[dict[str, Record], dict[str, list[str]]]:
 
 
 def make_tokenizer():
-    from explorer.model.tiny import train_tokenizer
+    from explorer.prepare.tiny import train_tokenizer
 
     texts = [p + " " + r for p, r in TASK + HARMFUL + REFUSALS]
     return train_tokenizer(texts)

@@ -19,7 +19,7 @@ SHORT_RUN = ["n_train=64", "epochs=1", "batch_size=16", "final_eval_n=16", "eval
 
 @pytest.fixture(scope="session")
 def tiny_paths():
-    from explorer.model import tiny
+    from explorer.prepare import tiny
 
     return tiny.ensure_prepared()
 

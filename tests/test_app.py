@@ -173,7 +173,7 @@ def test_fake_compare_drop_recall_is_blank_for_a_method_that_never_drops(fake, m
 @pytest.fixture(scope="module")
 def authors_run(tmp_path_factory):
     from _dualselect_log import write_authors_log
-    from explorer.runs.importers.dualselect_log import import_dualselect
+    from explorer.importers.dualselect_log import import_dualselect
 
     d = tmp_path_factory.mktemp("authors")
     log, task, refs, lines, batches = write_authors_log(d, n_task=100, batch_size=32, top_k=16, n_ref=600)
@@ -278,7 +278,7 @@ def test_fake_generations_where_runs_disagree(fake, monkeypatch):
 
 def test_fake_a_running_run_shows_new_parts(fake, monkeypatch, tmp_path):
     from _fake_runs import make_dualselect
-    from explorer.runs.writer import RunWriter
+    from explorer.record.writer import RunWriter
 
     root = tmp_path / "live"
     run = make_dualselect(root, "live", status="running")
@@ -296,8 +296,8 @@ def test_fake_a_running_run_shows_new_parts(fake, monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_paths):
     from explorer.config import load_config
-    from explorer.runs.importers.dualselect_log import import_dualselect
-    from explorer.train.loop import run
+    from explorer.importers.dualselect_log import import_dualselect
+    from explorer.train.recipe import run
 
     from conftest import SHORT_RUN
 

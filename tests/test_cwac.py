@@ -252,7 +252,7 @@ def test_cwac_through_the_loop(short_config):
 
     from explorer.interp.sae import TopKSAE
     from explorer.runs import reader
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     d = run(short_config("method=cwac", "method.sae_steps=30", "method.sae_batch_tokens=256",
                          "method.n_safety_latents=8", "method.latent_every=2", "method.cov_prompts=128",

@@ -224,7 +224,7 @@ def test_a_failing_rank_fails_the_run_and_two_ranks_resume_it(tmp_path, tiny_pat
 
 
 def test_shards_cover_the_batch_in_order():
-    from explorer.distributed import Dist
+    from explorer.model.distributed import Dist
 
     for n in range(0, 40):
         for world in (1, 2, 3, 8):
@@ -238,7 +238,7 @@ def test_shards_cover_the_batch_in_order():
 def test_one_process_collectives_hand_their_input_back():
     import torch
 
-    from explorer.distributed import SINGLE
+    from explorer.model.distributed import SINGLE
 
     t = torch.arange(5.0)
     assert SINGLE.all_sum(t) is t and SINGLE.gather_cat(t) is t and SINGLE.all_max(t) is t

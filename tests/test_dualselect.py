@@ -63,7 +63,7 @@ DS = ["method=dualselect", "method.warmup_steps=1", "method.keep_fraction=0.5", 
 @pytest.mark.integration
 @pytest.mark.contract
 def test_dualselect_run_records_refreshes_decisions_and_steps(short_config):
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     d = run(short_config(*DS))
     assert json.loads((d / "run.json").read_text())["status"] == "complete"
@@ -98,7 +98,7 @@ def test_dualselect_run_records_refreshes_decisions_and_steps(short_config):
 @pytest.mark.integration
 def test_selections_with_exact_estimator_equal_the_per_sample_loop(short_config):
     """Same model states, same selections: the batched backend changes speed, not decisions."""
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     a = run(short_config(*DS, "method.estimator=exact", "run_name=exact"))
     b = run(short_config(*DS, "method.estimator=loop", "run_name=loop"))
@@ -122,7 +122,7 @@ def test_selections_with_exact_estimator_equal_the_per_sample_loop(short_config)
     ("method.ref_grad=current", "current"),
 ])
 def test_ablations_are_settings(short_config, setting, check):
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     d = run(short_config(*DS, setting))
     r, dec, steps = parts(d, "refreshes"), parts(d, "decisions"), parts(d, "steps")
@@ -193,7 +193,7 @@ def test_decision_refs_name_each_samples_cosine_with_each_selected_reference(sho
     """With one selected reference g_ref = g_r, so the recorded per-reference cosine must equal compat;
     with six, every (sample, reference in force) pair of a recorded step is there."""
     from explorer.runs import reader
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     d = run(short_config(*DS, "method.k_ref=1", "method.ref_cosines_every=1", "run_name=one"))
     dr, dec, ref = parts(d, "decision_refs"), parts(d, "decisions"), parts(d, "refreshes")

@@ -10,7 +10,7 @@ import pytest
 
 from _dualselect_log import write_fake_log
 from explorer.data.load import DataError
-from explorer.runs.importers.dualselect_log import import_dualselect
+from explorer.importers.dualselect_log import import_dualselect
 from explorer.runs import reader
 
 pytestmark = pytest.mark.unit

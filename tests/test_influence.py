@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from _method_helpers import make_context
+from explorer.model.losses import per_sample_nll
 from explorer.scoring import influence
-from explorer.train.losses import per_sample_nll
 
 
 def _heldout_loss(model, batch):
@@ -84,7 +84,7 @@ def test_probe_is_off_by_default_and_records_only_its_steps(setup):
 
 def test_the_loop_records_effects_for_every_method(short_config):
     from explorer.runs import reader
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     d = run(short_config("method=random", "influence_every=2", "influence_n=8", "eval_every=0"))
     dec = reader.decisions(d)
@@ -105,12 +105,13 @@ def test_a_compliance_raises_the_heldout_refusal_loss_where_its_refusal_lowers_i
     holds on both.)"""
     from dataclasses import replace
 
-    from explorer.data.assemble import build_pools
     from explorer.data.tokenize import encode_batch
     from explorer.model.load import load_model
+    from explorer.prepare.specs import resolve_spec
+    from explorer.train.assemble import build_pools
 
     cfg = short_config("method=sft", "harmful_ratio=0.5")
-    model, tok, _ = load_model(cfg.model, "cpu", cfg.dtype)
+    model, tok, _ = load_model(resolve_spec(cfg.model), "cpu", cfg.dtype)
     data = build_pools(cfg)
 
     def enc(recs):   # strict: a record too long for the context raises instead of unpairing the rows

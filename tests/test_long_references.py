@@ -37,8 +37,8 @@ def test_dualselect_refresh_with_overlong_references_keeps_ids_aligned(short_con
 
     from explorer.data.load import load_records
     from explorer.data.tokenize import encode_all, encode_batch
-    from explorer.train.losses import per_sample_nll
-    from explorer.train.loop import run
+    from explorer.model.losses import per_sample_nll
+    from explorer.train.recipe import run
 
     ref_file = tmp_path / "refs.jsonl"
     long_ids = write_references(ref_file)

@@ -58,7 +58,7 @@ def test_fixtures_are_what_the_project_writes(tmp_path):
 def test_own_model_and_data_end_to_end(own):
     from explorer.config import ConfigError
     from explorer.runs import reader
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     # 1. SFT on the pre-mixed file as it is: provenance unknown, never p = 0
     d = run(own())
@@ -104,7 +104,7 @@ def test_dualselect_skipping_long_references_keeps_ids_aligned(own):
     """Issue 14: with references over max_length skipped, the refresh's scores must stay on their own ids
     (it used to shift them and stop with IndexError). Passes once DualSelect's _refresh aligns by the
     Batch's sample_ids."""
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     d = run(own(*DS, "overlong=skip"))
     m = json.loads((d / schema.MANIFEST).read_text())
@@ -126,8 +126,8 @@ def test_no_file_is_read_that_the_run_does_not_use(tmp_path):
     import shutil
 
     from explorer.config import load_config
-    from explorer.data.assemble import build_pools
     from explorer.data.sample import sample_data_dir
+    from explorer.train.assemble import build_pools
 
     d = tmp_path / "mine"
     d.mkdir()

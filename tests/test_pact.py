@@ -262,7 +262,7 @@ def test_config_rejects_bad_settings():
 @pytest.mark.integration
 def test_pact_through_the_loop(short_config):
     from explorer.runs import reader
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     d = run(short_config("method=pact", "method.k=10", "method.n_refusals=64", "max_steps=2"))
     assert reader.manifest(d)["status"] == "complete"

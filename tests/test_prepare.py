@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from explorer.model import tiny
-from explorer.model.load import ModelLoadError, model_fingerprint, resolve_spec
+from explorer.model.load import ModelLoadError, model_fingerprint
+from explorer.prepare import tiny
+from explorer.prepare.specs import resolve_spec
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +66,7 @@ def test_model_spec_names_a_preparation(monkeypatch, tmp_path):
 
 
 def test_every_run_records_the_weights_it_started_from(short_config, tiny_paths):
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     run_dir = run(short_config("method=sft", "max_steps=1", "final_eval_n=4"))
     manifest = json.loads((run_dir / "run.json").read_text())

@@ -9,8 +9,8 @@ import torch
 
 from _method_helpers import make_context
 from explorer.config import ConfigError, RunConfig, load_config
-from explorer.methods.base import Decision, MethodBase
-from explorer.runs.writer import RunWriter
+from explorer.methods.protocol import Decision, MethodBase
+from explorer.record.writer import RunWriter
 from explorer.train.recipe import Recipe, get_lr, load_checkpoint
 
 

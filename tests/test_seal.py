@@ -188,14 +188,15 @@ def test_transfer_trains_the_selector_on_another_model_with_its_own_tokenizer(tm
     data with that tokenizer (not the run's), trains the selector there, and leaves the run's model alone."""
     from _method_helpers import HARMFUL, REFUSALS, TASK
     from explorer.model.load import load_model
-    from explorer.model.tiny import train_tokenizer
+    from explorer.prepare.specs import resolve_spec
+    from explorer.prepare.tiny import train_tokenizer
 
     # another vocabulary: extra words first, so every shared word gets another id
     other_tok = train_tokenizer(["zebra quokka " * 50] + [p + " " + r for p, r in TASK + HARMFUL + REFUSALS])
     make_model(other_tok, seed=3).save_pretrained(tmp_path / "other")
     other_tok.save_pretrained(tmp_path / "other")
     ctx = make_context()
-    ctx.load_model = lambda spec: load_model(spec, "cpu", trainable=False)[0]   # as the recipe does
+    ctx.load_model = lambda spec: load_model(resolve_spec(spec), "cpu", trainable=False)[0]   # as the recipe does
     rec = ctx.records["task-0"]
     ours = ctx.encode([rec]).input_ids[0].tolist()
     theirs = Seal(SealConfig())._encoder_for(ctx, str(tmp_path / "other"))([rec]).input_ids[0].tolist()
@@ -226,7 +227,7 @@ def test_resume_reuses_the_recorded_cut(tmp_path):
 @pytest.mark.integration
 def test_seal_through_the_loop(short_config):
     from explorer.runs import reader
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     d = run(short_config("method=seal", "method.selector_epochs=1", "method.zip_mode=cycle_safe",
                          "method.model_lr=2e-4", "max_steps=2"))

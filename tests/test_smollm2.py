@@ -213,7 +213,8 @@ def test_a_file_without_chat_template_is_refused(tmp_path):
 
 
 def test_model_spec_smollm2_names_what_exists():
-    from explorer.model.load import ModelLoadError, resolve_spec
+    from explorer.model.load import ModelLoadError
+    from explorer.prepare.specs import resolve_spec
 
     with pytest.raises(ModelLoadError, match="expected smollm2:base or smollm2:aligned"):
         resolve_spec("smollm2:chat")
@@ -286,7 +287,7 @@ def test_set_system_replaces_only_smollm2s_default_message():
 
 def test_retrain_runs_the_recorded_settings_again(tmp_path):
     """--retrain reads the committed adapter's align.json back into the alignment's command line."""
-    from explorer.model.smollm2_align import build_parser, recorded_args
+    from explorer.prepare.smollm2_align import build_parser, recorded_args
 
     defaults = vars(build_parser().parse_args([]))
     settings = {**defaults, "out": "/elsewhere", "steps": 70, "lr": 0.0003, "system": "You are a helpful assistant.",
@@ -299,13 +300,13 @@ def test_retrain_runs_the_recorded_settings_again(tmp_path):
 @pytest.mark.parametrize("batch,shares,split", [(12, "1,1,1", (4, 4, 4)), (12, "1,2,1", (3, 6, 3)),
                                                 (10, "1,1,1", (3, 4, 3)), (8, "1,1,0", (4, 4, 0))])
 def test_alignment_batches_split_by_shares(batch, shares, split):
-    from explorer.model.smollm2_align import batch_split
+    from explorer.prepare.smollm2_align import batch_split
 
     assert batch_split(batch, shares) == split and sum(split) == batch
 
 
 def test_alignment_shares_must_be_three_numbers():
-    from explorer.model.smollm2_align import batch_split
+    from explorer.prepare.smollm2_align import batch_split
 
     with pytest.raises(SystemExit, match="--shares"):
         batch_split(12, "1,2")
@@ -313,7 +314,7 @@ def test_alignment_shares_must_be_three_numbers():
 
 def test_answer_openings_keep_the_prompt_and_the_first_tokens():
     from explorer.data.tokenize import Encoded
-    from explorer.model.smollm2_align import answer_openings
+    from explorer.prepare.smollm2_align import answer_openings
 
     enc = [Encoded("a", [1, 2, 3, 10, 11, 12, 13, 2], 3), Encoded("b", [1, 2, 10, 2], 2)]
     cut = answer_openings(enc, 2)
@@ -341,7 +342,7 @@ def test_refusal_auc_measures_separation_of_the_refusal_opening(converted):
     from transformers import AutoTokenizer
 
     from explorer.data.records import Record
-    from explorer.model.smollm2_align import refusal_auc
+    from explorer.prepare.smollm2_align import refusal_auc
 
     _, hf, _, _ = converted
     tok = AutoTokenizer.from_pretrained(hf)
@@ -359,7 +360,7 @@ def test_refusal_auc_measures_separation_of_the_refusal_opening(converted):
 
 
 def test_base_metrics_are_reused_only_when_measured_the_same_way(tmp_path):
-    from explorer.model.smollm2_align import build_parser, reuse_base_metrics
+    from explorer.prepare.smollm2_align import build_parser, reuse_base_metrics
 
     a = build_parser().parse_args([])
     prev = {"settings": {k: getattr(a, k) for k in ("eval_n", "max_new_tokens", "seed", "system")},
@@ -376,7 +377,7 @@ def test_base_metrics_are_reused_only_when_measured_the_same_way(tmp_path):
 
 
 def test_align_json_records_paths_without_this_machines_folders(tmp_path, monkeypatch):
-    from explorer.model.smollm2_align import portable
+    from explorer.prepare.smollm2_align import portable
 
     monkeypatch.setenv("EXPLORER_CACHE", str(tmp_path / "cache"))
     (tmp_path / "work").mkdir()
@@ -392,7 +393,7 @@ def test_unlikelihood_is_large_only_where_the_refusal_opening_is_likely(converte
 
     from explorer.data.records import Record
     from explorer.data.tokenize import collate, pad_id_of
-    from explorer.model.smollm2_align import opening_encodings, unlikelihood
+    from explorer.prepare.smollm2_align import opening_encodings, unlikelihood
 
     _, hf, _, _ = converted
     tok = AutoTokenizer.from_pretrained(hf)
@@ -412,7 +413,7 @@ def test_paired_lookalikes_swap_only_the_act():
     from explorer.data.generate import BENIGN_ACTS, HARMFUL_ACTS
     from explorer.data.records import Record
     from explorer.data.sample import read_sample_file, sample_data_dir
-    from explorer.model.smollm2_align import paired_lookalikes, pools
+    from explorer.prepare.smollm2_align import paired_lookalikes, pools
     from explorer.worlds import tidy
 
     harmful = pools(sample_data_dir(), 4, 0)[0][:40]
@@ -433,7 +434,7 @@ def test_paired_lookalikes_swap_only_the_act():
 def test_cast_adapter_stores_the_weights_in_the_asked_dtype(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from explorer.model.smollm2_align import cast_adapter
+    from explorer.prepare.smollm2_align import cast_adapter
 
     w = {"a.lora_A.weight": torch.randn(4, 8), "b.lora_B.weight": torch.randn(8, 4)}
     save_file(w, tmp_path / "adapter_model.safetensors")
@@ -444,10 +445,10 @@ def test_cast_adapter_stores_the_weights_in_the_asked_dtype(tmp_path):
 
 
 def test_the_committed_adapter_was_trained_with_the_scripts_defaults():
-    """`python -m explorer.model.smollm2_align` with no settings trains what is committed (and
+    """`python -m explorer.prepare.smollm2_align` with no settings trains what is committed (and
     `--retrain` replays the recorded settings): the defaults and the record must not drift apart."""
     from explorer.model.smollm2 import ADAPTER_DIR
-    from explorer.model.smollm2_align import NOT_RECIPE, build_parser
+    from explorer.prepare.smollm2_align import NOT_RECIPE, build_parser
 
     meta = json.loads((ADAPTER_DIR / "align.json").read_text())
     assert meta["targets_met"] is True and meta["merged_weights_sha256"] and meta["system"]
@@ -467,7 +468,7 @@ def test_recovery_examples_train_the_refusal_after_a_compliance_prefix(converted
 
     from explorer.data.records import Record
     from explorer.data.tokenize import collate, encode_all, pad_id_of
-    from explorer.model.smollm2_align import recovery_examples
+    from explorer.prepare.smollm2_align import recovery_examples
 
     _, hf, _, _ = converted
     tok = AutoTokenizer.from_pretrained(hf)

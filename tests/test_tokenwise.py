@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from explorer.methods.tokenwise import (Tokenwise, TokenwiseConfig, beta_schedule, response_index,
-                                        token_logprobs, token_weights)
+from explorer.methods.tokenwise import Tokenwise, TokenwiseConfig, beta_schedule, response_index, token_weights
 from explorer.model.losses import per_sample_nll
+from explorer.model.plumbing import token_logprobs
 
 from _method_helpers import make_context, train_steps
 
@@ -126,7 +126,7 @@ def test_config_rejects_bad_settings():
 @pytest.mark.integration
 def test_tokenwise_through_the_loop(short_config):
     from explorer.runs import reader
-    from explorer.train.loop import run
+    from explorer.train.recipe import run
 
     d = run(short_config("method=tokenwise", "max_steps=2"))
     assert reader.manifest(d)["status"] == "complete"

@@ -64,7 +64,7 @@ def test_smollm2_data_are_the_tiny_worlds_records_as_prose(tmp_path):
 
 
 def test_a_smollm2_run_reads_the_prose_data_and_scores_tasks_by_contains(tmp_path, monkeypatch):
-    from explorer.data.assemble import build_pools
+    from explorer.train.assemble import build_pools
 
     monkeypatch.setenv("EXPLORER_CACHE", str(tmp_path))
     pools = build_pools(load_config(None, ["world=smollm2", "harmful_ratio=0.1"]))

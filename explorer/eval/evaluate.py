@@ -23,7 +23,7 @@ from explorer.eval.judges import Judge, KeywordJudge, normalize
 from explorer.runs import schema
 
 
-from explorer.eval.suites import Suite, SuiteSpec, load_suite, score_task, tiny_world_suites  # noqa: F401
+from explorer.eval.suites import Suite, SuiteSpec, load_suite, score_task, tiny_world_suites
 
 
 @torch.no_grad()

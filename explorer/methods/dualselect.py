@@ -38,13 +38,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from explorer.methods.base import Batch, Decision, MethodBase, dist_of, register
-from explorer.methods.base import help_field as _h
-from explorer.scoring import cosine, directional, make_estimator, trainable_params, weighted_mean
-from explorer.scoring.chunking import ChunkPolicy, parse_chunk_size, trim
-from explorer.scoring.estimators import HooksEstimator
+from explorer.data.batch import Batch
+from explorer.methods.protocol import Decision, MethodBase, dist_of, help_field as _h
+from explorer.methods.registry import register
 from explorer.model.losses import model_nll
 from explorer.model.plumbing import add_flat_grad, flat_grad, flatten_grads
+from explorer.scoring import (HooksEstimator, cosine, directional, make_estimator, trainable_params,
+                              weighted_mean)
+from explorer.scoring.chunking import ChunkPolicy, parse_chunk_size, trim
 
 
 log = logging.getLogger(__name__)

@@ -83,9 +83,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from explorer.data.batch import Batch
 from explorer.data.tokenize import ContextLengthError, pad_id_of
-from explorer.methods.base import Batch, Decision, MethodBase, dist_of, register
-from explorer.methods.base import help_field as _h
+from explorer.methods.protocol import Decision, MethodBase, dist_of, help_field as _h
+from explorer.methods.registry import register
 from explorer.model.losses import loss_kwargs, per_sample_nll
 from explorer.model.plumbing import pick_reference, reference_logits
 

@@ -29,9 +29,9 @@ from typing import Any, Callable, Protocol
 import torch
 
 from explorer.data.batch import Batch
-from explorer.distributed import SINGLE, Dist
 from explorer.data.records import Record
 from explorer.model import plumbing
+from explorer.model.distributed import SINGLE, Dist
 
 
 def help_field(text: str, default):
@@ -162,7 +162,7 @@ class Context:
     generator: torch.Generator | None = None   # seeded; use it for any randomness
     autocast_dtype: torch.dtype | None = None  # bf16 on CUDA, None on CPU
     state: dict[str, Any] = field(default_factory=dict)  # scratch space shared within a run
-    # more than one process (torchrun; explorer/distributed.py): `decide` sees this rank's shard of the
+    # more than one process (torchrun; explorer/model/distributed.py): `decide` sees this rank's shard of the
     # global batch, rows [batch_offset, batch_offset + len(batch)) of global_batch_size. A method whose
     # decision spans the batch gathers what it needs with dist (gather_cat, all_sum) so that every rank
     # decides alike over the global batch; with one process dist's collectives hand their input back.

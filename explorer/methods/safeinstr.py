@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
-from explorer.methods.base import Batch, Decision, MethodBase, help_field, register
+from explorer.data.batch import Batch
+from explorer.methods.protocol import Decision, MethodBase, help_field
+from explorer.methods.registry import register
 
 
 @dataclass(frozen=True)

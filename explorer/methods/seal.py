@@ -54,8 +54,9 @@ from pathlib import Path
 
 import torch
 
-from explorer.methods.base import Batch, Decision, MethodBase, dist_of, register
-from explorer.methods.base import help_field as _h
+from explorer.data.batch import Batch
+from explorer.methods.protocol import Decision, MethodBase, dist_of, help_field as _h
+from explorer.methods.registry import register
 from explorer.model.losses import model_nll
 from explorer.model.plumbing import is_peft
 
@@ -224,7 +225,8 @@ class Seal(MethodBase):
     def _encoder_for(self, ctx, spec: str):
         """The selector model's own tokenizer (transfer across model families)."""
         from explorer.data.tokenize import collate, encode_all, pad_id_of
-        from explorer.model.load import load_tokenizer, resolve_spec
+        from explorer.model.load import load_tokenizer
+        from explorer.prepare.specs import resolve_spec
 
         tok = load_tokenizer(resolve_spec(spec))
         pad = pad_id_of(tok)

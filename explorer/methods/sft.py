@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from explorer.methods.base import Batch, Decision, MethodBase, register
+from explorer.data.batch import Batch
+from explorer.methods.protocol import Decision, MethodBase
+from explorer.methods.registry import register
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,9 @@ from dataclasses import dataclass
 
 import torch
 
-from explorer.methods.base import Batch, Decision, MethodBase, dist_of, register
-from explorer.methods.base import help_field as _h
+from explorer.data.batch import Batch
+from explorer.methods.protocol import Decision, MethodBase, dist_of, help_field as _h
+from explorer.methods.registry import register
 from explorer.model.plumbing import pick_reference, reference_logits, token_logprobs
 
 

@@ -1,11 +1,9 @@
-"""Load any local Hugging Face causal LM (optionally with LoRA through peft), or the tiny one.
+"""Load any local Hugging Face causal LM (optionally with LoRA through peft) from its folder.
 
-Model specs:
-  "tiny:aligned", "tiny:base"   the tiny world's models (prepared and cached on first use)
-  "tiny:aligned@1"              the same from an independent preparation (`explorer prepare --seed 1`)
-  "/path/to/checkpoint"         a local HF directory with config.json, weights and a tokenizer
-Device "auto" picks CUDA when present, else CPU; dtype "auto" picks bf16 on CUDA, float32 on CPU.
-Nothing is downloaded: a spec that is not a local directory is an error.
+A world's model spec ("tiny:aligned", "smollm2:base") names a folder that explorer/prepare/specs.py
+finds (preparing it on first use); this module takes the folder. Device "auto" picks CUDA when
+present, else CPU; dtype "auto" picks bf16 on CUDA, float32 on CPU. Nothing is downloaded: a path
+that is not a local directory is an error.
 """
 
 from __future__ import annotations
@@ -42,31 +40,10 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return table[dtype]
 
 
-def resolve_spec(spec: str) -> Path:
-    """Turn a model spec into a local directory (preparing the tiny models if needed)."""
-    if spec.startswith("tiny:"):
-        from explorer.model import tiny
-
-        which, _, seed = spec.split(":", 1)[1].partition("@")
-        if which not in ("base", "aligned") or (seed and not seed.isdigit()):
-            raise ModelLoadError(f"model spec {spec!r}: expected tiny:base or tiny:aligned, optionally "
-                                 "with @SEED for an independent preparation (e.g. tiny:aligned@1)")
-        paths = tiny.ensure_prepared(seed=int(seed or 0))
-        return Path(paths[which])
-    if spec.startswith("smollm2:"):
-        from explorer.model import smollm2
-
-        which = spec.split(":", 1)[1]
-        if which not in ("base", "aligned"):
-            raise ModelLoadError(f"model spec {spec!r}: expected smollm2:base or smollm2:aligned")
-        try:
-            paths = smollm2.prepare()
-        except smollm2.WorldNotInstalled as e:
-            raise ModelLoadError(f"model spec {spec!r}: {e}") from None
-        if which not in paths:
-            raise ModelLoadError(f"model spec {spec!r}: no alignment adapter in {smollm2.ADAPTER_DIR}; expected "
-                                 "the committed one (python -m explorer.model.smollm2_align writes it)")
-        return Path(paths[which])
+def checkpoint_dir(path: str | Path) -> Path:
+    """A local Hugging Face checkpoint folder, checked (nothing is downloaded). A world's model spec
+    (tiny:aligned, smollm2:base) becomes such a folder in explorer/prepare/specs.py."""
+    spec = str(path)
     path = Path(os.path.expanduser(spec))
     if not path.is_dir():
         raise ModelLoadError(f"model path {spec!r} does not exist or is not a directory; expected a "
@@ -100,13 +77,14 @@ class LoraSettings:
     targets: tuple[str, ...] = ("q_proj", "v_proj")
 
 
-def load_model(spec: str, device: str | torch.device = "auto", dtype: str = "auto",
+def load_model(path: str | Path, device: str | torch.device = "auto", dtype: str = "auto",
                lora: LoraSettings | None = None, adapter: str | None = None, trainable: bool = True):
-    """Returns (model, tokenizer, info). With `lora`, wraps the model in fresh peft LoRA adapters;
-    with `adapter`, loads saved peft adapters from that directory."""
+    """Returns (model, tokenizer, info) for the checkpoint folder `path` (a world's model spec is
+    resolved first: explorer/prepare/specs.py). With `lora`, wraps the model in fresh peft LoRA
+    adapters; with `adapter`, loads saved peft adapters from that directory."""
     from transformers import AutoModelForCausalLM
 
-    path = resolve_spec(spec)
+    path = checkpoint_dir(path)
     dev = device if isinstance(device, torch.device) else pick_device(device)
     dt = pick_dtype(dtype, dev)
     tok = load_tokenizer(path)

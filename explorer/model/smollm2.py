@@ -153,7 +153,7 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "float
 #: SmolLM2's default system message, which its chat template inserts when a conversation has none
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 #: the committed alignment: a LoRA adapter (safetensors) and align.json (its recipe and the metrics it
-#: reached), written by `python -m explorer.model.smollm2_align` (docs/smollm2.md)
+#: reached), written by `python -m explorer.prepare.smollm2_align` (docs/smollm2.md)
 ADAPTER_DIR = Path(__file__).with_name("smollm2_adapter")
 
 

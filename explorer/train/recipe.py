@@ -13,7 +13,7 @@ then evaluates every `eval_every` steps, flushes Parquet parts every `flush_ever
 every `checkpoint_every`. At the end it evaluates, writes the summary and marks the run complete; any
 error (also SIGTERM, Ctrl-C) marks it failed, keeping what was flushed.
 
-Under torchrun (explorer/distributed.py) every rank draws the same global batch and steps on its
+Under torchrun (explorer/model/distributed.py) every rank draws the same global batch and steps on its
 shard; the gradients of the global weighted loss are summed across ranks before transform_grads (an
 assembled update arrives already reduced by its method), so every rank holds the same weights; rank 0
 writes the run folder, evaluates and checkpoints, the others send it their rows.
@@ -39,21 +39,22 @@ from typing import Any
 
 import torch
 
-from explorer import distributed
 from explorer.config import RunConfig, build_dataclass, method_config, to_dict
-from explorer.data.assemble import build_pools
 from explorer.data.batch import Batch
 from explorer.data.records import Record
 from explorer.data.tokenize import collate, encode_all, overlong_counts, pad_id_of
 from explorer.eval.evaluate import evaluate, summarize
 from explorer.eval.judges import make_judge
-from explorer.methods import make_method
 from explorer.methods.protocol import Context, Decision
+from explorer.methods.registry import make_method
+from explorer.model import distributed
 from explorer.model.load import LoraSettings, load_model, model_fingerprint, pick_device, pick_dtype
 from explorer.model.losses import model_nll
 from explorer.model.plumbing import autocast, cpu_info, set_flat_grad
-from explorer.runs.writer import FollowerWriter, RunWriter, other_ranks_failures
+from explorer.prepare.specs import resolve_spec
+from explorer.record.writer import FollowerWriter, RunWriter, other_ranks_failures
 from explorer.runs import schema
+from explorer.train.assemble import build_pools
 
 CHECKPOINT = "checkpoint"
 LR_SCHEDULES = ("constant", "linear", "cosine")
@@ -97,7 +98,7 @@ class Recipe:
         self.total_steps = 0
         self.harm = float("nan")              # latest harmful score, for the progress bar
         self.probe = None                     # scoring/influence.InfluenceProbe when influence_every > 0
-        self.dist = distributed.SINGLE        # under torchrun: this rank and the collectives (explorer/distributed.py)
+        self.dist = distributed.SINGLE        # under torchrun: this rank and the collectives (explorer/model/distributed.py)
 
     # ----------------------------------------------------------------------------------------------
     # setup
@@ -121,11 +122,12 @@ class Recipe:
             # moves each rank's 1/world share of the frozen base weights onto its device -- a model
             # larger than one device never lands on one whole
             dtype = str(pick_dtype(cfg.dtype, self.device)).replace("torch.", "")
-            self.model, self.tok, self.model_info = load_model(cfg.model, torch.device("cpu"), dtype, lora=lora)
+            self.model, self.tok, self.model_info = load_model(resolve_spec(cfg.model), torch.device("cpu"), dtype,
+                                                               lora=lora)
             self.sharding = distributed.fsdp_shard(self.model, self.dist, self.device)
             self.model_info["device"] = str(self.device)
         else:
-            self.model, self.tok, self.model_info = load_model(cfg.model, self.device, cfg.dtype, lora=lora)
+            self.model, self.tok, self.model_info = load_model(resolve_spec(cfg.model), self.device, cfg.dtype, lora=lora)
             n = sum(p.numel() for p in self.model.parameters())
             self.sharding = {"shard": "none", "param_elements": n, "param_elements_local": n}
         # every rank starts from rank 0's trainable weights (a LoRA initialisation draws random numbers)
@@ -279,7 +281,7 @@ class Recipe:
             if self.ctx.step > 0:
                 raise RuntimeError("reference_model() first called after training started; call it in prepare()")
             if self.cfg.lora:
-                m = load_model(self.cfg.model, self.device, self.cfg.dtype, trainable=False)[0]
+                m = load_model(resolve_spec(self.cfg.model), self.device, self.cfg.dtype, trainable=False)[0]
             else:
                 m = copy.deepcopy(self.model).eval()
                 for p in m.parameters():
@@ -288,7 +290,7 @@ class Recipe:
         return self._reference
 
     def other_model(self, spec: str) -> torch.nn.Module:
-        return load_model(spec, self.device, self.cfg.dtype, trainable=False)[0]
+        return load_model(resolve_spec(spec), self.device, self.cfg.dtype, trainable=False)[0]
 
     # ----------------------------------------------------------------------------------------------
     # training

@@ -42,7 +42,7 @@ SKIP_DECISION_COLUMNS = {"run_id", "role"}
 def build_model(out: Path) -> Path:
     """The tiny world's tokenizer + an untrained tiny Llama (seed 0), saved to `out`."""
     from explorer.data.sample import read_sample_file, sample_data_dir
-    from explorer.model.tiny import TinySettings, build_model as build, train_tokenizer
+    from explorer.prepare.tiny import TinySettings, build_model as build, train_tokenizer
 
     texts = []
     for f in sorted(sample_data_dir().glob("*.jsonl")):

@@ -46,7 +46,7 @@ about 10 tokens per example; the aligned tokenizer keeps that template.
 The adapter committed in explorer/model/smollm2_adapter/ was written by this module; `explorer
 prepare --world smollm2 --retrain` runs it again with the settings recorded in that folder's
 align.json. Run it niced on a shared CPU; a GPU is used when present:
-    nice -n 19 python -m explorer.model.smollm2_align --out runs/align_smollm2
+    nice -n 19 python -m explorer.prepare.smollm2_align --out runs/align_smollm2
 OUT/adapter then holds adapter_config.json, adapter_model.safetensors and align.json.
 """
 
@@ -64,9 +64,9 @@ import torch
 from explorer.data.records import Record
 from explorer.data.sample import read_sample_file, sample_data_dir
 from explorer.data.tokenize import collate, encode_all, pad_id_of
-from explorer.eval.evaluate import Suite, evaluate, generate, load_suites, summarize
+from explorer.eval.evaluate import evaluate, generate, load_suites, summarize
 from explorer.eval.judges import KeywordJudge
-from explorer.eval.suites import score_task, tiny_world_suites
+from explorer.eval.suites import Suite, score_task, tiny_world_suites
 from explorer.model.plumbing import cpu_info, token_logprobs
 from explorer.model.smollm2 import cache_root, merge_adapter, set_system
 from explorer.runs import schema
