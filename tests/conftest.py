@@ -1,8 +1,17 @@
-"""Shared fixtures. The tiny models are prepared once per machine (cached under $EXPLORER_CACHE)."""
+"""Shared fixtures. The tiny models are prepared once per machine (cached under $EXPLORER_CACHE).
+
+On a fresh cache (a new clone's CI, a new laptop) preparing them takes about eleven minutes of one core.
+So that the suite does not wait for it, a session that will need them starts `explorer prepare` in a
+background process at once and runs first the test modules that do not need them; the first test
+that does waits on the preparation's file lock (explorer/model/tiny.py) and finds it done.
+"""
 
 from __future__ import annotations
 
+import inspect
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +24,65 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 #: settings of a short run on the tiny model (seconds, not minutes)
 SHORT_RUN = ["n_train=64", "epochs=1", "batch_size=16", "final_eval_n=16", "eval_n=8", "eval_every=2",
              "flush_every=1", "progress=false", "eval_max_new_tokens=12"]
+
+
+# -- the tiny world: prepared in the background while the tests that do not need it run ----------------
+#: in a test module's source, these mean it loads the prepared tiny world (besides the tiny_paths fixture)
+WORLD_HINTS = ("tiny:aligned", "tiny:base", "ensure_prepared(", "SHORT_RUN")
+_PREPARER: dict = {}
+
+
+def needs_world(item) -> bool:
+    """Whether a collected test (or any test of its module) may load the prepared tiny world. A wrong
+    True only moves a module later; a wrong False makes it wait on the preparation, never fail."""
+    if "tiny_paths" in getattr(item, "fixturenames", ()):
+        return True
+    module = getattr(item, "module", None)
+    if module is None:                 # a notebook executed by nbmake: they all prepare the world
+        return True
+    try:
+        src = inspect.getsource(module)
+    except (OSError, TypeError):
+        return True
+    return any(h in src for h in WORLD_HINTS)
+
+
+def world_prepared() -> bool:
+    from explorer.data.sample import sample_data_dir
+    from explorer.model import tiny
+
+    return (tiny.cache_dir_for(tiny.TinySettings(), sample_data_dir()) / "prepare.json").exists()
+
+
+@pytest.hookimpl(trylast=True)     # after -k / -m deselection: only the tests that will run count
+def pytest_collection_modifyitems(session, config, items):
+    """Modules that do not need the prepared world first (each module kept whole, in its own order, so
+    that module fixtures are built once); when some test needs it and it is not prepared yet, prepare it
+    in a background process meanwhile."""
+    by_module: dict = {}
+    for item in items:
+        by_module.setdefault(item.nodeid.split("::")[0], []).append(item)
+    late = {m for m, its in by_module.items() if any(needs_world(i) for i in its)}
+    items[:] = ([i for m, its in by_module.items() if m not in late for i in its]
+                + [i for m, its in by_module.items() if m in late for i in its])
+    if (late and not config.option.collectonly and not world_prepared()
+            and os.environ.get("EXPLORER_TEST_BACKGROUND_PREPARE", "1") != "0"):
+        log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"explorer-prepare-{os.getpid()}.log", "w")
+        _PREPARER["proc"] = subprocess.Popen([sys.executable, "-m", "explorer", "prepare"], cwd=REPO,
+                                             stdout=log, stderr=subprocess.STDOUT)
+        _PREPARER["log"] = log
+        config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"tiny world not prepared: preparing it in the background (pid {_PREPARER['proc'].pid}, "
+            f"log {log.name}) while {len(items) - sum(len(by_module[m]) for m in late)} tests that do not "
+            "need it run first")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    proc = _PREPARER.get("proc")
+    if proc is not None and proc.poll() is None:
+        # the tests that needed it did not run (-x, ^C): a half-done preparation writes no prepare.json
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")
