@@ -3,7 +3,7 @@
 On a fresh cache (a new clone's CI, a new laptop) preparing them takes about eleven minutes of one core.
 So that the suite does not wait for it, a session that will need them starts `explorer prepare` in a
 background process at once and runs first the test modules that do not need them; the first test
-that does waits on the preparation's file lock (explorer/model/tiny.py) and finds it done.
+that does waits on the preparation's file lock (explorer/prepare/tiny.py) and finds it done.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def needs_world(item) -> bool:
 
 def world_prepared() -> bool:
     from explorer.data.sample import sample_data_dir
-    from explorer.model import tiny
+    from explorer.prepare import tiny
 
     return (tiny.cache_dir_for(tiny.TinySettings(), sample_data_dir()) / "prepare.json").exists()
 
