@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=_cmd_sweep)
 
     # subcommands owned by other layers register themselves
-    for mod in ("explorer.app.launch", "explorer.importers.dualselect_log"):
+    for mod in ("explorer.app.launch", "explorer.importers.dualselect_log", "explorer.replay.cli"):
         try:
             module = __import__(mod, fromlist=["add_parser"])
         except ModuleNotFoundError as e:

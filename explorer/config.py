@@ -84,6 +84,8 @@ class RunConfig:
     judges: tuple[str, ...] = ("keyword",)  # first is primary; add "embedding", "classifier:<path>"
     flush_every: int = 10                 # write Parquet parts every N steps
     checkpoint_every: int = 0             # save a resumable checkpoint every N steps (0: never)
+    checkpoint_keep: int = 5              # also keep the last N of those as step checkpoints
+                                          # (checkpoints/step-S/) for `explorer replay`; 0: none
     progress: bool = True                 # show a progress bar
     dist_timeout_s: float = 1800.0        # under torchrun: how long a collective waits for the other ranks
                                           # before the run fails (covers rank 0's evaluations: raise it

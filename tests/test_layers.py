@@ -20,6 +20,7 @@ the only interface between the training side and the viewing side (docs/architec
     config      RunConfig + each method's config dataclass from the registry
     record      writes the run folder
     train       one run's pools (assemble.py) and the recipe
+    replay      counterfactual replays from a run's step checkpoints (the recipe's checkpoints, the reader)
     importers   other tools' logs -> run folders (they read data files and write with record)
     viz, app    the viewing side: figures and the Streamlit pages (only runs below them)
     cli, demo, __main__   entry points
@@ -51,6 +52,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("explorer.config",),
     ("explorer.record",),
     ("explorer.train",),
+    ("explorer.replay",),
     ("explorer.importers",),
     ("explorer.viz",),
     ("explorer.app",),

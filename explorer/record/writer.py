@@ -165,8 +165,8 @@ class RunWriter:
     def truncate_parts(self, next_part: dict[str, int]) -> None:
         """Remove parts numbered at or after `next_part[table]` (records past a checkpoint)."""
         for d in self.run_dir.iterdir():
-            if not d.is_dir() or d.name.startswith("checkpoint"):
-                continue
+            if not d.is_dir() or d.name.startswith("checkpoint") or d.name in schema.ANALYSIS_TABLES:
+                continue   # checkpoints and replays are not records of the training past the checkpoint
             keep_below = next_part.get(d.name, 0)
             for part in d.glob("part-*.parquet"):
                 if int(part.stem.split("-")[1]) >= keep_below:

@@ -582,3 +582,47 @@ def effect_rows(run_dir) -> pd.DataFrame:
     sel, join = (", s.provenance", "LEFT JOIN s USING (sample_id)") if has_s else ("", "")
     return query(run_dir, "decisions", f"""SELECT t.*{sel} FROM t {join}
                  WHERE t.role = 'task' AND t.effect_safety IS NOT NULL ORDER BY t.step, t.sample_id""")
+
+
+# -- step checkpoints and counterfactual replays (explorer/replay/; schema.REPLAYS) -------------------
+def step_checkpoints(run_dir) -> list[int]:
+    """The steps a run kept a step checkpoint of (checkpoints/step-N/ with its state.json), ascending."""
+    d = Path(run_dir) / schema.STEP_CHECKPOINTS
+    if not d.is_dir():
+        return []
+    return sorted(int(p.name.split("-", 1)[1]) for p in d.glob("step-*")
+                  if p.name.split("-", 1)[1].isdigit() and (p / "state.json").exists())
+
+
+def _json_records(run_dir, table: str) -> list[dict]:
+    """The <table>/<id>.json records of replays or leave-one-out studies (settings, status), oldest first."""
+    out = []
+    for p in sorted((Path(run_dir) / table).glob("*.json")):
+        try:
+            out.append(json.loads(p.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RunReadError(_run_name(run_dir), p, f"unreadable replay record ({e}); expected a JSON object") from None
+    return sorted(out, key=lambda m: str(m.get("created_at", "")))
+
+
+def replay_records(run_dir) -> list[dict]:
+    """Every replay's JSON record (checkpoint, arms, seeds, status, the measurement at the checkpoint)."""
+    return _json_records(run_dir, schema.REPLAYS)
+
+
+def replays(run_dir, step: int | None = None) -> pd.DataFrame:
+    """Replay rows (one per replay, arm and seed), optionally of one step; empty when none."""
+    if step is None:
+        return query(run_dir, schema.REPLAYS, "SELECT * FROM t ORDER BY replay_id, arm, seed")
+    return query(run_dir, schema.REPLAYS, "SELECT * FROM t WHERE step = ? ORDER BY replay_id, arm, seed", [int(step)])
+
+
+def replay_steps(run_dir) -> pd.DataFrame:
+    return query(run_dir, schema.REPLAY_STEPS, "SELECT * FROM t ORDER BY replay_id, arm, seed, step")
+
+
+def loo(run_dir, step: int | None = None) -> pd.DataFrame:
+    """Leave-one-out rows (one per study and sample), optionally of one step; empty when none."""
+    if step is None:
+        return query(run_dir, schema.LOO, "SELECT * FROM t ORDER BY loo_id, sample_id")
+    return query(run_dir, schema.LOO, "SELECT * FROM t WHERE step = ? ORDER BY loo_id, sample_id", [int(step)])

@@ -103,3 +103,33 @@ METHOD_TABLES = {
 #: dashboard can name the references a sample conflicts with most. Columns: step, sample_id,
 #: reference_id, cosine.
 DECISION_REFS = "decision_refs"
+
+# -- checkpoints and counterfactual replays (explorer/replay/, docs/why.md §5) -------------------------
+#: step checkpoints a run keeps for replays: <run>/checkpoints/step-<N>/{model,state}.safetensors +
+#: state.json, taken after N optimiser steps (the resume checkpoint's format; checkpoint_keep bounds them)
+STEP_CHECKPOINTS = "checkpoints"
+#: the config keys that make them (named in errors; the nested config calls them record.<key>)
+CHECKPOINT_EVERY_KEY, CHECKPOINT_KEEP_KEY = "checkpoint_every", "checkpoint_keep"
+
+#: replays/part-*.parquet: one row per (replay, arm, seed), measured after the replay's horizon.
+#:   replay_id   the replay (also the name of its replays/<replay_id>.json: checkpoint, settings, status)
+#:   step        S: the step whose batch the arms split (the replay starts from checkpoints/step-S/)
+#:   horizon     K: optimiser steps replayed, S .. S+K-1 (step S on the arm's samples, the others as recorded)
+#:   arm         kept | dropped | random | all (REPLAY_ARMS); seed: the arm's seed
+#:   n_arm       samples the arm trains on at step S; n_batch the batch's size; n_dropped what the method dropped
+#:   arm_samples the arm's sample ids at step S (the random arm's draw is visible)
+#:   refusal_loss  held-out refusal loss (teacher-forced NLL of refusals on held-out harmful prompts) at S+K
+#:   task_loss     held-out task loss (NLL of held-out task answers) at S+K
+#:   harmful_score % of held-out harmful prompts the run's first judge calls harmful at S+K (greedy)
+#:   seconds     wall time of this (arm, seed)
+#: replay_steps/part-*.parquet: one row per (replay, arm, seed, replayed step): step, loss (the replay's
+#:   weighted training loss), recorded_loss (the run's task_loss at that step), max_abs_sample_loss_diff
+#:   (per-sample losses against the run's decisions: 0 where the replay is the run)
+#: loo/part-*.parquet: exact leave-one-out over one batch (replay.leave_one_out): one row per (loo_id,
+#:   sample): step, horizon, sample_id, loo_safety / loo_task = held-out refusal / task loss with the
+#:   sample minus without it after `horizon` steps (> 0: the sample raises the loss, as effect_safety)
+REPLAYS, REPLAY_STEPS, LOO = "replays", "replay_steps", "loo"
+REPLAY_ARMS = ("kept", "dropped", "random", "all")
+REPLAY_METRICS = ("refusal_loss", "harmful_score", "task_loss")
+#: tables written into a run folder after (or beside) its training: resuming the run never truncates them
+ANALYSIS_TABLES = (REPLAYS, REPLAY_STEPS, LOO)

@@ -10,7 +10,9 @@ records every sample and builds the optimiser. `train()` walks the epochs and ca
     -> clip -> optimiser -> after_step -> record the step and every per-sample decision
 
 then evaluates every `eval_every` steps, flushes Parquet parts every `flush_every` and saves a checkpoint
-every `checkpoint_every`. At the end it evaluates, writes the summary and marks the run complete; any
+every `checkpoint_every`: the resume checkpoint `checkpoint/` (overwritten) and a step checkpoint
+`checkpoints/step-N/` in the same format, of which the last `checkpoint_keep` stay (the oldest is
+dropped) for counterfactual replays (explorer/replay/, docs/why.md). At the end it evaluates, writes the summary and marks the run complete; any
 error (also SIGTERM, Ctrl-C) marks it failed, keeping what was flushed.
 
 Under torchrun (explorer/model/distributed.py) every rank draws the same global batch and steps on its
@@ -57,6 +59,9 @@ from explorer.runs import schema
 from explorer.train.assemble import build_pools
 
 CHECKPOINT = "checkpoint"
+#: step checkpoints for replays: <run>/checkpoints/step-<N>/ (N optimiser steps done), the resume
+#: checkpoint's format; the name is also explorer.runs.schema.STEP_CHECKPOINTS (the viewing side lists them)
+STEP_CHECKPOINTS = schema.STEP_CHECKPOINTS
 LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
@@ -454,10 +459,11 @@ class Recipe:
             self.harm = harmful_score(self.evaluate(step, cfg.eval_n))
         if step % cfg.flush_every == 0:
             self.flush()
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
+        every, keep = checkpoint_settings(cfg)
+        if every and step % every == 0 and step < total:
             self.writer.flush()
             if self.dist.is_main:   # weights, optimiser and method state are the same on every rank
-                self.save_checkpoint()
+                self.save_checkpoint(keep)
 
     # ----------------------------------------------------------------------------------------------
     # evaluation, flushing, checkpoints
@@ -496,12 +502,36 @@ class Recipe:
         self.writer.flush()
         self.writer.update(progress={"step": self.step_no, "total_steps": self.total_steps})
 
-    def save_checkpoint(self) -> None:
-        """Trainable weights, AdamW state, the generator, the method's state and where the loop is
-        (safetensors + JSON only: a run folder never holds a pickle)."""
+    def save_checkpoint(self, keep: int = 0) -> None:
+        """The resume checkpoint and, when `keep` > 0, the step checkpoint checkpoints/step-N/ (a copy),
+        keeping the newest `keep` of those. Reads no random number (the demo decides as before)."""
+        run_dir = self.writer.run_dir
+        d = self._write_checkpoint(run_dir / (CHECKPOINT + ".tmp"))
+        if keep > 0:
+            steps_dir = run_dir / STEP_CHECKPOINTS
+            steps_dir.mkdir(exist_ok=True)
+            tmp, final = steps_dir / f".step-{self.step_no}.tmp", steps_dir / f"step-{self.step_no}"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            shutil.copytree(d, tmp)
+            if final.exists():     # a resumed run passing the same step again
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            kept = sorted(int(p.name.split("-")[1]) for p in steps_dir.glob("step-*") if p.name.split("-")[1].isdigit())
+            for old in kept[:-keep]:
+                shutil.rmtree(steps_dir / f"step-{old}")
+            self.writer.update(step_checkpoints=kept[-keep:])
+        final = run_dir / CHECKPOINT
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(d, final)
+        self.writer.update(checkpoint_step=self.step_no)
+
+    def _write_checkpoint(self, d: Path) -> Path:
+        """Trainable weights, AdamW state, the generator, the method's state and where the loop is, into
+        folder `d` (safetensors + JSON only: a run folder never holds a pickle)."""
         from safetensors.torch import save_file
 
-        d = self.writer.run_dir / (CHECKPOINT + ".tmp")
         d.mkdir(exist_ok=True)
         save_file({n: p.detach().cpu().contiguous() for n, p in self.model.named_parameters() if p.requires_grad},
                   str(d / "model.safetensors"))
@@ -519,28 +549,17 @@ class Recipe:
                 tensors[f"method.{k}"] = v.detach().cpu().contiguous()
             else:
                 scalars[f"method.{k}"] = v
-        save_file(tensors, str(d / "state.safetensors"))
+        save_file(_unshared(tensors), str(d / "state.safetensors"))
         meta = {"step": self.step_no, "epoch": self.epoch, "pos": self.pos, "order": self.order,
                 "harm": self.harm, "scalars": scalars, "next_part": self.writer.next_parts()}
         (d / "state.json").write_text(json.dumps(meta))
-        final = self.writer.run_dir / CHECKPOINT
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(d, final)
-        self.writer.update(checkpoint_step=self.step_no)
+        return d
 
     def restore_checkpoint(self, ck: dict) -> None:
         """Put weights, optimiser, generator, method state and the loop position back."""
-        params = dict(self.model.named_parameters())
-        with torch.no_grad():
-            for n, v in ck["model"].items():
-                params[n].copy_(v)
+        restore_weights(self.model, ck)
         self.gen.set_state(ck["tensors"]["generator"])
-        for n, p in params.items():
-            st = {key.rsplit("/", 1)[1]: v.to(p.device) if torch.is_tensor(v) else v
-                  for key, v in {**ck["tensors"], **ck["scalars"]}.items() if key.startswith(f"opt/{n}/")}
-            if st:
-                self.opt.state[p] = st
+        restore_optimizer(self.model, self.opt, ck)
         self.method.load_state_dict({k[len("method."):]: v for k, v in {**ck["tensors"], **ck["scalars"]}.items()
                                      if k.startswith("method.")})
         self.step_no, self.epoch, self.pos, self.order = ck["step"], ck["epoch"], ck["pos"], ck["order"]
@@ -567,13 +586,58 @@ def harmful_score(summary: dict[str, float]) -> float:
     return sum(vals) / len(vals) if vals else float("nan")
 
 
-def load_checkpoint(run_dir: Path) -> dict:
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory (a method's state may hold one tensor under two
+    names, e.g. DualSelect's d and d_last on a CPU run): each later sharer gets its own copy."""
+    seen: set[int] = set()
+    out = {}
+    for k, v in tensors.items():
+        key = v.untyped_storage().data_ptr() if v.numel() else -id(v)
+        out[k] = v.clone() if key in seen and v.numel() else v
+        seen.add(key)
+    return out
+
+
+def checkpoint_settings(cfg: RunConfig) -> tuple[int, int]:
+    """(checkpoint_every, checkpoint_keep): the one place the recipe reads them from the config."""
+    return int(cfg.checkpoint_every or 0), int(getattr(cfg, "checkpoint_keep", 0) or 0)
+
+
+def restore_weights(model: torch.nn.Module, ck: dict) -> None:
+    """A checkpoint's trainable weights into `model` (the replay uses it too)."""
+    params = dict(model.named_parameters())
+    missing = sorted(set(ck["model"]) - set(params))
+    if missing:
+        raise ValueError(f"checkpoint holds weights the model lacks: {', '.join(missing[:5])}"
+                         + (" ..." if len(missing) > 5 else "") + "; expected the run's own model")
+    with torch.no_grad():
+        for n, v in ck["model"].items():
+            params[n].copy_(v)
+
+
+def restore_optimizer(model: torch.nn.Module, opt: torch.optim.Optimizer, ck: dict) -> None:
+    """A checkpoint's AdamW state (keyed by parameter name) into `opt` over `model`'s parameters. The
+    tensors are copied: AdamW updates its state in place, and `ck` may be restored again (replays)."""
+    for n, p in model.named_parameters():
+        st = {key.rsplit("/", 1)[1]: v.to(p.device, copy=True) if torch.is_tensor(v) else v
+              for key, v in {**ck["tensors"], **ck["scalars"]}.items() if key.startswith(f"opt/{n}/")}
+        if st:
+            opt.state[p] = st
+
+
+def load_checkpoint(run_dir: Path, step: int | None = None) -> dict:
+    """The resume checkpoint, or with `step` the step checkpoint checkpoints/step-<step>/."""
     from safetensors.torch import load_file
 
-    d = Path(run_dir) / CHECKPOINT
+    if step is None:
+        d = Path(run_dir) / CHECKPOINT
+        hint = "(set checkpoint_every > 0 when starting a run)"
+    else:
+        d = Path(run_dir) / STEP_CHECKPOINTS / f"step-{int(step)}"
+        hint = "(set checkpoint_every > 0 and checkpoint_keep > 0 when starting a run)"
     if not (d / "state.json").exists():
-        raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from; expected {d}/state.json "
-                                "(set checkpoint_every > 0 when starting a run)")
+        raise FileNotFoundError(f"{run_dir}: no checkpoint to {'resume' if step is None else 'replay'} from; "
+                                f"expected {d}/state.json {hint}")
     meta = json.loads((d / "state.json").read_text())
     meta["model"] = load_file(str(d / "model.safetensors"))
     meta["tensors"] = load_file(str(d / "state.safetensors"))
