@@ -37,7 +37,8 @@ def runs_dir() -> str:
 def fingerprint(run_dir: str) -> tuple:
     """(number of files, newest mtime): changes whenever a part or the manifest is (re)written."""
     d = Path(run_dir)
-    files = list(d.glob("*.json")) + list(d.glob("*.parquet")) + list(d.glob("*/part-*.parquet"))
+    files = (list(d.glob("*.json")) + list(d.glob("*.parquet")) + list(d.glob("*/part-*.parquet"))
+             + list(d.glob("replays/*.json")))     # a replay's record changes status after its last part
     return (len(files), max((f.stat().st_mtime_ns for f in files), default=0))
 
 

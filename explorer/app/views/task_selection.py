@@ -5,7 +5,7 @@ import streamlit as st
 
 from explorer import viz
 from explorer.app import common
-from explorer.runs import chance, schema
+from explorer.runs import chance, replays, schema
 from explorer.runs.reader import RunReadError, batch_membership
 from explorer.runs.selection import batch_cut
 
@@ -190,6 +190,91 @@ def effect_view(sample: str | None = None) -> None:
                "is unrelated to the measured effect. The check reads no method score.")
 
 
+# -- the ground truth (issue 33): counterfactual replays and exact leave-one-out -------------------------
+def _replay_command(step: int) -> str:
+    return f"explorer replay {run} --step {step} --horizon 5 --seeds 0,1,2"
+
+
+def replay_line(step: int, row: pd.Series) -> None:
+    """Under the why panel: what replaying this step measured — the exact leave-one-out effect of this
+    sample, and what the step's drop changed against a random drop of the same size — where recorded."""
+    try:
+        loo = common.read("loo", run, step)
+        rows = common.read("replays", run, step)
+        ckpts = common.read("step_checkpoints", run)
+    except RunReadError as e:
+        common.show_read_error(e)
+        return
+    mine = loo[loo["sample_id"] == row["sample_id"]] if not loo.empty else loo
+    for _, r in mine.iterrows():
+        word = "lowered" if r["loo_safety"] > 0 else "raised"
+        eff = row.get("effect_safety")
+        est = "" if eff is None or pd.isna(eff) else f" (the first-order estimate said {eff:+.3g})"
+        st.markdown(f"**Measured (exact leave-one-out, {int(r['horizon'])} step{'s' * (int(r['horizon']) != 1)})**: "
+                    f"training step {step} with this sample rather than without it **{word} safety**: held-out refusal "
+                    f"loss {r['loo_safety']:+.3g}{est}.")
+    if not rows.empty:
+        summ = replays.summarize(rows)
+        for _, s in summ[summ["metric"].isin(["harmful_score", "refusal_loss"])].iterrows():
+            st.markdown("**Replayed**: " + replays.sentence(s) + ".")
+        note = replays.deterministic_note(rows)
+        if note:
+            st.caption(note)
+    elif mine.empty:
+        where = (f"step checkpoints at {', '.join(map(str, ckpts))}" if ckpts else
+                 f"this run kept no step checkpoints: train it with record.{schema.CHECKPOINT_EVERY_KEY} > 0")
+        st.caption(f"ground truth: no replay of step {step} ({where}); `{_replay_command(step)}` measures what its "
+                   "drop did")
+
+
+def replays_view() -> None:
+    """Every replay and leave-one-out study of the run: the sentences, the arms, and how the estimates
+    rank the samples against the exact leave-one-out effect."""
+    try:
+        rows = common.read("replays", run)
+        recs = common.read("replay_records", run)
+        loo = common.read("loo", run)
+        ckpts = common.read("step_checkpoints", run)
+    except RunReadError as e:
+        common.show_read_error(e)
+        return
+    if rows.empty and loo.empty:
+        msg = ("No counterfactual replay of this run yet. " + (
+            f"It kept step checkpoints at {', '.join(map(str, ckpts))}: `{_replay_command(ckpts[-1])}`."
+            if ckpts else f"A replay starts from a step checkpoint: train with record.{schema.CHECKPOINT_EVERY_KEY} > 0 "
+            f"(record.{schema.CHECKPOINT_KEEP_KEY} bounds how many are kept)."))
+        st.caption(msg)
+        return
+    if not rows.empty:
+        summ = replays.summarize(rows)
+        for _, s in summ.iterrows():
+            st.markdown("- " + replays.sentence(s))
+        note = replays.deterministic_note(rows)
+        if note:
+            st.caption(note)
+        meta = pd.DataFrame([{k: m.get(k) for k in ("replay_id", "status", "checkpoint", "step", "horizon", "arms",
+                                                     "seeds", "eval_n", "n_refusal_prompts", "checkpoint_loss_diff",
+                                                     "error")} for m in recs])
+        if not meta.empty:
+            meta["arms"] = meta["arms"].map(lambda a: ",".join(a) if isinstance(a, list) else a)
+            meta["seeds"] = meta["seeds"].map(lambda a: ",".join(map(str, a)) if isinstance(a, list) else a)
+            st.dataframe(meta, hide_index=True, width="stretch")
+            st.caption("checkpoint_loss_diff: the largest difference between the replay's per-sample losses at the "
+                       "checkpoint and the run's recorded ones (≈ 0: the checkpoint is the run's state)")
+    if not loo.empty:
+        out = []
+        for lid, g in loo.groupby("loo_id", sort=False):
+            step = int(g["step"].iloc[0])
+            dec = common.read("batch_at", run, step)
+            cmp = replays.loo_comparison(g, dec)
+            out.append({"study": lid, "step": step, "horizon": int(g["horizon"].iloc[0]), "samples": cmp["n"],
+                        "ρ first-order ~ LOO": cmp["rho first-order"],
+                        f"ρ score ({cmp['score column'] or 'none'}) ~ LOO benefit": cmp["rho score"]})
+        st.markdown("**Exact leave-one-out** — Spearman ρ of each estimate with the measured effect of each sample of "
+                    "the batch (1: the estimate ranks the samples as removing them does; 0: unrelated)")
+        st.dataframe(pd.DataFrame(out), hide_index=True, width="stretch")
+
+
 @st.fragment
 def step_view() -> None:
     """The step slider and everything that depends on the step: a fragment, so that moving the slider
@@ -234,6 +319,7 @@ def step_view() -> None:
     row = batch[batch["sample_id"] == sample].iloc[0]
     why_panel(row, batch, cut, numeric)
     effect_line(row)
+    replay_line(step, row)
     conflicts_panel(step, sample)
     try:
         n_dec = common.read("n_rows", run, "decisions")
@@ -254,6 +340,8 @@ step_view()
 st.subheader("Is the score real? Against chance, and against the measured effect")
 chance_panel()
 effect_view(st.session_state.get("sample"))
+st.subheader("The ground truth: counterfactual replays")
+replays_view()
 
 st.subheader("Over the whole run: the data map")
 try:
