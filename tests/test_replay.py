@@ -42,7 +42,7 @@ def test_step_checkpoints_are_bounded_and_leave_the_decisions_unchanged(runs):
 
 @pytest.fixture(scope="module")
 def replayed(runs):
-    from explorer.replay import replay
+    from explorer.replay.replay import replay
 
     return replay(runs[0], step=4, horizon=2, seeds=(0, 1), eval_n=4)
 
@@ -81,7 +81,7 @@ def test_arms_train_on_their_share_and_only_the_random_draw_moves_with_the_seed(
 
 
 def test_replays_that_cannot_run_say_what_to_do(runs):
-    from explorer.replay import ReplayError, replay
+    from explorer.replay.replay import ReplayError, replay
 
     with_ck, plain = runs
     with pytest.raises(ReplayError, match="record.checkpoint_every"):
@@ -95,8 +95,7 @@ def test_replays_that_cannot_run_say_what_to_do(runs):
 
 
 def test_a_crashed_replay_leaves_what_it_measured_readable(runs, monkeypatch):
-    from explorer.replay import replay
-    from explorer.replay.replay import RunWorld
+    from explorer.replay.replay import RunWorld, replay
 
     world = RunWorld(runs[0])
     calls = {"n": 0}
@@ -118,8 +117,7 @@ def test_a_crashed_replay_leaves_what_it_measured_readable(runs, monkeypatch):
 
 
 def test_leave_one_out_is_the_all_arm_less_one_sample(runs):
-    from explorer.replay import leave_one_out, replay
-    from explorer.replay.replay import RunWorld
+    from explorer.replay.replay import RunWorld, leave_one_out, replay
 
     world = RunWorld(runs[0])
     loo = leave_one_out(runs[0], step=5, world=world)
