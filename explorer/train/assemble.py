@@ -142,8 +142,10 @@ class Pools:
         return "unknown" if p is None else f"{p:.3g}"
 
 
-def build_pools(cfg: RunConfig) -> Pools:
-    """Load every pool of `cfg`, build the fine-tuning set and the suites, check them against each other."""
+def build_pools(cfg: RunConfig, task: list[Record] | None = None) -> Pools:
+    """Load every pool of `cfg`, build the fine-tuning set and the suites, check them against each other.
+    `task`: the fine-tuning set itself, used as it is in place of task_data (the records of a Trainer's
+    train_dataset: explorer/integrations)."""
     if cfg.data_dir:
         data_dir = Path(cfg.data_dir)
     elif cfg.world == "smollm2":   # the tiny world's records as prose, in the cache (explorer/worlds.py)
@@ -152,9 +154,11 @@ def build_pools(cfg: RunConfig) -> Pools:
         data_dir = smollm2_data_dir()
     else:
         data_dir = sample_data_dir()
-    p = mix_ratio(cfg)
+    p = mix_ratio(cfg) if task is None else None
     tiny = lambda name: data_dir / name  # noqa: E731  the tiny world's file of that name
-    if p is None:  # a user's task file as it is
+    if task is not None:
+        mix = list(task)
+    elif p is None:  # a user's task file as it is
         task = load_pool(cfg.task_data, tiny("task_train.jsonl"), "task", cfg, provenance=UNKNOWN,
                          provenance_field=cfg.provenance_field or None)
         if cfg.harmful_reference:
@@ -184,7 +188,7 @@ def build_pools(cfg: RunConfig) -> Pools:
         from explorer.worlds import TASK_SCORER
 
         specs = tiny_world_suites(data_dir, families, task_scorer=TASK_SCORER.get(cfg.world, "exact"))
-        if cfg.task_data:
+        if cfg.task_data or task is not None:
             have = {s.family for s in tiny_world_suites(data_dir) if s.family}
             specs = [s for s in specs if not s.family or s.family in have]
     suites = load_suites(data_dir, specs=specs, strict=cfg.strict)
@@ -193,9 +197,9 @@ def build_pools(cfg: RunConfig) -> Pools:
     records, pools = join_pools([("task", mix), ("reference", reference), ("safety", safety)])
 
     prov = provenance_source(cfg, mix)
-    n_h = None if prov == UNKNOWN else sum(r.provenance == "harmful" for r in mix)
+    n_h = None if prov == UNKNOWN or not mix else sum(r.provenance == "harmful" for r in mix)
     share = UNKNOWN if n_h is None else n_h / len(mix)
-    files = {"task": cfg.task_data or str(tiny("task_train.jsonl")),
+    files = {"task": "train_dataset" if task is not None else cfg.task_data or str(tiny("task_train.jsonl")),
              "reference": cfg.reference_data or str(tiny("reference_pool.jsonl")),
              "safety": cfg.safety_data or str(tiny("safety_demos.jsonl"))}
     if p:

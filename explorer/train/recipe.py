@@ -139,6 +139,19 @@ class Recipe:
         self.dist.broadcast_params(p for p in self.model.parameters() if p.requires_grad)
         self.autocast_dtype = torch.bfloat16 if self.device.type == "cuda" else None
         self.data = build_pools(cfg)
+        self.setup_run()
+        self._setup_optimizer(cfg)
+        self.model.train()
+        self.harm = harmful_score(self.start_summary)
+        if self.checkpoint is not None:
+            self.restore_checkpoint(self.checkpoint)
+        return self
+
+    def setup_run(self) -> None:
+        """Everything between the loaded model (self.model, tok, model_info, device, dist, sharding,
+        data) and the optimiser: run folder, method, starting evaluation, method.prepare, the training
+        set. explorer/integrations calls it with a Hugging Face Trainer's model and data."""
+        cfg = self.cfg
         self.records, self.pools, self.suites = self.data.records, self.data.pools, self.data.suites
         self._open_run_folder()
         self._count_overlong()
@@ -152,15 +165,9 @@ class Recipe:
             self.start_summary = self.writer.manifest.get("start_metrics", {})
         self.method.prepare(self.ctx)
         self._setup_training_set()
-        self._setup_optimizer(cfg)
         from explorer.scoring.influence import InfluenceProbe
 
         self.probe = InfluenceProbe.for_run(cfg, self.suites, self.encode, self.autocast_dtype)
-        self.model.train()
-        self.harm = harmful_score(self.start_summary)
-        if self.checkpoint is not None:
-            self.restore_checkpoint(self.checkpoint)
-        return self
 
     def _open_run_folder(self) -> None:
         """Rank 0 creates (or re-opens) the run folder and writes it; the other ranks learn its path
@@ -219,7 +226,8 @@ class Recipe:
                            encode=self.encode, log=self.writer.log, reference_model=self.reference_model,
                            load_model=self.other_model, run_dir=str(self.writer.run_dir),
                            generator=self.gen, autocast_dtype=self.autocast_dtype, dist=self.dist)
-        self.method = make_method(cfg.method_name, self.mcfg)
+        if getattr(self, "method", None) is None:   # explorer/integrations may hand in an instance
+            self.method = make_method(cfg.method_name, self.mcfg)
         if (cfg.checkpoint_every or self.resume_dir) and not hasattr(self.method, "load_state_dict"):
             raise ValueError(f"method {cfg.method_name!r} keeps no state_dict/load_state_dict (MethodBase "
                              "has them); it cannot be checkpointed or resumed: set checkpoint_every=0")
@@ -330,7 +338,11 @@ class Recipe:
             self.epoch += 1
             self.pos, self.order = 0, None
         bar.close()
-        final = self.evaluate(self.total_steps, cfg.final_eval_n)
+        return self.finish()
+
+    def finish(self) -> Path:
+        """The final evaluation, the summary, the run marked complete."""
+        final = self.evaluate(self.total_steps, self.cfg.final_eval_n)
         self.writer.flush()
         self.writer.finish(summary=final, progress={"step": self.total_steps, "total_steps": self.total_steps},
                            wall_seconds=round(time.time() - self.t_start, 2))
@@ -390,14 +402,20 @@ class Recipe:
         (task, total) loss terms; `record` turns them into the global values."""
         dist = self.dist
         w_total = dist.all_sum(w.sum().detach()).clamp_min(1e-8)
-        task_loss = (w * losses).sum() / w_total
-        extra = decision.extra_loss
-        loss = task_loss + (extra / dist.world if extra is not None else 0.0)
+        task_loss, loss = self.weighted_loss(w, losses, w_total, decision.extra_loss)
         if decision.grads is None:
             if torch.is_tensor(loss) and loss.requires_grad:
                 loss.backward()
             dist.all_reduce_grads(self.params)   # every rank, also one whose loss had no graph
         return task_loss, loss
+
+    def weighted_loss(self, w: torch.Tensor, losses: torch.Tensor, w_total: torch.Tensor,
+                      extra: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(task, total) terms of this share of the global batch: Σ_i w_i ℓ_i / W over its samples, plus
+        extra / world (W: Σ w over the whole global batch; a share is a rank's shard, or one micro-batch
+        of it under gradient accumulation in explorer/integrations, which passes `extra` with one of them)."""
+        task_loss = (w * losses).sum() / w_total
+        return task_loss, task_loss + (extra / self.dist.world if extra is not None else 0.0)
 
     def per_sample_losses(self, batch: Batch) -> torch.Tensor:
         with autocast(self.device, self.autocast_dtype):
