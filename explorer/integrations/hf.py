@@ -552,6 +552,7 @@ class ExplorerCallback(TrainerCallback):
             losses = per_sample_nll(output.logits.detach()[:, pos], labels, pos)
         else:
             return
+        n_tok = (labels[:, 1:] != -100).sum(dim=1).cpu().tolist()
         ids_c, lab_c = ids.cpu(), labels.cpu()
         keep = (mask.cpu() > 0) if mask is not None else torch.ones_like(ids_c, dtype=torch.bool)
         for i, l in enumerate(losses.float().cpu().tolist()):
@@ -565,9 +566,12 @@ class ExplorerCallback(TrainerCallback):
                                      "prompt": self.recipe.tok.decode(prompt, skip_special_tokens=True),
                                      "response": self.recipe.tok.decode(resp, skip_special_tokens=True),
                                      "provenance": UNKNOWN, "in_train": True, "in_mix": True}
-            self.rows.append({"sample_id": sid, "loss": l})
+            self.rows.append({"sample_id": sid, "loss": l, "n_tokens": n_tok[i]})
 
-    def on_step_end(self, args, state, control, optimizer=None, **kw):
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kw):
+        self.lr = optimizer.param_groups[0]["lr"] if optimizer is not None else float("nan")   # before the scheduler
+
+    def on_step_end(self, args, state, control, **kw):
         r = self.recipe
         if r is None:
             return
@@ -582,14 +586,14 @@ class ExplorerCallback(TrainerCallback):
             rows = [x for g in got for x in g[0]]
             samples = list({s["sample_id"]: s for g in got for s in g[1]}.values())
             self.samples = {s["sample_id"]: s for s in samples}
-        lr = optimizer.param_groups[0]["lr"] if optimizer is not None else float("nan")
         r.writer.log("decisions", [{"step": step, "role": "task", "weight": 1.0, "kept": True, **x} for x in rows])
-        losses = [x["loss"] for x in rows]
+        # the step's loss as the Trainer computes it: the mean over the batch's supervised tokens
+        n_tok = sum(x["n_tokens"] for x in rows)
+        loss = sum(x["loss"] * x["n_tokens"] for x in rows) / n_tok if n_tok else float("nan")
         now = time.time()
-        r.writer.log("steps", {"step": step, "epoch": int(state.epoch or 0), "phase": "train",
-                               "loss": sum(losses) / len(losses) if losses else float("nan"),
-                               "task_loss": sum(losses) / len(losses) if losses else float("nan"),
-                               "extra_loss": 0.0, "lr": lr, "grad_norm": float("nan"), "n_batch": len(rows),
+        r.writer.log("steps", {"step": step, "epoch": int(state.epoch or 0), "phase": "train", "loss": loss,
+                               "task_loss": loss, "extra_loss": 0.0, "lr": getattr(self, "lr", float("nan")),
+                               "grad_norm": float("nan"), "n_batch": len(rows),
                                "n_kept": len(rows), "kept_frac": 1.0, "time_s": now - self.t0,
                                "time_decide_s": 0.0})
         self.t0 = now

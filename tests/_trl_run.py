@@ -1,0 +1,85 @@
+"""Run by tests/test_integrations.py, also under `accelerate launch` (one process per rank):
+
+    accelerate launch --cpu --num_processes 2 tests/_trl_run.py RUNS_DIR METHOD [PER_DEVICE] [ACCUM] [key=value ...]
+
+trains the tiny world's mix (the one `explorer run` builds with the same settings) through explorer's
+SFTTrainer with the recipe's optimiser (torch AdamW, weight_decay 0) and schedule (recipe_scheduler), so
+that its decisions can be compared with `explorer run`'s. The key=value pairs are the method's settings.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+torch.set_num_threads(1)
+
+#: the settings both sides run with (explorer run overrides; the Trainer's are derived from them below)
+SHORT = {"n_train": 64, "epochs": 1, "batch_size": 16, "final_eval_n": 2, "eval_n": 2, "eval_every": 0,
+         "flush_every": 1, "eval_max_new_tokens": 2, "seed": 0, "warmup_steps": 1, "lr": 2e-4,
+         "lr_schedule": "linear", "lr_min_ratio": 0.0, "device": "cpu"}
+
+
+def method_settings(pairs: list[str]) -> dict:
+    import yaml
+
+    return {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs)}
+
+
+def dataset_of_mix(cfg):
+    """The fine-tuning set `explorer run` builds, as a TRL prompt-completion dataset with ids."""
+    from datasets import Dataset
+
+    from explorer.data.assemble import build_pools
+
+    return Dataset.from_list([{"sample_id": r.sample_id, "prompt": r.prompt, "completion": r.response,
+                               "provenance": r.provenance} for r in build_pools(cfg).mix])
+
+
+def train(runs_dir: str, method: str, per_device: int, accum: int, mcfg: dict, lora: bool = False):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig
+
+    from explorer.config import load_config
+    from explorer.integrations import SFTTrainer, recipe_scheduler
+    from explorer.model import tiny
+
+    cfg = load_config(None, [f"{k}={v}" for k, v in SHORT.items()])
+    path = tiny.ensure_prepared()["aligned"]
+    model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    peft_config = None
+    if lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    args = SFTConfig(output_dir=os.path.join(runs_dir, "trainer-out"), per_device_train_batch_size=per_device,
+                     gradient_accumulation_steps=accum, num_train_epochs=SHORT["epochs"], learning_rate=SHORT["lr"],
+                     warmup_steps=SHORT["warmup_steps"], lr_scheduler_type="linear", max_grad_norm=1.0,
+                     seed=SHORT["seed"], max_length=64, bf16=False, use_cpu=True, report_to=[], save_strategy="no",
+                     logging_steps=1, disable_tqdm=True)
+    optimizers = (None, None)
+    if not lora:   # the recipe's AdamW and schedule (a LoRA model is wrapped inside the trainer: its own)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=SHORT["lr"], weight_decay=0.0)
+        total = SHORT["n_train"] // SHORT["batch_size"]
+        optimizers = (opt, recipe_scheduler(opt, total, SHORT["warmup_steps"], "linear", 0.0))
+    explorer = {k: SHORT[k] for k in ("final_eval_n", "eval_n", "eval_every", "flush_every", "eval_max_new_tokens",
+                                      "device")}
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset_of_mix(cfg), processing_class=tok,
+                         optimizers=optimizers, peft_config=peft_config, method=method, method_config=mcfg,
+                         explorer={**explorer, "runs_dir": runs_dir, "run_name": f"trl-{method}"})
+    trainer.train()
+    return trainer
+
+
+def main() -> int:
+    runs_dir, method = sys.argv[1], sys.argv[2]
+    per_device = int(sys.argv[3]) if len(sys.argv) > 3 else 16
+    accum = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    train(runs_dir, method, per_device, accum, method_settings(sys.argv[5:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
