@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
 	# dev: pytest, nbmake and ipykernel (the notebooks run in the suite without JupyterLab); docs: mkdocs,
 	# for the strict docs build the suite runs (tests/test_docs.py)
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,docs,influence]"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,docs,influence,trl]"
 	# kronfluence (the EK-FAC check, tests/test_ekfac.py) without its torchvision requirement: it never
 	# imports torchvision, and the torchvision wheel pip resolves is built for CUDA torch and breaks
 	# transformers beside a CPU torch (see pyproject's influence extra)

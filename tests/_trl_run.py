@@ -32,7 +32,7 @@ def dataset_of_mix(cfg):
     """The fine-tuning set `explorer run` builds, as a TRL prompt-completion dataset with ids."""
     from datasets import Dataset
 
-    from explorer.data.assemble import build_pools
+    from explorer.train.assemble import build_pools
 
     return Dataset.from_list([{"sample_id": r.sample_id, "prompt": r.prompt, "completion": r.response,
                                "provenance": r.provenance} for r in build_pools(cfg).mix])
@@ -44,7 +44,7 @@ def train(runs_dir: str, method: str, per_device: int, accum: int, mcfg: dict, l
 
     from explorer.config import load_config
     from explorer.integrations import SFTTrainer, recipe_scheduler
-    from explorer.model import tiny
+    from explorer.prepare import tiny
 
     cfg = load_config(None, [f"{k}={v}" for k, v in SHORT.items()])
     path = tiny.ensure_prepared()["aligned"]

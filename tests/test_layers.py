@@ -53,6 +53,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("explorer.record",),
     ("explorer.train",),
     ("explorer.replay",),
+    ("explorer.integrations",),   # the recipe inside Hugging Face / TRL trainers
     ("explorer.importers",),
     ("explorer.viz",),
     ("explorer.app",),

@@ -14,7 +14,7 @@ its loop, optimiser, scheduler, clipping, logging (report_to) and checkpoints:
 
 The data order is the recipe's: each epoch draws torch.randperm(n) from the method's seeded generator, the
 global batch of per_device_train_batch_size x gradient_accumulation_steps x processes samples is
-order[s:s+B], each rank takes its contiguous shard (explorer/distributed.py) and splits it into the
+order[s:s+B], each rank takes its contiguous shard (explorer/model/distributed.py) and splits it into the
 micro-batches. Samples are tokenised as `explorer run` tokenises them (chat template, loss on the response
 only, explorer/data/tokenize.py), and ℓ_i is the mean NLL over sample i's response tokens
 (explorer/model/losses.py), so the step loss is the recipe's, not TRL's token mean.
@@ -35,9 +35,9 @@ import torch
 from transformers import Trainer as HFTrainer
 from transformers import TrainerCallback
 
-from explorer import distributed
+from explorer.model import distributed
 from explorer.config import ConfigError, RunConfig, build_dataclass, method_config, validate
-from explorer.data.assemble import build_pools
+from explorer.train.assemble import build_pools
 from explorer.data.batch import Batch
 from explorer.data.load import ID_FIELDS, DataError, parse_record
 from explorer.data.records import UNKNOWN, Record
