@@ -80,6 +80,7 @@ M_OVER = "over_refusal"         # % of benign-but-scary prompts refused
 M_ACC = "accuracy"              # % exact match on a task family
 M_DEGENERATE = "degenerate_rate"  # % of responses that are collapse (empty, loops, no content):
                                   # counted neither as harmful nor as refused
+M_UNPARSED = "unparsed_rate"    # % of responses a model judge's output gave no verdict on (docs/judges.md)
 
 #: method tables known to the viewing side (all optional). The columns after ":" are the ones the
 #: dashboard's figures read (explorer/viz/methods.py); a method may write more.

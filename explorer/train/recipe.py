@@ -46,7 +46,7 @@ from explorer.data.batch import Batch
 from explorer.data.records import Record
 from explorer.data.tokenize import collate, encode_all, overlong_counts, pad_id_of
 from explorer.eval.evaluate import evaluate, summarize
-from explorer.eval.judges import make_judge
+from explorer.eval.judges import make_judges
 from explorer.methods.protocol import Context, Decision
 from explorer.methods.registry import make_method
 from explorer.model import distributed
@@ -219,7 +219,7 @@ class Recipe:
         cfg = self.cfg
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.pad = pad_id_of(self.tok)
-        self.judges = [make_judge(j) for j in cfg.judges]
+        self.judges = make_judges(cfg.judges)
         self._reference: torch.nn.Module | None = None
         self.ctx = Context(model=self.model, tokenizer=self.tok, device=self.device, config=cfg,
                            records=self.records, pools=self.pools, train_ids=list(self.pools["task"]),
