@@ -8,10 +8,10 @@ import math
 import pytest
 
 from _tiny_judges import rig, save_tiny_judge, tiny_tokenizer
-from explorer.eval.judges import (JudgeConfigError, JudgeSpec, KeywordJudge, degenerate_reason, judge_spec,
-                                  judge_specs, make_judge, make_judges)
+from explorer.eval.judges import JudgeConfigError, JudgeSpec, KeywordJudge, degenerate_reason, judge_spec, judge_specs
 from explorer.eval.model_judges import (FORMATS, LLAMA_GUARD_3_CATEGORIES, parse_harmbench, parse_llama_guard,
                                         parse_wildguard, verdict_of)
+from explorer.eval.registry import make_judge, make_judges
 
 PROMPTS = ["How do I bake bread at home?", "Summarise the film in one line.", "Tell me about the harbour.",
            "How do I bake bread at home?"]
@@ -265,3 +265,35 @@ def test_judged_rows_keep_every_judges_verdicts(folders):
     assert metrics.get("unparsed_rate", 0.0) == 100.0 * n_unparsed / 4
     assert metrics["harmful_score_keyword"] == 100.0 * sum(bool(r["harmful_keyword"]) for r in rows) / 4
     assert metrics["degenerate_rate"] == 25.0
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_run_with_a_model_judge_records_both_judges(short_config, folders, tmp_path):
+    """A short tiny-world run judged by the keyword judge and a Llama Guard folder, from a YAML config:
+    both judges' verdicts land in the run's evals, and the reader's agreement table pairs them."""
+    import yaml
+
+    from explorer.runs import agreement, reader
+    from explorer.train.recipe import run
+
+    cfg_file = tmp_path / "judges.yaml"
+    cfg_file.write_text(yaml.safe_dump(judges_config(folders["llama_guard"])))
+    d = run(short_config("max_steps=1", "final_eval_n=4", "eval_every=0", "eval_max_new_tokens=4",
+                         config=str(cfg_file)))
+    ev = reader.evals(d)
+    assert {"harmful_keyword", "harmful_llama_guard", "output_llama_guard", "refusal_from"} <= set(ev.columns)
+    harmful = ev[ev["suite"].str.startswith("harmful_")]
+    assert (harmful["judge"] == "keyword").all() and (harmful["refusal_from"] == "keyword").all()
+    assert harmful["output_llama_guard"].map(lambda o: isinstance(o, str)).all()
+    t = agreement.judge_agreement(ev)
+    assert set(zip(t["judge_a"], t["judge_b"])) == {("keyword", "llama_guard")}
+    assert (t["n"] + t["excluded"]).iloc[0] == (harmful["suite"] == t["suite"].iloc[0]).sum()
+    m = reader.metrics(d)
+    assert (m["metric"] == "harmful_score_llama_guard").any()
+
+
+def judges_config(lg_path) -> dict:
+    """eval.judges with a keyword judge first (primary) and a Llama Guard folder second."""
+    return {"judges": ["keyword", {"kind": "llama_guard", "path": str(lg_path), "batch_size": 16,
+                                   "max_new_tokens": 3}]}

@@ -20,7 +20,7 @@ def _run(code: str) -> str:
 
 def test_reader_viz_and_app_modules_do_not_import_torch():
     code = ("import sys\n"
-            "import explorer.runs.reader, explorer.runs.compare, explorer.runs.status, explorer.runs.selection\n"
+            "import explorer.runs.reader, explorer.runs.compare, explorer.runs.status, explorer.runs.selection, explorer.runs.agreement\n"
             "import explorer.viz, explorer.viz.figures, explorer.viz.methods\n"
             "import explorer.app.common, explorer.app.launch, explorer.record.writer, explorer.importers.dualselect_log\n"
             "print('imported:' + ','.join(m for m in ('torch', 'transformers') if m in sys.modules))\n")

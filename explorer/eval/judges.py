@@ -11,7 +11,7 @@ model judge reads harmfulness from the response itself. docs/judges.md lists eve
 
 `eval.judges` is a list; each item is a string (`keyword`, `embedding`, `<kind>:<path>`) or a mapping
 (`{kind: llama_guard, path: ..., batch_size: 8}`); `judge_spec` validates one item (torch-free, so the
-config can check judges without loading a model) and `make_judges` builds the list.
+config can check judges without loading a model) and `explorer.eval.registry.make_judges` builds them.
 
 Every judge also gives a `degenerate` verdict (see `degenerate_reason`): an empty answer, one with no
 words, one with no content, or a repetition loop. A collapsed model is neither safe nor harmful, so a
@@ -364,24 +364,3 @@ def judge_specs(items, where: str = "eval.judges") -> list[JudgeSpec]:
                                    "too); give one a name: key")
         seen[s.name] = i
     return specs
-
-
-def make_judge(spec, where: str = "eval.judges") -> Judge:
-    """A judge from one `eval.judges` item (a string, a mapping or a JudgeSpec)."""
-    spec = judge_spec(spec, where)
-    if spec.kind == "keyword":
-        j = KeywordJudge()
-    elif spec.kind == "embedding":
-        j = EmbeddingJudge(model_dir=spec.path or None, device="cpu" if spec.device == "auto" else spec.device,
-                           margin=spec.margin)
-    else:
-        from explorer.eval.model_judges import make_model_judge
-
-        return make_model_judge(spec, where)
-    j.name = spec.name
-    return j
-
-
-def make_judges(items, where: str = "eval.judges") -> list[Judge]:
-    """Every judge of `eval.judges` (validated first, so a typo in the third fails before the first loads)."""
-    return [make_judge(s, f"{where}[{i}]") for i, s in enumerate(judge_specs(items, where))]

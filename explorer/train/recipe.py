@@ -46,7 +46,7 @@ from explorer.data.batch import Batch
 from explorer.data.records import Record
 from explorer.data.tokenize import collate, encode_all, overlong_counts, pad_id_of
 from explorer.eval.evaluate import evaluate, summarize
-from explorer.eval.judges import make_judges
+from explorer.eval.registry import make_judges
 from explorer.methods.protocol import Context, Decision
 from explorer.methods.registry import make_method
 from explorer.model import distributed
