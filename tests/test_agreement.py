@@ -11,7 +11,7 @@ import pytest
 
 from _fake_runs import COMPLY, REFUSE, _manifest, open_app, sample_rows
 from explorer.runs import agreement, schema
-from explorer.runs.writer import RunWriter
+from explorer.record.writer import RunWriter
 
 pytestmark = pytest.mark.app
 
