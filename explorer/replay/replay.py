@@ -108,7 +108,7 @@ class RunWorld:
 
         from explorer.config import RunConfig, build_dataclass
         from explorer.train.assemble import build_pools
-        from explorer.eval.judges import make_judge
+        from explorer.eval.registry import make_judges
         from explorer.model.load import load_model, pick_device
         from explorer.prepare.specs import resolve_spec
         from explorer.scoring.influence import InfluenceProbe
@@ -143,7 +143,7 @@ class RunWorld:
         probe = InfluenceProbe.for_run(_heldout_cfg(self.cfg, self.heldout_n), self.suites, self.encode_heldout,
                                        self.autocast_dtype)
         self.safety, self.task = probe.safety, probe.task
-        self.judges = [make_judge(j) for j in f.judges] if f.judges else []
+        self.judges = make_judges(f.judges) if f.judges else []
         self.steps = reader.steps(self.run_dir)
         self._ck: dict[int, dict] = {}
 
@@ -398,7 +398,7 @@ def replay(run_dir: str | Path, step: int, horizon: int = 1, arms=ARMS, seeds=(0
             "checkpoint": f"{schema.STEP_CHECKPOINTS}/step-{step}", "eval_n": eval_n, "generate": generate,
             "heldout_n": world.heldout_n, "n_refusal_prompts": len(world.safety),
             "n_task_prompts": len(world.task) if world.task is not None else 0,
-            "judge": (world.facts.judges or ("keyword",))[0] if generate else None,
+            "judge": (world.judges[0].name if world.judges else "keyword") if generate else None,
             "device": str(world.device), "n_batch": len(batch), "n_dropped": n_dropped,
             "later_steps": "recorded batches and weights", "method": world.manifest.get("method")}
     meta_path = run_dir / schema.REPLAYS / f"{replay_id}.json"
