@@ -3,7 +3,7 @@
 Each causal-LM judge is one `GuardFormat` (its published prompt and how to read its answer) run by
 one `GuardJudge` (load with AutoTokenizer / AutoModelForCausalLM, batch, greedy-decode, parse):
 
-- llama_guard  Llama Guard 3 (Llama Team, "The Llama 3 Herd of Models", arXiv:2407.21783, §5.4.7;
+- llama_guard  Llama Guard 3 (Llama Team, "The Llama 3 Herd of Models", arXiv:2407.21783;
                model card meta-llama/Llama-Guard-3-8B and llama.com "Llama Guard 3" prompt format).
                The prompt is the checkpoint's chat template (Task / UNSAFE CONTENT CATEGORIES S1-S14 /
                CONVERSATION / "Provide your safety assessment for ONLY THE LAST Agent message"),
