@@ -297,3 +297,17 @@ def judges_config(lg_path) -> dict:
     """eval.judges with a keyword judge first (primary) and a Llama Guard folder second."""
     return {"judges": ["keyword", {"kind": "llama_guard", "path": str(lg_path), "batch_size": 16,
                                    "max_new_tokens": 3}]}
+
+
+def test_llama_guard_template_checkpoint_uses_the_tokenizers_own(tmp_path):
+    """template: checkpoint renders with the chat template saved in the folder, here one that wants content
+    as a list of text parts; without a chat template the setting is refused, naming the key."""
+    folder = save_tiny_judge("llama_guard", tmp_path / "lg")
+    with pytest.raises(JudgeConfigError, match=r"eval.judges.template: checkpoint, but the tokenizer .* no chat"):
+        make_judge({"kind": "llama_guard", "path": str(folder), "template": "checkpoint"})
+    tok = tiny_tokenizer("llama_guard")
+    tok.chat_template = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'][0]['text'] }}\n{% endfor %}"
+                         "verdict:")
+    tok.save_pretrained(folder)
+    judge = make_judge({"kind": "llama_guard", "path": str(folder), "template": "checkpoint"})
+    assert judge.render(["q?"], ["an answer"]) == ["[user] q?\n[assistant] an answer\nverdict:"]

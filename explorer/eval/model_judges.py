@@ -240,9 +240,27 @@ class GuardJudge:
         if self.fmt.template:
             return [self.fmt.template.format(prompt=p, response=r) for p, r in zip(prompts, responses)]
         template = None if self.spec.template == "checkpoint" else LLAMA_GUARD_3_CHAT_TEMPLATE
-        return [self.tok.apply_chat_template([{"role": "user", "content": p}, {"role": "assistant", "content": r}],
-                                             chat_template=template, tokenize=False)
-                for p, r in zip(prompts, responses)]
+        return [self._chat(p, r, template) for p, r in zip(prompts, responses)]
+
+    def _chat(self, prompt: str, response: str, template: str | None) -> str:
+        """One exchange through a chat template. A checkpoint's own template may want content as a list of
+        text parts (Llama Guard 3 1B's model card passes [{"type": "text", "text": ...}]) and may render a
+        string it cannot read as nothing, so the rendering must hold both turns, or it is refused."""
+        conv = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+        tries = [conv] if template is not None else [
+            conv, [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in conv]]
+        for c in tries:
+            try:
+                text = self.tok.apply_chat_template(c, chat_template=template, tokenize=False)
+            except Exception:
+                if c is tries[-1]:
+                    raise
+                continue
+            if prompt.strip() in text and response.strip() in text:
+                return text
+        raise JudgeConfigError(f"{self.name}: the chat template of {self.spec.path!r} renders an exchange without "
+                               "its prompt or answer (tried string content and a list of text parts); use "
+                               "template: published")
 
     def generate(self, texts: list[str]) -> list[str]:
         """Greedy answers, batch_size texts at a time (similar lengths together), decoded after the prompt."""
