@@ -518,9 +518,9 @@ class ExplorerCallback(TrainerCallback):
         r.data = build_pools(cfg, task=[])
         r.records, r.pools, r.suites = r.data.records, r.data.pools, r.data.suites
         r._open_run_folder()
-        from explorer.eval.judges import make_judge
+        from explorer.eval.registry import make_judges
 
-        r.judges = [make_judge(j) for j in cfg.judges]
+        r.judges = make_judges(cfg.judges)
         r.writer.update(trainer={"callback": "ExplorerCallback", "loss": "the Trainer's own (not reweighted)",
                                  "optim": str(getattr(args.optim, "value", args.optim)),
                                  "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value",
