@@ -10,8 +10,13 @@ import torch
 from _method_helpers import make_context
 from explorer.config import ConfigError, RunConfig, load_config
 from explorer.methods.protocol import Decision, MethodBase
+from explorer.model.optim import LrSchedule
 from explorer.record.writer import RunWriter
-from explorer.train.recipe import Recipe, get_lr, load_checkpoint
+from explorer.train.recipe import Recipe, load_checkpoint
+
+
+def get_lr(step, total, peak, warmup, shape, min_ratio=0.1):
+    return LrSchedule(peak, total, warmup, shape, min_ratio)(step)
 
 
 @pytest.mark.unit

@@ -43,7 +43,8 @@ from explorer.data.load import ID_FIELDS, DataError, parse_record
 from explorer.data.records import UNKNOWN, Record
 from explorer.data.tokenize import collate, pad_id_of
 from explorer.model.losses import loss_positions, per_sample_nll
-from explorer.train.recipe import Recipe, get_lr, harmful_score
+from explorer.model.optim import LrSchedule
+from explorer.train.recipe import Recipe, harmful_score
 
 log = logging.getLogger(__name__)
 
@@ -471,11 +472,10 @@ class Trainer(MethodTrainerMixin, HFTrainer):
 
 def recipe_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 5,
                      schedule: str = "cosine", min_ratio: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
-    """`explorer run`'s learning-rate schedule (recipe.get_lr) as a scheduler for a Trainer:
+    """`explorer run`'s learning-rate schedule (explorer/model/optim.py) as a scheduler for a Trainer:
     Trainer(..., optimizers=(AdamW(params, lr), recipe_scheduler(opt, total_steps))). Its peak is each
     parameter group's lr."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: get_lr(s, total_steps, 1.0, warmup_steps, schedule, min_ratio))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, LrSchedule(1.0, total_steps, warmup_steps, schedule, min_ratio))
 
 
 # --------------------------------------------------------------------------------------------------

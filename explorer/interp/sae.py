@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from explorer.model.optim import OptimStep
+
 
 @dataclass(frozen=True)
 class SaeSettings:
@@ -123,7 +125,7 @@ def train_sae(acts: torch.Tensor, n_latents: int, k: int, steps: int = 1000, bat
     sae = TopKSAE(d, n_latents, k, generator=g).to(acts.device)
     with torch.no_grad():
         sae.b_pre.copy_(train.mean(0))
-    opt = torch.optim.Adam(sae.parameters(), lr=lr)
+    opt = OptimStep(torch.optim.Adam(sae.parameters(), lr=lr), sae.parameters())   # constant lr, no clipping
     auxk_k = auxk_k or max(1, d // 2)
     since_fired = torch.zeros(n_latents, dtype=torch.long, device=acts.device)  # batches since last fired
     losses = []
@@ -145,7 +147,7 @@ def train_sae(acts: torch.Tensor, n_latents: int, k: int, steps: int = 1000, bat
             e_hat = z_aux @ sae.W_dec.T
             aux = ((e_hat - e) ** 2).sum(-1).mean() / ((e - e.mean(0)) ** 2).sum(-1).mean().clamp_min(1e-8)
             loss = loss + auxk_coef * aux.nan_to_num(0.0)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         opt.step()
         sae.normalize_decoder()

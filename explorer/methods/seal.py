@@ -58,6 +58,7 @@ from explorer.data.batch import Batch
 from explorer.methods.protocol import Decision, MethodBase, dist_of, help_field as _h
 from explorer.methods.registry import register
 from explorer.model.losses import model_nll
+from explorer.model.optim import LrSchedule, OptimStep
 from explorer.model.plumbing import is_peft
 
 log = logging.getLogger(__name__)
@@ -171,12 +172,6 @@ def _encode_or_none(encode, recs):
     return b if b is not None and len(b) > 0 else None
 
 
-def _warm(step: int, total: int, ratio: float) -> float:
-    """The authors' constant schedule with a linear warm-up over ratio · total steps."""
-    w = math.ceil(ratio * total)
-    return min(1.0, (step + 1) / w) if w > 0 else 1.0
-
-
 @register("seal", SealConfig)
 class Seal(MethodBase):
     def __init__(self, config: SealConfig):
@@ -247,18 +242,24 @@ class Seal(MethodBase):
         bs = c.selector_batch_size or ctx.config.batch_size
         device = ctx.device
         omega = torch.full((N,), float(c.omega_init), device=device, requires_grad=True)
-        sel_opt = torch.optim.Adam([omega], lr=c.selector_lr, betas=tuple(c.selector_betas), weight_decay=0.0)
+        sel_opt = OptimStep(torch.optim.Adam([omega], lr=c.selector_lr, betas=tuple(c.selector_betas),
+                                             weight_decay=0.0), [omega])
         params = [p for p in model.parameters() if p.requires_grad]
-        model_opt = torch.optim.AdamW(params, lr=c.model_lr, betas=tuple(c.model_betas), weight_decay=0.0)
+        model_opt = OptimStep(torch.optim.AdamW(params, lr=c.model_lr, betas=tuple(c.model_betas), weight_decay=0.0),
+                              params, clip=c.model_clip)
         aux = aux_opt = None
         if c.algorithm == 1:
             aux = copy.deepcopy(model)   # θ̂ starts where θ starts
             aux_params = [p for p in aux.parameters() if p.requires_grad]
-            aux_opt = torch.optim.AdamW(aux_params, lr=c.model_lr, betas=tuple(c.model_betas), weight_decay=0.0)
+            aux_opt = OptimStep(torch.optim.AdamW(aux_params, lr=c.model_lr, betas=tuple(c.model_betas),
+                                                  weight_decay=0.0), aux_params, clip=c.model_clip)
         n_ft_batches = math.ceil(N / bs)
         n_safe_batches = math.ceil(len(safe) / bs)
         per_epoch = n_ft_batches if c.zip_mode == "cycle_safe" else min(n_ft_batches, n_safe_batches)
         total = per_epoch * c.selector_epochs
+        # the authors' constant schedule with a linear warm-up over ratio · total steps, one factor for
+        # every optimiser of the phase (each at its own lr times the factor)
+        warm = LrSchedule(1.0, total, math.ceil(c.model_warmup_ratio * total), "constant")
         if c.zip_mode == "shortest" and n_safe_batches < n_ft_batches:
             log.warning("seal: zip(safe, fine-tuning) visits only %d of %d fine-tuning batches per epoch "
                         "(safe pool %d < fine-tuning set %d); zip_mode=cycle_safe visits all",
@@ -289,11 +290,9 @@ class Seal(MethodBase):
                     continue  # every record of the batch was too long for the context
                 # encode() skips over-long records: map the rows back to selector indices
                 idx = torch.tensor([self.index_[s] for s in ft_batch.sample_ids], device=device)
-                lr_scale = _warm(step, total, c.model_warmup_ratio)
-                for g in model_opt.param_groups:
-                    g["lr"] = c.model_lr * lr_scale
-                for g in sel_opt.param_groups:
-                    g["lr"] = c.selector_lr * lr_scale
+                lr_scale = warm(step)
+                model_opt.set_lr(lr=c.model_lr * lr_scale)
+                sel_opt.set_lr(lr=c.selector_lr * lr_scale)
 
                 if dist.enabled:   # means over the global batches: local sums over the global counts
                     n_safe = float(dist.all_sum(torch.tensor(float(len(safe_batch)))))
@@ -308,30 +307,25 @@ class Seal(MethodBase):
                     ft_losses = self._forward_losses(ctx, model, ft_batch)                 # [B] ℓ(θ; z_j)
                     weights = selector_weights(omega)[idx]                                 # σ̃_j
                     loss = model_loss(u, safe_loss, ft_losses, weights)
-                model_opt.zero_grad(set_to_none=True)
+                model_opt.zero_grad()
                 loss.backward()
                 dist.all_reduce_grads(params)
-                if c.model_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, c.model_clip)
-                model_opt.step()
+                model_opt.step()                                       # clipped to model_clip (> 0)
 
                 signal = ft_losses.detach().float()
                 row_extra = {}
                 if aux is not None:
-                    for g in aux_opt.param_groups:
-                        g["lr"] = c.model_lr * lr_scale
+                    aux_opt.set_lr(lr=c.model_lr * lr_scale)
                     aux_losses = self._forward_losses(ctx, aux, ft_batch)             # ℓ(θ̂; z_j)
                     if dist.enabled:
                         aux_loss = (weights.detach() * aux_losses).sum() / n_ft
                     else:
                         aux_loss = (weights.detach() * aux_losses).mean()
-                    aux_opt.zero_grad(set_to_none=True)
+                    aux_opt.zero_grad()
                     aux_loss.backward()
                     dist.all_reduce_grads(aux_params)
                     if dist.enabled:
                         aux_loss = dist.all_sum(aux_loss.detach())
-                    if c.model_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(aux_params, c.model_clip)
                     aux_opt.step()
                     signal = signal - aux_losses.detach().float()                      # the loss gap
                     last_aux[idx.cpu()] = aux_losses.detach().float().cpu()
@@ -340,7 +334,7 @@ class Seal(MethodBase):
                     s_loss = (selector_weights(omega)[idx] * signal.detach()).sum() / n_ft
                 else:
                     s_loss = selector_loss(omega, idx, signal)
-                sel_opt.zero_grad(set_to_none=True)
+                sel_opt.zero_grad()
                 s_loss.backward()
                 dist.all_reduce_grads([omega])
                 sel_opt.step()

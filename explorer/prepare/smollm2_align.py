@@ -67,6 +67,7 @@ from explorer.data.tokenize import collate, encode_all, pad_id_of
 from explorer.eval.evaluate import evaluate, generate, load_suites, summarize
 from explorer.eval.judges import KeywordJudge
 from explorer.eval.suites import Suite, score_task, tiny_world_suites
+from explorer.model.optim import OptimStep
 from explorer.model.plumbing import cpu_info, token_logprobs
 from explorer.model.smollm2 import cache_root, merge_adapter, set_system
 from explorer.runs import schema
@@ -444,7 +445,8 @@ def main(argv=None) -> int:
     model = get_peft_model(model, LoraConfig(r=a.rank, lora_alpha=2 * a.rank, lora_dropout=0.0,
                                              target_modules=a.lora_targets.split(","),
                                              task_type="CAUSAL_LM"))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.lr, weight_decay=0.0)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = OptimStep(torch.optim.AdamW(trainable, lr=a.lr, weight_decay=0.0), trainable)   # constant lr, no clipping
     enc = {k: encode_all(tok, v, a.max_length)[0] for k, v in (("h", tr_h), ("b", tr_b), ("t", tr_t))}
     if a.answer_tokens:
         for k in ("b", "t"):
@@ -477,7 +479,7 @@ def main(argv=None) -> int:
             loss = loss + a.unlikely * ul
         loss.backward()
         opt.step()
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         print(f"step {step} loss {loss.item():.3f} ({time.time() - ts:.1f} s)", flush=True)
         if step % a.check_every == 0 or step == a.steps:
             d = dev_check(model, tok, dev_h, dev_b, a.dev_max_new_tokens)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import random
 import time
@@ -34,6 +33,7 @@ from filelock import FileLock
 from explorer.data.records import Record
 from explorer.data.sample import read_sample_file, sample_data_dir
 from explorer.data.tokenize import collate, encode_all
+from explorer.model.optim import LrSchedule, OptimStep
 from explorer.model.plumbing import cpu_info
 
 log = logging.getLogger(__name__)
@@ -147,13 +147,6 @@ def stage_records(world: list[Record], stage: str) -> list[Record]:
     return out
 
 
-def _lr_at(step: int, total: int, peak: float, warmup: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def train_stage(model, tokenizer, records: list[Record], steps: int, lr: float, s: TinySettings,
                 seed: int, desc: str) -> list[float]:
     from tqdm.auto import tqdm
@@ -164,6 +157,8 @@ def train_stage(model, tokenizer, records: list[Record], steps: int, lr: float, 
     enc, skipped = encode_all(tokenizer, records, s.max_positions, strict=True, source=desc)
     rng = random.Random(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=s.weight_decay, betas=(0.9, 0.98))
+    # warm-up, then cosine down to 0 at the last step; gradients clipped to norm 1
+    optim = OptimStep(opt, model.parameters(), LrSchedule(lr, steps, s.warmup, "cosine", 0.0), clip=1.0)
     model.train()
     losses = []
     order: list[int] = []
@@ -176,14 +171,12 @@ def train_stage(model, tokenizer, records: list[Record], steps: int, lr: float, 
             order += more
         idx, order = order[:s.batch_size], order[s.batch_size:]
         b = collate([enc[i] for i in idx], pad)
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, steps, lr, s.warmup)
+        optim.set_lr(step)
         out = model(input_ids=b.input_ids, attention_mask=b.attention_mask)
         loss = per_sample_nll(out.logits, b.labels).mean()
-        opt.zero_grad(set_to_none=True)
+        optim.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optim.step()
         losses.append(loss.item())
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")

@@ -52,6 +52,7 @@ from explorer.methods.registry import make_method
 from explorer.model import distributed
 from explorer.model.load import LoraSettings, load_model, model_fingerprint, pick_device, pick_dtype
 from explorer.model.losses import model_nll
+from explorer.model.optim import LrSchedule, OptimStep
 from explorer.model.plumbing import autocast, cpu_info, set_flat_grad
 from explorer.prepare.specs import resolve_spec
 from explorer.record.writer import FollowerWriter, RunWriter, other_ranks_failures
@@ -62,24 +63,11 @@ CHECKPOINT = "checkpoint"
 #: step checkpoints for replays: <run>/checkpoints/step-<N>/ (N optimiser steps done), the resume
 #: checkpoint's format; the name is also explorer.runs.schema.STEP_CHECKPOINTS (the viewing side lists them)
 STEP_CHECKPOINTS = schema.STEP_CHECKPOINTS
-LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
-def get_lr(step: int, total: int, peak: float, warmup: int, schedule: str = "cosine",
-           min_ratio: float = 0.1) -> float:
-    """Linear warm-up over `warmup` steps, then `schedule` from the peak down to `min_ratio` * peak:
-    constant (stays at the peak), linear, or cosine (the default; min_ratio 0 gives Hugging Face's
-    linear / cosine schedulers after their warm-up)."""
-    if step < warmup:
-        return peak * (step + 1) / max(1, warmup)
-    if schedule == "constant":
-        return peak
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    if schedule == "linear":
-        return peak * (min_ratio + (1 - min_ratio) * (1 - progress))
-    if schedule == "cosine":
-        return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-    raise ValueError(f"lr_schedule = {schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
+def lr_schedule(cfg: RunConfig, total_steps: int) -> LrSchedule:
+    """The run's learning rate at each step (linear warm-up, then lr_schedule down to lr_min_ratio)."""
+    return LrSchedule(cfg.lr, total_steps, cfg.warmup_steps, cfg.lr_schedule, cfg.lr_min_ratio)
 
 
 def make_run_id(cfg: RunConfig, p_label: str | None = None) -> str:
@@ -259,10 +247,11 @@ class Recipe:
         self.total_steps = total
         self.writer.update(progress={"step": 0, "total_steps": total}, n_skipped_too_long=len(skipped))
 
-    def _setup_optimizer(self, cfg: RunConfig) -> None:
+    def _setup_optimizer(self, cfg: RunConfig, optimizer: torch.optim.Optimizer | None = None) -> None:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = optimizer or torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.ctx.optimizer = self.opt
+        self.optim = OptimStep(self.opt, self.params, lr_schedule(cfg, self.total_steps), cfg.clip)
 
     @classmethod
     def for_context(cls, method, ctx: Context, cfg: RunConfig, total_steps: int,
@@ -274,9 +263,7 @@ class Recipe:
         self.model, self.device, self.autocast_dtype = ctx.model, ctx.device, ctx.autocast_dtype
         self.ctx, self.method, self.log, self.gen = ctx, method, ctx.log, ctx.generator
         self.total_steps = ctx.total_steps = total_steps
-        self._setup_optimizer(cfg)
-        if optimizer is not None:
-            self.opt = ctx.optimizer = optimizer
+        self._setup_optimizer(cfg, optimizer)
         self.model.train()
         return self
 
@@ -354,13 +341,13 @@ class Recipe:
         t0 = time.time()
         c0 = self.dist.collective_s
         self.ctx.step = self.step_no
-        self.set_lr()
+        self.optim.set_lr(self.step_no)
         decision = self.method.decide(batch, self.ctx)
         t_decide = time.time() - t0
         if self.probe is not None:   # the independent check: effect_safety / effect_task columns at its steps
             decision.scores.update(self.probe(self.model, batch, self.step_no, self.opt.param_groups[0]["lr"]))
         w = decision.weights.detach().float().to(self.device)                          # [B]
-        self.opt.zero_grad(set_to_none=True)
+        self.optim.zero_grad()
         if decision.grads is not None:      # the method assembled the update from per-sample gradients
             losses = self.assembled_update(decision)
         else:
@@ -373,8 +360,7 @@ class Recipe:
         else:
             task_loss, loss = self.distributed_backward(decision, w, losses)
         extra_metrics = self.method.transform_grads(self.ctx) or {}
-        grad_norm = self.clip_grads()
-        self.opt.step()
+        grad_norm = self.optim.step()                  # clip (clip > 0), then AdamW's step
         self.method.after_step(self.ctx)
         if self.dist.enabled:   # time spent in collectives this step (before the records' gather)
             extra_metrics = {**extra_metrics, "time_collectives_s": self.dist.collective_s - c0}
@@ -384,12 +370,6 @@ class Recipe:
         return row
 
     # -- the pieces of a step ---------------------------------------------------------------------
-
-    def set_lr(self) -> None:
-        cfg = self.cfg
-        lr = get_lr(self.step_no, self.total_steps, cfg.lr, cfg.warmup_steps, cfg.lr_schedule, cfg.lr_min_ratio)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
 
     def distributed_backward(self, decision: Decision, w: torch.Tensor, losses: torch.Tensor):
         """Several ranks: the gradient of the GLOBAL weighted mean Σ_i w_i ℓ_i / Σ_i w_i over the whole
@@ -427,11 +407,6 @@ class Recipe:
             raise ValueError(f"{self.method.name}: a Decision with grads must also carry the per-sample losses")
         set_flat_grad(self.params, decision.grads)
         return decision.losses.detach()
-
-    def clip_grads(self) -> torch.Tensor:
-        if self.cfg.clip > 0:
-            return torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip)
-        return torch.tensor(0.0)
 
     def record(self, batch, decision, w, losses, task_loss, loss, grad_norm, extra_metrics, seconds,
                t_decide) -> dict[str, Any]:
