@@ -24,12 +24,13 @@ from explorer import viz
 from explorer.config import load_config
 from explorer.data.sample import read_sample_file, repo_root, sample_data_dir
 from explorer.data.tokenize import encode_batch
-from explorer.interp.hooks import capture, decoder_layers, modules_named
+from explorer.interp.hooks import capture, modules_named
 from explorer.interp.sae import encode_batched, train_sae
 from explorer.interp.subspace import CovarianceAccumulator, energy_cut, project_right, small_eigen_subspace
 from explorer.methods.cwac import pool_codes, prompt_mask, select_safety_latents
 from explorer.model.load import load_model
 from explorer.model.losses import per_sample_nll
+from explorer.model.plumbing import decoder_layers
 from explorer.prepare import tiny
 from explorer.prepare.specs import resolve_spec
 from explorer.runs import reader

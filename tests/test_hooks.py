@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from explorer.interp.hooks import capture, decoder_layers, forward_to, hooks, modules_named
+from explorer.interp.hooks import capture, forward_to, hooks, modules_named
+from explorer.model.plumbing import decoder_layers
 
 from _method_helpers import make_model, make_tokenizer
 

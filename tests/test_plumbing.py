@@ -92,3 +92,46 @@ def test_the_default_state_dict_round_trips_a_state_dataclass():
     b.load_state_dict(a.state_dict())
     assert torch.equal(b.state.d, a.state.d) and b.state.n == 3 and b.state.ids == ["x", "y"]
     assert MethodBase(None).state_dict() == {}
+
+
+def _llama(n_layers=2):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=n_layers,
+                                        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16))
+
+
+@pytest.mark.unit
+def test_decoder_layers_of_a_plain_and_a_peft_wrapped_llama():
+    from peft import LoraConfig, get_peft_model
+
+    from explorer.model.plumbing import decoder_layers
+
+    plain = _llama(3)
+    assert decoder_layers(plain) is plain.model.layers and len(decoder_layers(plain)) == 3
+    wrapped = get_peft_model(_llama(3), LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    layers = decoder_layers(wrapped)
+    assert layers is wrapped.get_base_model().model.layers and len(layers) == 3
+
+
+@pytest.mark.unit
+def test_decoder_layers_is_the_longest_list_of_one_block_class_and_refuses_a_tie():
+    from explorer.model.plumbing import decoder_layers
+
+    class WithTower(torch.nn.Module):   # a vision tower's shorter `layers` comes first in named_modules
+        def __init__(self):
+            super().__init__()
+            self.vision = torch.nn.Module()
+            self.vision.layers = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
+            self.lm = _llama(2)
+            self.mixed = torch.nn.Module()
+            self.mixed.h = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Tanh()])
+
+    m = WithTower()
+    assert decoder_layers(m) is m.lm.model.layers          # not the tower's, not the mixed list of 3
+    m.vision.layers = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)])
+    with pytest.raises(ValueError, match="two lists of 2 decoder layers"):
+        decoder_layers(m)
+    with pytest.raises(ValueError, match="found no decoder layers"):
+        decoder_layers(torch.nn.Sequential(torch.nn.Linear(2, 2)))

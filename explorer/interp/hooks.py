@@ -7,8 +7,9 @@ exception — so a model never keeps a stray hook that would silently change lat
 
     resid = forward_to(model, layer, input_ids=ids)       # run only up to `layer`, return its output
 
-Module lookup helpers (`decoder_layers`, `modules_named`) work on plain Hugging Face models and on
-peft-wrapped ones, since both keep the Llama names (model.layers.N.mlp.down_proj).
+`modules_named` works on plain Hugging Face models and on peft-wrapped ones, since both keep the
+Llama names (model.layers.N.mlp.down_proj); the list of decoder layers is explorer/model/plumbing.py's
+`decoder_layers`.
 """
 
 from __future__ import annotations
@@ -102,11 +103,3 @@ def modules_named(model: torch.nn.Module, suffix: str) -> dict[str, torch.nn.Mod
 
 def strip_peft_prefix(name: str) -> str:
     return name[len("base_model.model."):] if name.startswith("base_model.model.") else name
-
-
-def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The list of transformer blocks (Llama: model.layers)."""
-    for name, m in model.named_modules():
-        if isinstance(m, torch.nn.ModuleList) and name.split(".")[-1] in ("layers", "h", "blocks") and len(m):
-            return m
-    raise ValueError(f"{type(model).__name__}: found no ModuleList of decoder layers (expected model.layers)")

@@ -78,12 +78,12 @@ from pathlib import Path
 import torch
 
 from explorer.data.batch import Batch
-from explorer.interp.hooks import capture, decoder_layers, forward_to, modules_named
+from explorer.interp.hooks import capture, forward_to, modules_named
 from explorer.interp.sae import TopKSAE, train_sae
 from explorer.interp.subspace import CovarianceAccumulator, project_right, removed_share, small_eigen_subspace
 from explorer.methods.protocol import Decision, MethodBase, dist_of, help_field as _h
 from explorer.methods.registry import register
-from explorer.model.plumbing import eval_mode, is_peft
+from explorer.model.plumbing import decoder_layers, eval_mode, is_peft
 
 log = logging.getLogger(__name__)
 

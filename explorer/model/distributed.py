@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from explorer.model.plumbing import decoder_layers
+
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
@@ -229,19 +231,6 @@ SINGLE = Dist()
 #: the `shard` settings: none (every rank holds the whole model) or fsdp (fsdp_shard; only methods
 #: that declare `shardable`, whose ranks run the same passes every step: config.validate_shard)
 SHARDS = ("none", "fsdp")
-
-
-def decoder_layers(model) -> list[torch.nn.Module]:
-    """The transformer blocks of a Hugging Face causal LM (peft-wrapped or not): the largest
-    nn.ModuleList named `layers` or `h` (Llama, Qwen, Mistral, GPT-2 ...)."""
-    best: list[torch.nn.Module] = []
-    for name, m in model.named_modules():
-        if isinstance(m, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layers", "h") and len(m) > len(best):
-            best = list(m)
-    if not best:
-        raise ValueError(f"{type(model).__name__}: found no decoder layers (an nn.ModuleList named 'layers' "
-                         "or 'h') to shard; expected a Hugging Face causal LM")
-    return best
 
 
 def fsdp_shard(model, dist: Dist, device: torch.device | None = None) -> dict[str, Any]:

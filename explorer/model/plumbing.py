@@ -1,11 +1,34 @@
 """Shared plumbing of the methods and the recipe, written once: autocast, eval mode, peft detection,
-the frozen reference model's logits, and flat gradients over a list of parameters."""
+the decoder layers, the frozen reference model's logits, and flat gradients over a list of parameters."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 
 import torch
+
+
+#: what Hugging Face causal LMs call their list of transformer blocks (Llama, Qwen, Mistral:
+#: model.layers; GPT-2: transformer.h)
+LAYER_LISTS = ("layers", "h")
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The transformer blocks of a Hugging Face causal LM, peft-wrapped or not: the longest
+    nn.ModuleList named `layers` or `h` whose blocks are all of one class (a shorter list elsewhere,
+    e.g. a vision tower's, is not it). Raises when there is none, or two of that length."""
+    found = [(name, m) for name, m in model.named_modules()
+             if isinstance(m, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in LAYER_LISTS and len(m)
+             and len({type(b) for b in m}) == 1]
+    if not found:
+        raise ValueError(f"{type(model).__name__}: found no decoder layers (an nn.ModuleList of one block class "
+                         f"named {' or '.join(map(repr, LAYER_LISTS))}); expected a Hugging Face causal LM")
+    longest = max(len(m) for _, m in found)
+    best = [(name, m) for name, m in found if len(m) == longest]
+    if len(best) > 1:
+        raise ValueError(f"{type(model).__name__}: two lists of {longest} decoder layers "
+                         f"({', '.join(n for n, _ in best)}); expected one")
+    return best[0][1]
 
 
 def cpu_info() -> dict:
