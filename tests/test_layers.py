@@ -9,8 +9,8 @@ the only interface between the training side and the viewing side (docs/architec
     runs        the run-folder format (schema) and its reader (the viewing side's base; no torch)
     data        records, pools, loaders, tokenised Batch
     eval        generation on held-out suites, judges, metrics
-    model       load a causal LM from its folder (+ LoRA), the per-sample loss,
-                torch.distributed helpers, the SmolLM2 checkpoint
+    model       load a causal LM from its folder (+ LoRA), the per-sample loss, the optimiser step and
+                schedule (optim.py), torch.distributed helpers, the SmolLM2 checkpoint
     worlds      a world's model specs, data folder and run defaults (explorer/worlds.py)
     prepare     the worlds' preparation: the tiny world trained, the SmolLM2 alignment adapter trained,
                 model specs (tiny:aligned) -> folders
