@@ -107,12 +107,29 @@ def alias_problems(sources: dict[str, tuple[bool, str]]) -> tuple[list[str], dic
         noqa = {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom)
                 if any("noqa: F401" in line for line in lines[n.lineno - 1:n.end_lineno]) for a in n.names}
         handed_on = {n for n in imports if n in all_of(tree) or n in noqa} - defined_names(tree)
+        modules_here = {n for n, m in imports.items() if f"{m}.{n}" in sources}   # `from explorer.runs import schema`
+        for node in tree.body:   # NAME = imported_name / NAME = module.NAME: a second name for one thing
+            value = getattr(node, "value", None)
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and (
+                    (isinstance(value, ast.Name) and value.id in imports and value.id not in modules_here)
+                    or (isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name)
+                        and value.value.id in modules_here)):
+                problems.append(f"{name}:{node.lineno}: {ast.unparse(node).split(' =')[0]} is another name for "
+                                f"{ast.unparse(value)}; use that")
         for n in sorted(handed_on):
             src_mod = imports[n]
             if is_pkg and src_mod.startswith(name + "."):
                 faces[f"{name}.{n}"] = src_mod
             else:
                 problems.append(f"{name}: hands on {n} from {src_mod}; import it from {src_mod} instead")
+        if is_pkg and "__getattr__" in defined_names(tree):   # a face that imports its names on first use
+            for n in sorted(all_of(tree) - defined_names(tree) - set(imports)):
+                homes = [m for m, (_, s) in sorted(sources.items())
+                         if m.startswith(name + ".") and n in defined_names(ast.parse(s))]
+                if homes:
+                    faces[f"{name}.{n}"] = homes[0]
+                else:
+                    problems.append(f"{name}: lists {n} in __all__, and no module of the package defines it")
     return problems, faces
 
 
@@ -195,6 +212,13 @@ def test_the_checks_catch_each_kind_of_alias():
                                          "def register():\n    pass\n"),
         "explorer.viz": (True, "from explorer.viz.figures import data_map\n__all__ = ['data_map']\n"),
         "explorer.viz.figures": (False, "def data_map():\n    pass\n"),
+        "explorer.integrations": (True, "__all__ = ['Trainer', 'Gone']\ndef __getattr__(name):\n    pass\n"),
+        "explorer.integrations.hf": (False, "class Trainer:\n    pass\n"),
+        "explorer.runs": (True, ""),
+        "explorer.runs.schema": (False, "STEP_CHECKPOINTS = 'checkpoints'\n"),
+        "explorer.train.other": (False, "from explorer.runs import schema\nfrom explorer.train.recipe import run\n"
+                                        "STEP_CHECKPOINTS = schema.STEP_CHECKPOINTS\ngo = run\n"
+                                        "N = len(schema.STEP_CHECKPOINTS)\n"),
     }
     problems, faces = alias_problems(fake)
     text = "\n".join(problems)
@@ -202,15 +226,22 @@ def test_the_checks_catch_each_kind_of_alias():
     assert "explorer.train.loop: hands on run from explorer.train.recipe" in text
     assert "explorer.record.writer: assigns into sys.modules" in text
     assert "explorer.methods.base: hands on Decision from explorer.methods.protocol" in text
-    assert "register" not in text and len(problems) == 4       # a name defined where it is listed is fine
-    assert faces == {"explorer.viz.data_map": "explorer.viz.figures"}  # a package's face is no alias
+    assert "explorer.train.other:3: STEP_CHECKPOINTS is another name for schema.STEP_CHECKPOINTS" in text
+    assert "explorer.train.other:4: go is another name for run" in text
+    assert "explorer.integrations: lists Gone in __all__, and no module of the package defines it" in text
+    assert "register" not in text and len(problems) == 7       # a name defined where it is listed is fine
+    assert faces == {"explorer.viz.data_map": "explorer.viz.figures",     # a package's face is no alias,
+                     "explorer.integrations.Trainer": "explorer.integrations.hf"}   # also a lazy one
 
     defs = {m: defined_names(ast.parse(s)) for m, (_, s) in fake.items()}
 
     def callers(code, inside=""):
         return "\n".join(caller_problems("x.py", ast.parse(code), defs, faces, inside))
 
-    assert callers("from explorer.train.recipe import run\nfrom explorer.viz import data_map\n") == ""
+    assert callers("from explorer.train.recipe import run\nfrom explorer.viz import data_map\n"
+                   "from explorer.integrations import Trainer\n") == ""
+    assert "outside explorer.integrations it is imported from explorer.integrations" in callers(
+        "from explorer.integrations.hf import Trainer")
     assert "run is not defined in explorer.train.loop; import it from explorer.train.recipe" in callers(
         "def f():\n    from explorer.train.loop import run\n")                     # lazy imports count
     assert "Decision is not defined in explorer.methods.base" in callers("from explorer.methods.base import Decision")

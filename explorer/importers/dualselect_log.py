@@ -29,7 +29,6 @@ from explorer.record.writer import RunWriter
 from explorer.runs import schema
 
 LIST_KEYS = ("indices", "weights", "scores", "losses", "cosines")
-PROVENANCE_UNKNOWN = schema.PROVENANCE_UNKNOWN
 BATCHES_REBUILT, BATCHES_UNKNOWN = schema.BATCHES_REBUILT, schema.BATCHES_UNKNOWN
 
 
@@ -92,7 +91,7 @@ def _task_provenance(task_data) -> list[str]:
     authors' files carry none, and an unlabelled sample must not count as benign."""
     as_benign = load_records(task_data, "task", strict=True, provenance="benign")
     as_harmful = load_records(task_data, "task", strict=True, provenance="harmful")
-    return [a.provenance if a.provenance == b.provenance else PROVENANCE_UNKNOWN
+    return [a.provenance if a.provenance == b.provenance else schema.PROVENANCE_UNKNOWN
             for a, b in zip(as_benign, as_harmful)]
 
 
@@ -144,13 +143,13 @@ def import_dualselect(log_path, task_data, reference_data, runs_dir="runs", run_
                                 f"do not fit it ({why_not}); pass the run's --seed, --batch-size and "
                                 "--warmup-steps to rebuild them"}
         print(f"import-dualselect: batches not rebuilt ({why_not}); recording the selected samples only")
-    n_unknown = sum(p == PROVENANCE_UNKNOWN for p in prov)
+    n_unknown = sum(p == schema.PROVENANCE_UNKNOWN for p in prov)
     writer = RunWriter.create(runs_dir, run_id, {
         "method": "dualselect", "imported_from": str(log_path), "seed": None, "harmful_ratio": None,
         "model": "(authors' run)", "data_files": {"task": str(task_data), "reference": str(reference_data)},
         "batch_membership": membership,
         "unselected_items": membership["detail"],
-        "task_provenance": (PROVENANCE_UNKNOWN if n_unknown == len(prov) else
+        "task_provenance": (schema.PROVENANCE_UNKNOWN if n_unknown == len(prov) else
                             "known" if n_unknown == 0 else f"{n_unknown} of {len(prov)} records unknown"),
         "config": {"log": str(log_path), "seed": seed, "batch_size": batch_size, "warmup_steps": warmup_steps}},
         status=schema.STATUS_IMPORTED)

@@ -475,7 +475,8 @@ def recipe_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_
     """`explorer run`'s learning-rate schedule (explorer/model/optim.py) as a scheduler for a Trainer:
     Trainer(..., optimizers=(AdamW(params, lr), recipe_scheduler(opt, total_steps))). Its peak is each
     parameter group's lr."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, LrSchedule(1.0, total_steps, warmup_steps, schedule, min_ratio))
+    factor = LrSchedule(1.0, total_steps, warmup_steps, schedule, min_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: factor(s))
 
 
 # --------------------------------------------------------------------------------------------------

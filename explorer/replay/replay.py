@@ -48,7 +48,6 @@ import pandas as pd
 from explorer.runs import reader, schema
 from explorer.record.writer import write_json_atomic, write_parquet_atomic
 
-ARMS = schema.REPLAY_ARMS
 
 
 class ReplayError(ValueError):
@@ -312,7 +311,7 @@ def arm_weights(batch: pd.DataFrame, arm: str, seed: int, step: int) -> dict[str
         rng = np.random.default_rng([int(seed), int(step)])
         drop = set(rng.choice(len(ids), size=d, replace=False).tolist()) if d else set()
         return {i: 1.0 for j, i in enumerate(ids) if j not in drop}
-    raise ReplayError(f"arm {arm!r}: expected one of {', '.join(ARMS)}")
+    raise ReplayError(f"arm {arm!r}: expected one of {', '.join(schema.REPLAY_ARMS)}")
 
 
 def _parse_list(value, kind, name: str) -> tuple:
@@ -364,7 +363,7 @@ class Replay:
     meta: dict = field(default_factory=dict)
 
 
-def replay(run_dir: str | Path, step: int, horizon: int = 1, arms=ARMS, seeds=(0,), eval_n: int = 50,
+def replay(run_dir: str | Path, step: int, horizon: int = 1, arms=schema.REPLAY_ARMS, seeds=(0,), eval_n: int = 50,
            heldout_n: int | None = None, device: str | None = None, generate: bool = True,
            world: RunWorld | None = None, progress=None) -> Replay:
     """Replay step `step` of a run under each arm and seed for `horizon` steps; record and return it.
@@ -374,9 +373,9 @@ def replay(run_dir: str | Path, step: int, horizon: int = 1, arms=ARMS, seeds=(0
     `world` reuses a loaded RunWorld (several replays of one run)."""
     arms = _parse_list(arms, str, "arms")
     seeds = _parse_list(seeds, int, "seeds")
-    bad = [a for a in arms if a not in ARMS]
+    bad = [a for a in arms if a not in schema.REPLAY_ARMS]
     if bad:
-        raise ReplayError(f"arms: {', '.join(bad)} unknown; expected some of {', '.join(ARMS)}")
+        raise ReplayError(f"arms: {', '.join(bad)} unknown; expected some of {', '.join(schema.REPLAY_ARMS)}")
     if int(horizon) < 1:
         raise ReplayError(f"horizon = {horizon}: expected at least 1 step (step S itself)")
     step, horizon = int(step), int(horizon)

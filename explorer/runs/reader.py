@@ -22,7 +22,6 @@ from explorer.runs.compare import (DROP_BATCHES_UNKNOWN, DROP_PROVENANCE_UNKNOWN
                                    metrics_wide, provenance_known, win_rates)
 from explorer.runs.status import effective_status, status_note
 
-DECISION_REFS = schema.DECISION_REFS
 
 #: decision columns that are ids or bookkeeping, not scores
 _DECISION_IDS = ("run_id", "step", "sample_id", "role", "kept", "epoch", "phase", "estimator")
@@ -268,9 +267,9 @@ def references_in_force(run_dir, step: int) -> pd.DataFrame:
 def sample_reference_conflicts(run_dir, step: int, sample_id: str, top: int = 5) -> pd.DataFrame:
     """The references a task sample's gradient conflicts with most at a step (most negative cosine),
     from the optional `decision_refs` table; empty when the run did not record it."""
-    if source(run_dir, DECISION_REFS) is None:
+    if source(run_dir, schema.DECISION_REFS) is None:
         return pd.DataFrame()
-    return query(run_dir, DECISION_REFS, """
+    return query(run_dir, schema.DECISION_REFS, """
         SELECT reference_id, cosine, -cosine AS conflict FROM t WHERE step = ? AND sample_id = ?
         ORDER BY cosine ASC LIMIT ?""", [int(step), sample_id, int(top)])
 

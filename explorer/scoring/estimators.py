@@ -73,7 +73,6 @@ def weighted_mean(feats: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return (w.to(feats.dtype) @ feats) / w.sum().clamp_min(1e-12)   # a GEMV: no [N, D] temporary
 
 
-_autocast = autocast  # one definition, in explorer/model/plumbing.py
 
 
 # --------------------------------------------------------------------------------------------------
@@ -140,7 +139,7 @@ class HooksEstimator:
         for m in modules.values():
             handles.append(m.register_forward_hook(fwd_hook))
         try:
-            with _autocast(batch.input_ids.device, self.autocast_dtype):
+            with autocast(batch.input_ids.device, self.autocast_dtype):
                 losses = model_nll(model, batch.input_ids, batch.attention_mask, batch.labels)   # [B]
             # samples are independent, so d(Σ_i l_i)/d(out_i) is sample i's own output gradient;
             # differentiate w.r.t. the layer outputs only (no parameter gradients are formed)
@@ -212,7 +211,7 @@ class VmapEstimator:
         def loss_one(p, ids, labels):
             # one sample as a [1, T] sequence, no attention mask: right padding comes after the
             # supervised tokens, and a causal LM never attends forward, so the loss is unchanged
-            with _autocast(dev, self.autocast_dtype):
+            with autocast(dev, self.autocast_dtype):
                 out = functional_call(model, p, (ids.unsqueeze(0),))
             return per_sample_nll(out.logits, labels.unsqueeze(0))[0]
 
@@ -236,7 +235,7 @@ class LoopEstimator:
         losses, rows = [], []
         for i in range(batch.input_ids.shape[0]):
             n = int(batch.attention_mask[i].sum())
-            with _autocast(batch.input_ids.device, self.autocast_dtype):   # the loss the batched estimators use
+            with autocast(batch.input_ids.device, self.autocast_dtype):   # the loss the batched estimators use
                 l = model_nll(model, batch.input_ids[i:i + 1, :n], None, batch.labels[i:i + 1, :n])[0]
             gs = torch.autograd.grad(l, plist, allow_unused=True)
             rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float()
@@ -315,7 +314,7 @@ def directional(model, batch: Batch, v_flat: torch.Tensor, params=None, autocast
     kw = loss_kwargs(model, batch.labels)          # logits only where the loss reads them
 
     def losses_of(p):
-        with _autocast(batch.input_ids.device, autocast_dtype):
+        with autocast(batch.input_ids.device, autocast_dtype):
             out = functional_call(model, p, (batch.input_ids,), {"attention_mask": batch.attention_mask, **kw})
         return per_sample_nll(out.logits, batch.labels, kw.get("logits_to_keep"))
 

@@ -40,8 +40,9 @@ import torch
 
 from explorer.data.records import Record
 from explorer.data.batch import Batch
-from explorer.scoring.estimators import _autocast, directional, flatten, make_estimator, trainable_params
+from explorer.scoring.estimators import directional, flatten, make_estimator, trainable_params
 from explorer.model.losses import model_nll
+from explorer.model.plumbing import autocast
 
 EFFECT_SAFETY = "effect_safety"
 EFFECT_TASK = "effect_task"
@@ -64,7 +65,7 @@ def heldout_gradient(model, batch: Batch, params: dict | None = None, autocast_d
     """∇ of the mean per-sample NLL over a held-out batch, flattened over the trainable parameters [P].
     Uses autograd.grad: the parameters' .grad (the training step's) is left untouched."""
     params = params or trainable_params(model)
-    with _autocast(batch.input_ids.device, autocast_dtype):
+    with autocast(batch.input_ids.device, autocast_dtype):
         loss = model_nll(model, batch.input_ids, batch.attention_mask, batch.labels).mean()
     names = list(params)
     gs = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)

@@ -60,9 +60,6 @@ from explorer.runs import schema
 from explorer.train.assemble import build_pools
 
 CHECKPOINT = "checkpoint"
-#: step checkpoints for replays: <run>/checkpoints/step-<N>/ (N optimiser steps done), the resume
-#: checkpoint's format; the name is also explorer.runs.schema.STEP_CHECKPOINTS (the viewing side lists them)
-STEP_CHECKPOINTS = schema.STEP_CHECKPOINTS
 
 
 def lr_schedule(cfg: RunConfig, total_steps: int) -> LrSchedule:
@@ -501,7 +498,7 @@ class Recipe:
         run_dir = self.writer.run_dir
         d = self._write_checkpoint(run_dir / (CHECKPOINT + ".tmp"))
         if keep > 0:
-            steps_dir = run_dir / STEP_CHECKPOINTS
+            steps_dir = run_dir / schema.STEP_CHECKPOINTS   # <run>/checkpoints/step-<N>/ for replays
             steps_dir.mkdir(exist_ok=True)
             tmp, final = steps_dir / f".step-{self.step_no}.tmp", steps_dir / f"step-{self.step_no}"
             if tmp.exists():
@@ -626,7 +623,7 @@ def load_checkpoint(run_dir: Path, step: int | None = None) -> dict:
         d = Path(run_dir) / CHECKPOINT
         hint = "(set checkpoint_every > 0 when starting a run)"
     else:
-        d = Path(run_dir) / STEP_CHECKPOINTS / f"step-{int(step)}"
+        d = Path(run_dir) / schema.STEP_CHECKPOINTS / f"step-{int(step)}"
         hint = "(set checkpoint_every > 0 and checkpoint_keep > 0 when starting a run)"
     if not (d / "state.json").exists():
         raise FileNotFoundError(f"{run_dir}: no checkpoint to {'resume' if step is None else 'replay'} from; "
