@@ -311,3 +311,18 @@ def test_llama_guard_template_checkpoint_uses_the_tokenizers_own(tmp_path):
     tok.save_pretrained(folder)
     judge = make_judge({"kind": "llama_guard", "path": str(folder), "template": "checkpoint"})
     assert judge.render(["q?"], ["an answer"]) == ["[user] q?\n[assistant] an answer\nverdict:"]
+
+
+def test_device_and_dtype_settings_reach_the_model(folders):
+    import torch
+
+    auto = make_judge({"kind": "harmbench", "path": str(folders["harmbench"]), "device": "cpu"})
+    assert auto.model.dtype == torch.float32 and auto.model.device.type == "cpu"      # auto on CPU: float32
+    half = make_judge({"kind": "harmbench", "path": str(folders["harmbench"]), "device": "cpu", "dtype": "bfloat16"})
+    assert half.model.dtype == torch.bfloat16
+    v = half.judge(PROMPTS[:2], ANSWERS[:2])
+    assert len(v) == 2 and all(isinstance(x.output, str) for x in v)
+    cls = make_judge({"kind": "classifier", "path": str(folders["classifier"]), "unsafe_label": "unsafe",
+                      "dtype": "bfloat16", "device": "cpu"})
+    assert cls.model.dtype == torch.bfloat16
+    assert all(0 <= x.score <= 1 for x in cls.judge(PROMPTS, ANSWERS))
