@@ -219,12 +219,12 @@ class GuardJudge:
     """A causal-LM safety classifier in one of FORMATS, from a local folder. Settings: JudgeSpec."""
 
     def __init__(self, spec: JudgeSpec, where: str = "eval.judges"):
+        path = _check_folder(spec, where)        # before the heavy imports: a wrong path fails at once
         from transformers import AutoModelForCausalLM
 
         self.spec, self.fmt = spec, FORMATS[spec.kind]
         self.name = spec.name
         self.judges_refusal = self.fmt.judges_refusal
-        path = _check_folder(spec, where)
         self.device, dtype = _device_dtype(spec)
         self.tok = _load_tokenizer(path)
         if spec.template == "checkpoint" and not getattr(self.tok, "chat_template", None):
@@ -297,10 +297,10 @@ class ClassifierJudge:
     judges_refusal = False
 
     def __init__(self, spec: JudgeSpec, where: str = "eval.judges"):
+        path = _check_folder(spec, where)
         from transformers import AutoModelForSequenceClassification
 
         self.spec, self.name = spec, spec.name
-        path = _check_folder(spec, where)
         self.device, dtype = _device_dtype(spec)
         self.tok = _load_tokenizer(path)
         self.tok.padding_side = "right"
