@@ -54,8 +54,10 @@ LLAMA_GUARD_3_CATEGORIES = (
 )
 _CATS = "\\n".join(f"{c}: {n}." for c, n in LLAMA_GUARD_3_CATEGORIES)
 
-#: the chat template saved with meta-llama/Llama-Guard-3-8B (tokenizer_config.json): `role` is the
-#: last speaker (Agent for a user/assistant pair), so the response is what is assessed
+#: Llama Guard 3's prompt format (llama.com model card) as a chat template, written like the one saved with
+#: meta-llama/Llama-Guard-3-8B (tokenizer_config.json): `role` is the last speaker (Agent for a
+#: user/assistant pair), so the response is what is assessed. The checkpoint's own template renders the
+#: same text after one leading space (" <|begin_of_text|>..."); template: checkpoint uses that one
 LLAMA_GUARD_3_CHAT_TEMPLATE = (
     "{% if messages|length % 2 == 0 %}{% set role = 'Agent' %}{% else %}{% set role = 'User' %}{% endif %}"
     "{{ \"<|begin_of_text|><|start_header_id|>user<|end_header_id|>\\n\\nTask: Check if there is unsafe "
