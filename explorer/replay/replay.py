@@ -202,9 +202,10 @@ class RunWorld:
         return self._ck[step]
 
     def restore(self, step: int):
-        """Weights and a fresh AdamW holding the checkpoint's state; returns the optimiser."""
+        """Weights and a fresh AdamW holding the checkpoint's state; returns its OptimStep (the run's clip)."""
         import torch
 
+        from explorer.model.optim import OptimStep
         from explorer.train.recipe import restore_optimizer, restore_weights
 
         ck = self.checkpoint(step)
@@ -212,7 +213,7 @@ class RunWorld:
         opt = torch.optim.AdamW(self.params, lr=self.facts.lr, weight_decay=self.facts.weight_decay)
         restore_optimizer(self.model, opt, ck)
         self.model.train()
-        return opt
+        return OptimStep(opt, self.params, clip=self.facts.clip)
 
     def train_step(self, opt, ids: list[str], weights: dict[str, float], lr: float) -> tuple[float, dict[str, float]]:
         """The loop's weighted step on samples `ids`; returns (loss, per-sample losses before the step)."""
@@ -222,18 +223,15 @@ class RunWorld:
         from explorer.model.plumbing import autocast
 
         batch = self.encode_ids(ids)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad(set_to_none=True)
+        opt.set_lr(lr=lr)
+        opt.zero_grad()
         with autocast(self.device, self.autocast_dtype):
             losses = model_nll(self.model, batch.input_ids, batch.attention_mask, batch.labels)   # [B]
         w = torch.tensor([float(weights[s]) for s in batch.sample_ids], device=losses.device)
         loss = (w * losses).sum() / w.sum().clamp_min(1e-8)
         if loss.requires_grad:
             loss.backward()
-        if self.facts.clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.facts.clip)
-        opt.step()
+        opt.step()                                   # clipped to the run's clip (> 0), as the recipe steps
         return float(loss.detach()), dict(zip(batch.sample_ids, losses.detach().float().cpu().tolist()))
 
     def heldout_losses(self) -> dict[str, float]:
