@@ -22,6 +22,12 @@ held-out refusal loss (effect_safety; explorer/scoring/influence.py). Columns pr
   EK-FAC rho keep       where the run has an ekfac.json (benchmarks/why_ekfac.py, or --ekfac here): Spearman's
                ρ between each mix sample's keep rate and its EK-FAC benefit −ekfac_safety at the final weights
   EK-FAC ~ first-order  ρ between the EK-FAC and the first-order effect on the same samples and weights
+  LOO K=k ...  with --loo-step S: the ground truth. Exact leave-one-out over the batch of step S from the run's
+               step checkpoint (explorer/replay/): each sample's measured effect on the held-out refusal loss
+               after k steps (loo_safety, with it minus without it), and Spearman's ρ of each estimate of the
+               same samples with it: the first-order effect_safety recorded at S, EK-FAC fitted at the
+               checkpoint's weights (with --ekfac), and the method's preference against the benefit −loo_safety.
+               The runs are trained with record.checkpoint_every=S (and --loo-horizons k ... <= the steps after S).
 
 Runs are kept under --runs-dir (with their final weights, for the EK-FAC check); with --reuse an existing
 complete run of the same method and seed is read instead of trained again. --write puts the table into
@@ -165,6 +171,58 @@ def analyse(run_dir: Path, n: int, ekfac: bool = False) -> dict:
     return row
 
 
+def loo_check(run_dir: Path, step: int, horizons: list[int], ekfac: bool) -> dict:
+    """The ground truth at step `step` (see the module's doc): leave-one-out studies already in the run
+    folder are read, missing ones computed (and recorded there); EK-FAC at the checkpoint's weights
+    is kept in the run folder as ekfac_step<S>.parquet."""
+    from explorer.replay.replay import RunWorld, leave_one_out
+    from explorer.runs import replays
+
+    dec = reader.batch_at(run_dir, step)
+    world = None
+    if ekfac:
+        f = run_dir / f"ekfac_step{step}.parquet"
+        if not f.exists():
+            world = world or RunWorld(run_dir)
+            ekfac_at_checkpoint(world, step).to_parquet(f, index=False)
+        dec = dec.merge(pd.read_parquet(f), on="sample_id", how="left")
+    row: dict = {}
+    have = reader.loo(run_dir, step)
+    for k in horizons:
+        loo = have[have["horizon"] == k] if not have.empty else have
+        if not loo.empty:
+            loo = loo[loo["loo_id"] == loo["loo_id"].iloc[-1]]
+        else:
+            world = world or RunWorld(run_dir)
+            t = time.time()
+            loo = leave_one_out(run_dir, step, k, world=world)
+            print(f"    leave-one-out at step {step}, horizon {k}: {len(loo)} samples in {time.time() - t:.1f} s",
+                  file=sys.stderr, flush=True)
+        est = {"first-order": "effect_safety", **({"EK-FAC": "ekfac_safety_at_step"} if ekfac else {})}
+        cmp = replays.loo_comparison(loo, dec, est)
+        row[f"LOO K={k} first-order"] = cmp["rho first-order"]
+        row[f"LOO K={k} EK-FAC"] = cmp.get("rho EK-FAC", np.nan)
+        row[f"LOO K={k} score"] = cmp["rho score"]
+        row[f"LOO K={k} spread"] = float(loo["loo_safety"].std())
+    return row
+
+
+def ekfac_at_checkpoint(world, step: int) -> pd.DataFrame:
+    """EK-FAC influence on the held-out refusal loss of every sample of step `step`'s batch, at the weights
+    of the step checkpoint (the weights leave-one-out starts from), G fitted on the run's fine-tuning set."""
+    import copy
+
+    from explorer.scoring.ekfac import ekfac_effects
+
+    world.restore(step)
+    ids = sorted(reader.decisions(world.run_dir, role="task")["sample_id"].unique())
+    train = world.encode_ids(ids)
+    eff = ekfac_effects(copy.deepcopy(world.model), train, {"s": world.safety}, batch_size=32)["s"]
+    batch = set(world.batch(step)["sample_id"])
+    tab = pd.DataFrame({"sample_id": train.sample_ids, "ekfac_safety_at_step": eff})
+    return tab[tab["sample_id"].isin(batch)]
+
+
 def refresh_overlap(run_dir: Path) -> dict:
     """Reference selection against chance: the mean Jaccard overlap of consecutive refreshes, the mean
     overlap two random selections of the same sizes have (exact), and the share of refreshes whose
@@ -220,6 +278,8 @@ def table(rows: pd.DataFrame) -> pd.DataFrame:
             n = int(g["ekfac rho keep"].notna().sum())
             out[-1]["EK-FAC rho keep"] = _pm(g["ekfac rho keep"]) + (f" ({n} seed{'s' * (n > 1)})" if n else "")
             out[-1]["EK-FAC ~ first-order"] = _pm(g["ekfac~first-order"])
+        for c in [c for c in rows.columns if c.startswith("LOO K=") and not c.endswith("spread")]:
+            out[-1][c] = _pm(g[c])
     return pd.DataFrame(out).fillna("–")
 
 
@@ -239,6 +299,10 @@ def main(argv=None) -> int:
                     "table then says how many seeds each method has)")
     ap.add_argument("--ekfac", action="store_true", help="add the EK-FAC check at each run's final weights "
                     "(benchmarks/why_ekfac.py; needs kronfluence)")
+    ap.add_argument("--loo-step", type=int, default=None, help="the ground truth: exact leave-one-out over the "
+                    "batch of this step (runs trained with record.checkpoint_every=STEP); a multiple of "
+                    "--influence-every, so that the first-order effect is recorded there")
+    ap.add_argument("--loo-horizons", type=int, nargs="+", default=[1, 4], help="steps replayed per leave-one-out")
     ap.add_argument("--write", action="store_true", help="put the table into docs/why_results.md between "
                     f"{MARK_BEGIN} and {MARK_END}")
     a = ap.parse_args(argv)
@@ -250,13 +314,16 @@ def main(argv=None) -> int:
     rows = []
     for s in a.seeds:           # seeds outer: an interrupted report still has every method for the first seeds
         for m in a.methods:
-            cfg = run_config(m, s, a.p, runs_dir, a.influence_every, a.influence_n, a.set)
+            extra = a.set + ([f"checkpoint_every={a.loo_step}", "checkpoint_keep=1000"] if a.loo_step else [])
+            cfg = run_config(m, s, a.p, runs_dir, a.influence_every, a.influence_n, extra)
             d = _find(runs_dir, m, s, a.p, cfg) if a.reuse or a.only_existing else None
             if d is None and a.only_existing:
                 print(f"  {m} seed {s}: no complete run in {runs_dir}; left out (--only-existing)", file=sys.stderr)
                 continue
             d = d or train(cfg)
             rows.append(analyse(d, a.influence_n, a.ekfac))
+            if a.loo_step is not None:
+                rows[-1].update(loo_check(d, a.loo_step, a.loo_horizons, a.ekfac))
             print("  " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                    for k, v in rows[-1].items()), file=sys.stderr, flush=True)
     per_run = pd.DataFrame(rows)

@@ -11,7 +11,9 @@
 #    first-order (TracIn-style) effect of one step on each sample on a *held-out* refusal loss,
 #    compared with the method's preference by a rank correlation.
 #
-# A score that passes neither test explains nothing, however precise its numbers look.
+# A score that passes neither test explains nothing, however precise its numbers look. Both tests still
+# rest on estimates, so the notebook ends with the ground truth: **replaying** a step of the run from its
+# checkpoint with another set of samples, and exact **leave-one-out** over one batch.
 #
 # `QUICK` (`EXPLORER_NB_QUICK=1`, as the test suite sets it) trains on 160 samples for one epoch; the
 # full notebook uses the README's setting (1,000 samples, p = 0.1, 3 epochs).
@@ -57,7 +59,10 @@ print(f"exact E[J] = {chance.expected_jaccard(600, 60, 60):.4f}, simulated {sim_
 common = ["progress=false", "eval_every=0", f"runs_dir={RUNS}", "influence_n=32"]
 common += (["n_train=160", "epochs=1", "final_eval_n=20", "influence_every=1", "method.warmup_steps=1",
             "method.refresh_every=2", "method.ref_cap=120"] if QUICK else ["final_eval_n=50", "influence_every=4"])
-ds = run(load_config(repo_root() / "configs" / "dualselect_demo.yaml", [*common, "run_name=nb08_dualselect"]))
+# checkpoint_every: step checkpoints (checkpoints/step-N/) for the replays of section 5; saving them draws no
+# random number, so DualSelect decides exactly as without them
+ds = run(load_config(repo_root() / "configs" / "dualselect_demo.yaml",
+                     [*common, "run_name=nb08_dualselect", f"checkpoint_every={2 if QUICK else 16}"]))
 rnd = run(load_config(None, [*[c for c in common if not c.startswith("method.")], "method=random",
                              "run_name=nb08_random"]))
 
@@ -168,6 +173,53 @@ pd.DataFrame([{"method": name, **{f"ρ {e}": chance.score_effect_correlation(rea
 # carries no signal looks like. A method earns the sentence "it chose this sample for a reason" only when
 # it beats chance *and* its preference tracks the measured effect, over several seeds
 # (`benchmarks/why_report.py` prints both for every method).
+
+# %% [markdown]
+# ## 5. The ground truth: replay a step
+# Every number so far is an estimate. A **replay** measures instead: from the run's checkpoint at step S
+# it trains step S again on one *arm* of that step's batch — what DualSelect **kept**, what it
+# **dropped**, a **random** drop of the same size, or **all** of it — then the next K−1 steps exactly as
+# the run recorded them, and measures the held-out refusal loss, the harmful score and the task loss.
+# Only step S differs between arms, so `kept − all` is what DualSelect's drop did, and `random − all`
+# what dropping as many samples at random does. The seeds vary the random arm's draw (the tiny model has
+# no dropout, so the other arms are deterministic: their ± is 0).
+
+# %%
+from explorer.replay.replay import RunWorld, leave_one_out, replay  # noqa: E402
+from explorer.runs import replays  # noqa: E402
+from explorer.viz.why import estimate_vs_loo  # noqa: E402
+
+S = reader.step_checkpoints(ds)[0]
+world = RunWorld(ds)                  # the run's model, data and held-out sets, loaded once
+rep = replay(ds, step=S, horizon=2 if QUICK else 8, seeds=(0, 1) if QUICK else (0, 1, 2),
+             eval_n=10 if QUICK else 50, world=world)
+for _, s in replays.summarize(rep.rows).iterrows():
+    print(replays.sentence(s))
+print(replays.deterministic_note(rep.rows) or "")
+print(f"checkpoint check: per-sample losses at step {S} differ from the run's by {rep.meta['checkpoint_loss_diff']:.2g}")
+rep.rows[["arm", "seed", "n_arm", "refusal_loss", "harmful_score", "task_loss"]]
+
+# %% [markdown]
+# With a handful of prompts the harmful score moves in steps of several points and one step rarely moves it;
+# the refusal loss is continuous, and the place to read a single step's effect. Now per sample: **exact
+# leave-one-out** trains step S on the whole batch less one sample, for each sample, and measures the
+# refusal loss. `loo_safety` = loss with the sample − loss without it: > 0 means the sample lowers safety,
+# the same sign as `effect_safety`. How well do the estimates rank the samples as the truth does?
+
+# %%
+loo = leave_one_out(ds, S, horizon=1, world=world)
+batch = reader.batch_at(ds, S)
+both = loo.merge(batch.drop(columns=["kept"]), on="sample_id")
+cmp = replays.loo_comparison(loo, batch)
+print(f"step {S}, {cmp['n']} samples: ρ(first-order effect_safety, leave-one-out) = {cmp['rho first-order']:.2f}; "
+      f"ρ(DualSelect's preference ({cmp['score column']}), −leave-one-out) = {cmp['rho score']:.2f}")
+estimate_vs_loo(both, "effect_safety")
+
+# %% [markdown]
+# Read it as a test of the explanations, not of the method: a ρ near 1 for the first-order effect means
+# its per-sample story is the one the model tells when retrained; a ρ near 0 means the estimate, however
+# principled, does not say what a sample does at this step. `benchmarks/why_report.py --loo-step S --ekfac`
+# runs the same comparison over seeds with EK-FAC at the checkpoint's weights too; docs/why.md reports what holds.
 
 # %% [markdown]
 # ## Exercise

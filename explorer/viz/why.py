@@ -69,3 +69,25 @@ def recall_chance_bars(results: pd.DataFrame) -> go.Figure:
                      go.Bar(x=lab, y=100 * d["chance"], name="chance (random drop, same size)", marker_color="#bbbbbb")])
     fig.update_layout(title=title, barmode="group", yaxis_title="% of harmful samples dropped", yaxis_range=[0, 105])
     return fig
+
+
+def estimate_vs_loo(rows: pd.DataFrame, estimate: str = "effect_safety") -> go.Figure:
+    """Each sample of one leave-one-out study: an estimate of its effect (x) against the measured one,
+    loo_safety = held-out refusal loss with it minus without it (y); Spearman's ρ in the title. Both > 0:
+    the sample lowers safety. `rows`: the study's loo rows merged with the step's decisions (+ provenance)."""
+    title = f"{estimate} against the exact leave-one-out effect"
+    if rows.empty or estimate not in rows or rows[estimate].isna().all():
+        return empty(title, f"no {estimate} for these samples")
+    rho = chance.spearman(rows[estimate], rows["loo_safety"])
+    fig = go.Figure()
+    prov = rows["provenance"] if "provenance" in rows else pd.Series("unknown", index=rows.index)
+    for p, g in rows.groupby(prov.fillna("unknown")):
+        fig.add_trace(go.Scatter(x=g[estimate], y=g["loo_safety"], mode="markers", name=str(p),
+                                 marker={"color": PROVENANCE_COLORS.get(p, "#999999"), "size": 9,
+                                         "symbol": ["circle" if k else "x" for k in g.get("kept", [True] * len(g))]},
+                                 text=g["sample_id"], hovertemplate="%{text}<br>x %{x:.3g}<br>LOO %{y:.3g}"))
+    fig.update_layout(title=f"{title}: Spearman ρ = {rho:.2f} ({len(rows)} samples)",
+                      xaxis_title=EFFECT_LABELS.get(estimate, estimate),
+                      yaxis_title="measured: refusal loss with − without the sample (> 0: lowers safety)",
+                      legend_title_text="provenance")
+    return fig
