@@ -13,6 +13,7 @@ harmful suite), the sentence the dashboard shows, and the budget check: under 2 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -54,11 +55,14 @@ def main(argv=None) -> int:
     r = replay(run_dir, a.step, a.horizon, seeds=a.seeds, eval_n=a.eval_n, world=world)
     print(f"\nreplay {r.replay_id}: step {a.step}, horizon {a.horizon}, {r.meta['n_batch']} samples, "
           f"{r.meta['n_dropped']} dropped; {r.meta['n_refusal_prompts']} refusal prompts, eval_n {a.eval_n}")
-    print(r.rows[["arm", "seed", "n_arm", "refusal_loss", "harmful_score", "task_loss", "seconds"]]
+    print(r.rows[["arm", "seed", "n_arm", "refusal_loss", "harmful_score", "task_loss", "seconds", "cpu_seconds"]]
           .to_string(index=False))
     worst = float(r.rows["seconds"].max())
-    print(f"\nseconds per step-arm: mean {r.rows['seconds'].mean():.1f}, max {worst:.1f} "
-          f"({'under' if worst < BUDGET_S else 'OVER'} the {BUDGET_S:.0f} s budget)")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\nwall seconds per step-arm: mean {r.rows['seconds'].mean():.1f}, max {worst:.1f} "
+          f"({'under' if worst < BUDGET_S else 'OVER'} the {BUDGET_S:.0f} s budget); CPU seconds per step-arm: mean "
+          f"{r.rows['cpu_seconds'].mean():.1f} over {torch.get_num_threads()} threads; load average {load:.1f} on "
+          f"{os.cpu_count()} cores (a shared machine's wall time includes the wait for a core)")
     for _, s in replays.summarize(r.rows).iterrows():
         print("  " + replays.sentence(s))
     return 0 if worst < BUDGET_S else 1

@@ -7,6 +7,7 @@
   explorer sweep ...                                  SFT over harmful ratios and seeds
   explorer app [RUNS_DIR]                             the dashboard on 127.0.0.1
   explorer import-dualselect LOG ...                  the DualSelect authors' selection_log.jsonl
+  explorer replay RUN --step S [--horizon K] [--loo]  replay one step's arms from its checkpoint (docs/why.md)
 """
 
 from __future__ import annotations

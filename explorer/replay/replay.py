@@ -37,6 +37,8 @@ import datetime as dt
 import json
 import os
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +147,7 @@ class RunWorld:
         self.judges = make_judges(f.judges) if f.judges else []
         self.steps = reader.steps(self.run_dir)
         self._ck: dict[int, dict] = {}
+        self._batches: dict[int, pd.DataFrame] = {}
 
     # -- encoding -----------------------------------------------------------------------------------
     def encode_heldout(self, recs):
@@ -166,7 +169,12 @@ class RunWorld:
 
     # -- the run's records --------------------------------------------------------------------------
     def batch(self, step: int) -> pd.DataFrame:
-        """The task decisions of `step`: sample_id, weight, kept, loss (recorded)."""
+        """The task decisions of `step`: sample_id, weight, kept, loss (recorded; read once per step)."""
+        if step not in self._batches:
+            self._batches[step] = self._read_batch(step)
+        return self._batches[step]
+
+    def _read_batch(self, step: int) -> pd.DataFrame:
         dec = reader.decisions(self.run_dir, step=step, role="task")
         if dec.empty:
             last = self.steps["step"].max() if not self.steps.empty else None
@@ -402,19 +410,21 @@ def replay(run_dir: str | Path, step: int, horizon: int = 1, arms=schema.REPLAY_
     meta_path.parent.mkdir(exist_ok=True)
     write_json_atomic(meta_path, meta)
     rows_all, steps_all = [], []
+    previous = _raise_on_sigterm()
     try:
         world.restore(step)
         meta["at_checkpoint"] = world.measure(eval_n, step, generate)   # the starting point, for reference
         write_json_atomic(meta_path, meta)
         for seed in seeds:
             for arm in arms:
-                t = time.time()
+                t, cpu = time.time(), time.process_time()
                 weights = arm_weights(batch, arm, seed, step)
                 steps_rows, _ = world.run_arm(step, horizon, weights, seed)
                 m = world.measure(eval_n, step + horizon, generate)
                 row = {"run_id": meta["run_id"], "replay_id": replay_id, "step": step, "horizon": horizon, "arm": arm,
                        "seed": int(seed), "n_arm": len(weights), "n_batch": len(batch), "n_dropped": n_dropped,
-                       "arm_samples": sorted(weights), **m, "seconds": round(time.time() - t, 3)}
+                       "arm_samples": sorted(weights), **m, "seconds": round(time.time() - t, 3),
+                       "cpu_seconds": round(time.process_time() - cpu, 3)}
                 srows = [{"run_id": meta["run_id"], "replay_id": replay_id, "arm": arm, "seed": int(seed), **r}
                          for r in steps_rows]
                 _write_part(run_dir, schema.REPLAYS, [row])
@@ -423,15 +433,33 @@ def replay(run_dir: str | Path, step: int, horizon: int = 1, arms=schema.REPLAY_
                 steps_all += srows
                 if progress:
                     progress(row)
-    except BaseException as e:
+    except BaseException as e:     # also Ctrl-C and SIGTERM: the record says failed, the parts stay readable
         meta.update(status=schema.STATUS_FAILED, error=f"{type(e).__name__}: {e}", finished_at=_now())
         write_json_atomic(meta_path, meta)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     first = [r for r in steps_all if r["step"] == step]
     meta.update(status=schema.STATUS_COMPLETE, finished_at=_now(),
                 checkpoint_loss_diff=max((r["max_abs_sample_loss_diff"] for r in first), default=float("nan")))
     write_json_atomic(meta_path, meta)
     return Replay(replay_id, pd.DataFrame(rows_all), pd.DataFrame(steps_all), meta)
+
+
+class Terminated(Exception):
+    """SIGTERM arrived during a replay."""
+
+
+def _raise_on_sigterm():
+    """SIGTERM -> an exception (so the replay's record is marked failed); returns the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _steps_with_drops(run_dir: Path, steps: list[int]) -> list[int]:
@@ -445,7 +473,7 @@ def _steps_with_drops(run_dir: Path, steps: list[int]) -> list[int]:
 
 def leave_one_out(run_dir: str | Path, step: int, horizon: int = 1, heldout_n: int | None = None,
                   device: str | None = None, world: RunWorld | None = None, record: bool = True,
-                  progress=None) -> pd.DataFrame:
+                  samples: list[str] | None = None, progress=None) -> pd.DataFrame:
     """Exact leave-one-out over the batch of step `step`: for each of its n samples, replay with the whole
     batch less that sample at step S (weight 1 each, as the `all` arm) and the next horizon−1 steps as
     recorded, and measure the held-out losses. One row per sample:
@@ -454,7 +482,8 @@ def leave_one_out(run_dir: str | Path, step: int, horizon: int = 1, heldout_n: i
         loo_task   = the same for the held-out task loss
 
     the measured counterpart of effect_safety / effect_task (same sign: > 0, the sample raises the loss).
-    Costs (n + 1) · horizon training steps and as many held-out evaluations; no generation."""
+    Costs (n + 1) · horizon training steps and as many held-out evaluations; no generation. `samples`
+    leaves out only those (the baseline is still the whole batch)."""
     step, horizon = int(step), int(horizon)
     if horizon < 1:
         raise ReplayError(f"horizon = {horizon}: expected at least 1 step")
@@ -468,7 +497,13 @@ def leave_one_out(run_dir: str | Path, step: int, horizon: int = 1, heldout_n: i
     world.run_arm(step, horizon, full, 0)
     base = world.heldout_losses()
     rows = []
-    for i in batch["sample_id"]:
+    ids = list(batch["sample_id"])
+    if samples is not None:
+        unknown = sorted(set(samples) - set(ids))
+        if unknown:
+            raise ReplayError(f"samples {', '.join(unknown[:3])} are not in the batch of step {step}")
+        ids = [i for i in ids if i in set(samples)]
+    for i in ids:
         world.run_arm(step, horizon, {k: v for k, v in full.items() if k != i}, 0)
         m = world.heldout_losses()
         rows.append({"step": step, "horizon": horizon, "sample_id": i,

@@ -122,7 +122,8 @@ CHECKPOINT_EVERY_KEY, CHECKPOINT_KEEP_KEY = "checkpoint_every", "checkpoint_keep
 #:   refusal_loss  held-out refusal loss (teacher-forced NLL of refusals on held-out harmful prompts) at S+K
 #:   task_loss     held-out task loss (NLL of held-out task answers) at S+K
 #:   harmful_score % of held-out harmful prompts the run's first judge calls harmful at S+K (greedy)
-#:   seconds     wall time of this (arm, seed)
+#:   seconds     wall time of this (arm, seed); cpu_seconds its process CPU time (all threads; on a shared
+#:               machine the wall time includes waiting for a core)
 #: replay_steps/part-*.parquet: one row per (replay, arm, seed, replayed step): step, loss (the replay's
 #:   weighted training loss), recorded_loss (the run's task_loss at that step), max_abs_sample_loss_diff
 #:   (per-sample losses against the run's decisions: 0 where the replay is the run)
