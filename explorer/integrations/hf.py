@@ -237,6 +237,7 @@ class PendingStep:
     bounds: list[tuple[int, int]]
     t0: float
     t_decide: float
+    c0: float                    # the ranks' collective seconds before the step
     done: int = 0
     losses: list = dataclasses.field(default_factory=list)
     task: Any = 0.0
@@ -287,6 +288,7 @@ class MethodRun:
     def decide(self, micro: list[dict]) -> None:
         """The step's micro-batches (this rank's) -> one shard batch -> method.decide."""
         r, t0 = self.recipe, time.time()
+        c0 = r.dist.collective_s
         r.step_no = r.ctx.step = self.trainer.state.global_step
         r.ctx.epoch = r.epoch
         r.ctx.batch_offset, r.ctx.global_batch_size = self.planned.popleft()
@@ -303,7 +305,7 @@ class MethodRun:
         for mb in micro:
             bounds.append((a, a + len(mb["sample_ids"])))
             a = bounds[-1][1]
-        self.pending = PendingStep(batch, decision, w, w_total, bounds, t0, t_decide)
+        self.pending = PendingStep(batch, decision, w, w_total, bounds, t0, t_decide, c0)
 
     def micro_step(self, inputs: dict) -> torch.Tensor:
         """One micro-batch's share of the weighted loss, backward; after the last, the ranks' sum and
@@ -344,7 +346,7 @@ class MethodRun:
         losses = torch.cat(st.losses)
         extra = st.extra_metrics
         if r.dist.enabled:
-            extra = {**extra, "time_collectives_s": r.dist.collective_s}
+            extra = {**extra, "time_collectives_s": r.dist.collective_s - st.c0}
         r.record(st.batch, st.decision, st.w, losses, torch.as_tensor(st.task), torch.as_tensor(st.loss),
                  torch.as_tensor(float(st.grad_norm or 0.0)), extra, time.time() - st.t0, st.t_decide)
         r.step_no += 1
@@ -600,11 +602,20 @@ class ExplorerCallback(TrainerCallback):
         self.t0 = now
         self._bookkeeping(state)
 
+    def _write_samples(self) -> None:
+        """The samples seen so far, the reference and safety pools and the evaluation prompts."""
+        r = self.recipe
+        if r.dist.is_main:
+            r.writer.write_samples(list(self.samples.values())
+                                   + [{**x.to_row(), "in_train": False, "in_mix": False} for x in r.records.values()]
+                                   + [{**x.to_row(), "in_train": False, "in_mix": False}
+                                      for s in r.suites for x in s.records])
+
     def _bookkeeping(self, state) -> None:
         r = self.recipe
         r.step_no = state.global_step
-        if r.step_no % r.cfg.flush_every == 0 and r.dist.is_main:
-            r.writer.write_samples(list(self.samples.values()))
+        if r.step_no % r.cfg.flush_every == 0:
+            self._write_samples()
         r.after_step_bookkeeping()
 
     def on_train_end(self, args, state, control, **kw):
@@ -614,6 +625,5 @@ class ExplorerCallback(TrainerCallback):
         if self.handle is not None:
             self.handle.remove()
         r.total_steps = state.global_step
-        if r.dist.is_main:
-            r.writer.write_samples(list(self.samples.values()))
+        self._write_samples()
         r.finish()
