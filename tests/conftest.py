@@ -54,11 +54,17 @@ def world_prepared() -> bool:
     return (tiny.cache_dir_for(tiny.TinySettings(), sample_data_dir()) / "prepare.json").exists()
 
 
-@pytest.hookimpl(trylast=True)     # after -k / -m deselection: only the tests that will run count
+@pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(session, config, items):
-    """Modules that do not need the prepared world first (each module kept whole, in its own order, so
-    that module fixtures are built once); when some test needs it and it is not prepared yet, prepare it
-    in a background process meanwhile."""
+    """Before the other plugins (so that `-m notebooks` selects them): nbmake's notebook items get the
+    notebooks marker. After them (after -k / -m deselection: only the tests that will run count): the
+    modules that do not need the prepared world first, each module kept whole and in its own order so
+    that module fixtures are built once; when some test needs the world and it is not prepared yet, it
+    is prepared in a background process meanwhile."""
+    for item in items:
+        if item.nodeid.split("::")[0].endswith(".ipynb"):
+            item.add_marker(pytest.mark.notebooks)
+    yield
     by_module: dict = {}
     for item in items:
         by_module.setdefault(item.nodeid.split("::")[0], []).append(item)
