@@ -86,9 +86,9 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--timeout", type=int, default=1800)
     a = ap.parse_args()
-    common = [f"n_train={a.n_train}", "epochs=1", f"batch_size={a.batch}", "final_eval_n=2",
-              "eval_max_new_tokens=2", "eval_every=0", "flush_every=4", "progress=false", "seed=0",
-              "harmful_ratio=0.1", f"device={a.device}"]
+    common = [f"data.n_train={a.n_train}", "optim.epochs=1", f"optim.batch_size={a.batch}", "eval.final_n=2",
+              "eval.max_new_tokens=2", "eval.every=0", "record.flush_every=4", "progress=false", "seed=0",
+              "data.harmful_ratio=0.1", f"model.device={a.device}"]
     print(f"tiny world, {a.n_train} samples, global batch {a.batch}, one epoch, device {a.device}, "
           f"one thread per process")
     print(f"{'method':<11}{'procs':>6}{'step s':>9}{'samples/s':>11}{'collectives s':>15}"

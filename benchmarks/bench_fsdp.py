@@ -40,16 +40,16 @@ print(json.dumps({"rc": rc, "max_rss_kb": resource.getrusage(resource.RUSAGE_CHI
 
 def launch(shard: str, runs_dir: Path, args) -> dict:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", "-m", "explorer",
-           "run", "world=smollm2", f"model={args.model}", "method=sft", f"shard={shard}", f"run_name=sft_{shard}",
-           f"max_steps={args.steps}", "n_train=64", "batch_size=8", "final_eval_n=2", "eval_max_new_tokens=4",
-           "harmful_ratio=0.1", "progress=false", f"device={args.device}", f"runs_dir={runs_dir}"]
+           "run", "world=smollm2", f"model.path={args.model}", "method=sft", f"dist.shard={shard}", f"run_name=sft_{shard}",
+           f"optim.max_steps={args.steps}", "data.n_train=64", "optim.batch_size=8", "eval.final_n=2", "eval.max_new_tokens=4",
+           "data.harmful_ratio=0.1", "progress=false", f"model.device={args.device}", f"runs_dir={runs_dir}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", CHILD, *cmd], capture_output=True, text=True, env=env, cwd=REPO,
                          timeout=args.timeout)
     last = json.loads(out.stdout.strip().splitlines()[-1])
     if last["rc"] != 0:
-        raise SystemExit(f"shard={shard}: torchrun exited with {last['rc']}\n{out.stderr[-3000:]}")
+        raise SystemExit(f"dist.shard={shard}: torchrun exited with {last['rc']}\n{out.stderr[-3000:]}")
     run_dir = sorted(runs_dir.glob(f"sft_{shard}-*"))[-1]
     steps = reader.steps(run_dir)
     d = reader.manifest(run_dir)["distributed"]

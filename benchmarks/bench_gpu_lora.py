@@ -21,9 +21,10 @@ import torch
 
 from types import SimpleNamespace
 
-from explorer.config import RunConfig
+from explorer.config import OptimConfig, RunConfig
 from explorer.data.batch import Batch
 from explorer.methods.dualselect import DualSelect, DualSelectConfig
+from explorer.methods.protocol import RunSettings
 from explorer.methods.sft import Sft, SftConfig
 from explorer.scoring import directional, make_estimator
 from explorer.train.recipe import Recipe
@@ -75,7 +76,7 @@ def main() -> None:
     n_all = sum(p.numel() for p in model.parameters())
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | {n_all / 1e9:.2f} B parameters, "
           f"{sum(p.numel() for p in params) / 1e6:.2f} M LoRA | seq {a.seq}")
-    cfg = RunConfig(lr=2e-5, warmup_steps=0, lr_schedule="constant", clip=1.0)
+    cfg = RunConfig(optim=OptimConfig(lr=2e-5, warmup_steps=0, lr_schedule="constant", clip=1.0))
 
     def recipe_for(method, ctx):
         """explorer's own training step (explorer/train/recipe.py) around `ctx`; records are dropped."""
@@ -84,7 +85,9 @@ def main() -> None:
         return r
 
     def context():
-        return SimpleNamespace(model=model, device=dev, config=SimpleNamespace(seed=0), autocast_dtype=None,
+        return SimpleNamespace(model=model, device=dev, autocast_dtype=None,
+                               settings=RunSettings(seed=0, batch_size=max(a.batches), max_length=a.seq, base_model="",
+                                                    lora=True),
                                pools={"reference": ["r0"]}, step=1, steps_per_epoch=10**9,
                                log=lambda table, rows: None, generator=None)
 

@@ -35,12 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    cfg = load_config(None, [f"world={a.world}", "method=sft", "harmful_ratio=0.1"])
-    lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets) if cfg.lora else None
-    model, tok, _ = load_model(resolve_spec(cfg.model), "cpu", cfg.dtype, lora=lora)
+    cfg = load_config(None, [f"world={a.world}", "method=sft", "data.harmful_ratio=0.1"])
+    lora = LoraSettings(cfg.model.lora_r, cfg.model.lora_alpha, cfg.model.lora_dropout, cfg.model.lora_targets) if cfg.model.lora else None
+    model, tok, _ = load_model(resolve_spec(cfg.model.path), "cpu", cfg.model.dtype, lora=lora)
     data = build_pools(cfg)
     recs = [data.records[i] for i in data.pools["task"]][:a.batch_size]
-    enc, _ = encode_all(tok, recs, cfg.max_length, overlong=cfg.overlong)
+    enc, _ = encode_all(tok, recs, cfg.data.max_length, overlong=cfg.data.overlong)
     b = collate(enc, pad_id_of(tok))
 
     def full():
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         diff = float((full() - kept()).abs().max())
     T = b.input_ids.shape[1]
-    print(f"world {a.world}: model {cfg.model} (vocabulary {len(tok)}), batch {len(b)} x {T} "
+    print(f"world {a.world}: model {cfg.model.path} (vocabulary {len(tok)}), batch {len(b)} x {T} "
           f"tokens, {int(b.attention_mask.sum())} real, {int(b.n_target_tokens.sum())} supervised; logits kept at "
           f"{len(loss_positions(b.labels))} of {T - 1} positions; {a.threads} thread(s)")
     print(f"step (forward + backward), median of {a.repeats}: full {times['full']:.2f} s   kept {times['kept']:.2f} s"

@@ -117,11 +117,14 @@ def phase(name: str, args) -> dict:
             del out
     elif name == "refresh":
         from explorer.methods.dualselect import DualSelect, DualSelectConfig
+        from explorer.methods.protocol import RunSettings
 
         chunk = args.chunk if args.chunk == "auto" else int(args.chunk)
         m = DualSelect(DualSelectConfig(k_ref=32, chunk_size=chunk, chunk_memory_mb=args.budget_mb))
         logged = {}
-        ctx = SimpleNamespace(model=model, config=SimpleNamespace(seed=0, batch_size=args.batch, max_length=T_MAX),
+        ctx = SimpleNamespace(model=model,
+                              settings=RunSettings(seed=0, batch_size=args.batch, max_length=T_MAX, base_model="",
+                                                   lora=True),
                               autocast_dtype=None, pools={"reference": ids}, records=recs, encode=encode,
                               generator=torch.Generator().manual_seed(0), step=10, steps_per_epoch=100,
                               log=lambda table, rows: logged.setdefault(table, rows))

@@ -57,8 +57,8 @@ def scoring_times(batch_size: int, repeats: int = 5) -> dict[str, float]:
 
 
 def step_time(batch_size: int, steps: int, overrides: list[str], runs_dir: str) -> float:
-    cfg = load_config(None, [f"runs_dir={runs_dir}", f"batch_size={batch_size}", f"max_steps={steps}", "n_train=1000",
-                             "final_eval_n=4", "eval_max_new_tokens=4", "progress=false", *overrides])
+    cfg = load_config(None, [f"runs_dir={runs_dir}", f"optim.batch_size={batch_size}", f"optim.max_steps={steps}", "data.n_train=1000",
+                             "eval.final_n=4", "eval.max_new_tokens=4", "progress=false", *overrides])
     d = run(cfg)
     s = reader.steps(d)
     s = s[s["phase"] != "warmup"].iloc[1:]  # drop the step that carries the first refresh

@@ -39,6 +39,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))     # benchmarks/ablations.py
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, when not installed
 
+from explorer.config import upgrade  # noqa: E402
 from explorer.data.sample import repo_root  # noqa: E402
 from explorer.demo import (comparison_table, matching_run, method_run_config, run_methods,  # noqa: E402
                           world_overrides)
@@ -79,8 +80,8 @@ def _existing(runs_dir: Path) -> dict[tuple, list[tuple[Path, dict]]]:
             continue
         if m.get("status") != schema.STATUS_COMPLETE:
             continue
-        cfg = m.get("config", {})
-        key = (cfg.get("run_name", ""), float(m["harmful_ratio"]), int(m["seed"]), cfg.get("model", ""))
+        cfg = upgrade(m.get("config", {}))   # a run of an earlier version recorded flat keys
+        key = (cfg.get("run_name", ""), float(m["harmful_ratio"]), int(m["seed"]), cfg.get("model", {}).get("path", ""))
         found.setdefault(key, []).insert(0, (mf.parent, m))   # sorted by name = by time stamp: newest first
     return found
 
@@ -96,9 +97,9 @@ def get_runs(jobs: list[dict], runs_dir: Path, reuse: bool) -> list[Path]:
         key = (j["name"], float(j["p"]), int(j["seed"]), model_spec(j["prep"], world=world))
         # the world's settings (smollm2: its run sizes and per-method changes) before the job's own
         base, per_method = world_overrides(world)
-        # eval_every=0: only the start and final evaluations, which are all the tables read
-        ov = [*base, "progress=false", "eval_every=0", f"run_name={j['name']}",
-              f"model={model_spec(j['prep'], world=world)}", f"base_model={model_spec(j['prep'], 'base', world)}",
+        # eval.every=0: only the start and final evaluations, which are all the tables read
+        ov = [*base, "progress=false", "eval.every=0", f"run_name={j['name']}",
+              f"model.path={model_spec(j['prep'], world=world)}", f"model.base={model_spec(j['prep'], 'base', world)}",
               *per_method.get(j["method"], []), *j.get("overrides", [])]
         found = None
         if key in have:
@@ -116,7 +117,7 @@ def table_of(dirs: list[Path], labels: dict[str, str]) -> pd.DataFrame:
     prep_of = {}
     for d in dirs:
         m = json.loads((d / schema.MANIFEST).read_text())
-        spec = m.get("config", {}).get("model", "")
+        spec = upgrade(m.get("config", {})).get("model", {}).get("path", "")
         prep_of[d] = int(spec.split("@")[1]) if "@" in spec else 0
     frames = []
     for prep in sorted(set(prep_of.values())):

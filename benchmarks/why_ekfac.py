@@ -51,7 +51,7 @@ def run_ekfac(run_dir: Path, damping: float | None = None, with_task: bool = Fal
     import torch
     from safetensors.torch import load_file
 
-    from explorer.config import RunConfig, build_dataclass
+    from explorer.config import from_dict
     from explorer.data.tokenize import collate, encode_all, pad_id_of
     from explorer.model.load import load_model
     from explorer.prepare.specs import resolve_spec
@@ -65,9 +65,9 @@ def run_ekfac(run_dir: Path, damping: float | None = None, with_task: bool = Fal
         raise FileNotFoundError(f"{run_dir}: no {FINAL_WEIGHTS}; expected a run trained by benchmarks/why_report.py, "
                                 "which keeps the final weights")
     man = reader.manifest(run_dir)
-    cfg = build_dataclass(RunConfig, man["config"], str(run_dir))
+    cfg = from_dict(man["config"], str(run_dir))
     torch.manual_seed(cfg.seed)
-    model, tok, _ = load_model(resolve_spec(cfg.model), torch.device("cpu"), "float32")
+    model, tok, _ = load_model(resolve_spec(cfg.model.path), torch.device("cpu"), "float32")
     params = dict(model.named_parameters())
     with torch.no_grad():
         for n, v in load_file(str(wpath)).items():
@@ -75,17 +75,17 @@ def run_ekfac(run_dir: Path, damping: float | None = None, with_task: bool = Fal
     pad = pad_id_of(tok)
 
     def encode(recs):
-        return collate(encode_all(tok, recs, cfg.max_length, strict=False)[0], pad, torch.device("cpu"))
+        return collate(encode_all(tok, recs, cfg.data.max_length, strict=False)[0], pad, torch.device("cpu"))
 
     data = build_pools(cfg)
     probe = InfluenceProbe.for_run(cfg, data.suites, encode)        # the same held-out sets as the run's check
     train = encode(data.mix)
     model.train()
-    tracin = probe.pool_effects(model, [encode(data.mix[i:i + cfg.batch_size])
-                                        for i in range(0, len(data.mix), cfg.batch_size)], cfg.lr)
+    tracin = probe.pool_effects(model, [encode(data.mix[i:i + cfg.optim.batch_size])
+                                        for i in range(0, len(data.mix), cfg.optim.batch_size)], cfg.optim.lr)
     t = time.time()
     queries = {EKFAC_SAFETY: probe.safety, **({EKFAC_TASK: probe.task} if with_task and probe.task is not None else {})}
-    eff = ekfac_effects(model, train, queries, damping=damping, batch_size=cfg.batch_size)
+    eff = ekfac_effects(model, train, queries, damping=damping, batch_size=cfg.optim.batch_size)
     secs = time.time() - t
     keep = keep_rates(run_dir, man["method"])
     tab = pd.DataFrame({"sample_id": train.sample_ids, **eff})

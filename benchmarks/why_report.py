@@ -58,7 +58,7 @@ def _find(runs_dir: Path, method: str, seed: int, p: float, cfg) -> Path | None:
     found = []
     for m in sorted(runs_dir.glob(f"{method}-p{p:g}-s{seed}-*/{schema.MANIFEST}"), reverse=True):
         man = json.loads(m.read_text())
-        if man.get("status") == schema.STATUS_COMPLETE and man["config"].get("influence_every", 0) > 0:
+        if man.get("status") == schema.STATUS_COMPLETE and man["config"].get("eval", {}).get("influence_every", 0) > 0:
             found.append((m.parent, man))
     return matching_run(found, cfg)
 
@@ -69,8 +69,8 @@ def run_config(method: str, seed: int, p: float, runs_dir: Path, every: int, n: 
     from explorer.demo import demo_config_path
 
     cfg_path = demo_config_path(method)
-    ov = [f"harmful_ratio={p}", f"seed={seed}", f"runs_dir={runs_dir}", f"influence_every={every}",
-          f"influence_n={n}", "eval_every=0", "final_eval_n=50", "progress=false"]
+    ov = [f"data.harmful_ratio={p}", f"seed={seed}", f"runs_dir={runs_dir}", f"eval.influence_every={every}",
+          f"eval.influence_n={n}", "eval.every=0", "eval.final_n=50", "progress=false"]
     for e in extra:             # "key=value" for every method, "method:key=value" for that method only
         name, sep, kv = e.partition(":")
         if not sep or "=" in name:
@@ -122,7 +122,7 @@ def seal_pool_check(run_dir: Path, n: int) -> tuple[pd.DataFrame, dict]:
         return cut, chance.task_selection_chance(cut, by="step").as_dict()
     import torch
 
-    from explorer.config import RunConfig, build_dataclass
+    from explorer.config import from_dict
     from explorer.data.tokenize import collate, encode_all, pad_id_of
     from explorer.model.load import load_model
     from explorer.prepare.specs import resolve_spec
@@ -130,20 +130,20 @@ def seal_pool_check(run_dir: Path, n: int) -> tuple[pd.DataFrame, dict]:
     from explorer.train.assemble import build_pools
 
     man = reader.manifest(run_dir)
-    cfg = build_dataclass(RunConfig, man["config"], str(run_dir))
+    cfg = from_dict(man["config"], str(run_dir))
     torch.manual_seed(cfg.seed)
-    model, tok, _ = load_model(resolve_spec(cfg.model), torch.device("cpu"), "float32")
+    model, tok, _ = load_model(resolve_spec(cfg.model.path), torch.device("cpu"), "float32")
     model.train()
     pad = pad_id_of(tok)
 
     def encode(recs):
-        return collate(encode_all(tok, recs, cfg.max_length, strict=False)[0], pad, torch.device("cpu"))
+        return collate(encode_all(tok, recs, cfg.data.max_length, strict=False)[0], pad, torch.device("cpu"))
 
     data = build_pools(cfg)     # the same mix and held-out suites as the run
     mix = data.mix
     probe = InfluenceProbe.for_run(cfg, data.suites, encode)
-    batches = [encode(mix[i:i + cfg.batch_size]) for i in range(0, len(mix), cfg.batch_size)]
-    eff = probe.pool_effects(model, batches, cfg.lr)
+    batches = [encode(mix[i:i + cfg.optim.batch_size]) for i in range(0, len(mix), cfg.optim.batch_size)]
+    eff = probe.pool_effects(model, batches, cfg.optim.lr)
     cut = reader.query(run_dir, "seal_cut", "SELECT sample_id, omega, kept FROM t WHERE step = (SELECT max(step) FROM t)")
     prov = {r.sample_id: r.provenance for r in mix}
     cut = cut.assign(effect_safety=cut["sample_id"].map(lambda s: eff[s]["effect_safety"]),

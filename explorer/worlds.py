@@ -24,13 +24,13 @@ WORLDS = ("tiny", "smollm2")
 #: run sizes for a 2-core CPU (docs/smollm2.md "Drift"): 4 epochs of 256 samples in batches of 16 at
 #: lr 3e-4 is the setting, of the six tried on seed 0, where p = 0.1 drifts most beyond p = 0
 SMOLLM2_SIZES: dict[str, Any] = {
-    "n_train": 256, "epochs": 4, "batch_size": 16, "lr": 3e-4, "max_length": 128,
-    "final_eval_n": 16, "eval_n": 16, "eval_every": 0, "eval_max_new_tokens": 32, "eval_batch_size": 32,
+    "data.n_train": 256, "optim.epochs": 4, "optim.batch_size": 16, "optim.lr": 3e-4, "data.max_length": 128,
+    "eval.final_n": 16, "eval.n": 16, "eval.every": 0, "eval.max_new_tokens": 32, "eval.batch_size": 32,
 }
 
 SMOLLM2: dict[str, Any] = {
-    "model": "smollm2:aligned", "base_model": "smollm2:base", "lora": True,
-    "lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj"], **SMOLLM2_SIZES,
+    "model.path": "smollm2:aligned", "model.base": "smollm2:base", "model.lora": True,
+    "model.lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj"], **SMOLLM2_SIZES,
 }
 
 DEFAULTS = {"tiny": {}, "smollm2": SMOLLM2}
@@ -50,7 +50,7 @@ SMOLLM2_METHODS: dict[str, list[str]] = {
     "pact": ["method.n_refusals=128"],
     # the SAE (width 576 x 4) trains 300 steps on 200 texts per pool; 128 prompts per covariance and
     # per side of the selection rule, 32 cached base activations
-    "cwac": ["lora_targets=q_proj,k_proj,v_proj,o_proj,down_proj",   # its weight constraint acts on down_proj
+    "cwac": ["model.lora_targets=q_proj,k_proj,v_proj,o_proj,down_proj",   # its weight constraint acts on down_proj
              "method.sae_steps=300", "method.sae_texts=200", "method.cov_prompts=128",
              "method.selection_prompts=128", "method.n_base_prompts=32"],
     # one selector epoch, not the authors' 3
@@ -77,10 +77,9 @@ TASK_SENTENCES = {"sentiment": "The sentiment is {}.", "topic": "The topic is {}
                   "arithmetic": "The answer is {}.", "comparison": "The larger number is {}."}
 
 
-def apply_world(data: dict[str, Any]) -> dict[str, Any]:
-    """The world's defaults under the settings `data` already has (YAML + overrides)."""
-    name = data.get("world", "tiny")
-    return {**DEFAULTS.get(name, {}), **data}
+def world_defaults(name: str) -> dict[str, Any]:
+    """The settings (dotted keys) that `world=name` sets beneath the YAML file and the command line."""
+    return dict(DEFAULTS[name])
 
 
 def tidy(text: str) -> str:

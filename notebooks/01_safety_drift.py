@@ -36,10 +36,10 @@ from explorer.worlds import tidy
 WORLD = os.environ.get("EXPLORER_NB_WORLD", "tiny")   # "tiny" or "smollm2"
 QUICK = os.environ.get("EXPLORER_NB_QUICK") == "1"
 if WORLD == "smollm2":   # the world's own run sizes (explorer/worlds.py): minutes per run on a CPU
-    N_TRAIN, EVAL = (64, ["final_eval_n=8"]) if QUICK else (256, ["final_eval_n=32"])
+    N_TRAIN, EVAL = (64, ["eval.final_n=8"]) if QUICK else (256, ["eval.final_n=32"])
 else:
     N_TRAIN = 160 if QUICK else 1000
-    EVAL = ["eval_every=0", "final_eval_n=40"] if QUICK else ["eval_every=8", "eval_n=40", "final_eval_n=100"]
+    EVAL = ["eval.every=0", "eval.final_n=40"] if QUICK else ["eval.every=8", "eval.n=40", "eval.final_n=100"]
 from explorer.data.sample import repo_root
 
 RUNS = str(repo_root() / "runs" / "notebooks" / WORLD)
@@ -63,13 +63,13 @@ for p, r in zip(prompts, generate(model, tok, prompts)):
 
 # %% [markdown]
 # ## Fine-tune with and without harmful samples
-# Two runs of plain SFT on the same task mix: `harmful_ratio=0` and `harmful_ratio=0.1`. Each run
+# Two runs of plain SFT on the same task mix: `data.harmful_ratio=0` and `data.harmful_ratio=0.1`. Each run
 # writes a run folder; we read it back through the same reader the dashboard uses.
 
 # %%
-common = [f"world={WORLD}", f"runs_dir={RUNS}", f"n_train={N_TRAIN}", *EVAL, "progress=false", "method=sft"]
-benign = run(load_config(None, common + ["harmful_ratio=0"]))
-mixed = run(load_config(None, common + ["harmful_ratio=0.1"]))
+common = [f"world={WORLD}", f"runs_dir={RUNS}", f"data.n_train={N_TRAIN}", *EVAL, "progress=false", "method=sft"]
+benign = run(load_config(None, common + ["data.harmful_ratio=0"]))
+mixed = run(load_config(None, common + ["data.harmful_ratio=0.1"]))
 m = pd.concat([reader.metrics(benign).assign(label="p = 0"), reader.metrics(mixed).assign(label="p = 0.1")])
 viz.metric_curves(m[m["suite"] == "harmful_hexphi"], "harmful_score")
 

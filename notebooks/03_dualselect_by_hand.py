@@ -88,7 +88,7 @@ table.groupby(["provenance", "kept"]).size()
 # each change is commented there).
 
 # %%
-steps = ["max_steps=16", "n_train=320", "final_eval_n=40", "eval_every=0", "method.ref_cap=120"] if QUICK else []
+steps = ["optim.max_steps=16", "data.n_train=320", "eval.final_n=40", "eval.every=0", "method.ref_cap=120"] if QUICK else []
 from explorer.data.sample import repo_root
 
 ds = run(load_config(repo_root() / "configs" / "dualselect_demo.yaml", [f"runs_dir={repo_root() / 'runs' / 'notebooks'}", "progress=false", *steps]))

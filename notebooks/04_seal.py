@@ -69,7 +69,7 @@ pd.DataFrame({"epoch": range(6), "u (safe-loss weight)": [u_at_epoch(e, 1.0, 0.0
 # ω; phase 2 is ordinary SFT of the original aligned model on the kept samples.
 
 # %%
-quick = (["n_train=160", "method.selector_epochs=2", "method.record_every=1", "final_eval_n=40", "eval_every=0"]
+quick = (["data.n_train=160", "method.selector_epochs=2", "method.record_every=1", "eval.final_n=40", "eval.every=0"]
          if QUICK else [])
 seal = run(load_config(repo_root() / "configs" / "seal_demo.yaml",
                        [f"runs_dir={RUNS}", "progress=false", "run_name=nb04_seal", *quick]))

@@ -89,8 +89,8 @@ print("descending the loss raises the logits with ∂L/∂z < 0:", ", ".join(g.l
 # `configs/pact_demo.yaml` (k = 20 safety tokens for a ~550-word vocabulary; the file says why).
 
 # %%
-quick = ["n_train=160", "final_eval_n=40", "eval_every=0", "method.n_refusals=64"] if QUICK else []
-common = [f"runs_dir={RUNS}", "progress=false", "harmful_ratio=0.2", *quick]
+quick = ["data.n_train=160", "eval.final_n=40", "eval.every=0", "method.n_refusals=64"] if QUICK else []
+common = [f"runs_dir={RUNS}", "progress=false", "data.harmful_ratio=0.2", *quick]
 pact = run(load_config(repo_root() / "configs" / "pact_demo.yaml", common + ["run_name=nb05_pact"]))
 sft = run(load_config(repo_root() / "configs" / "pact_demo.yaml", common + ["method=sft", "run_name=nb05_sft"]))
 tokens = reader.table(pact, "pact_tokens")

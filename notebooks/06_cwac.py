@@ -152,7 +152,7 @@ px.bar(pd.DataFrame({"latent": [str(i) for i in top.tolist()], "harmful": mean_h
 # `configs/cwac_demo.yaml` (sizes scaled to the tiny model; the file says why), next to SFT.
 
 # %%
-quick = (["n_train=160", "final_eval_n=40", "eval_every=0", "method.sae_steps=200", "method.cov_prompts=128",
+quick = (["data.n_train=160", "eval.final_n=40", "eval.every=0", "method.sae_steps=200", "method.cov_prompts=128",
           "method.n_base_prompts=64", "method.selection_prompts=128", "method.sae_texts=300"] if QUICK else [])
 common = [f"runs_dir={RUNS}", "progress=false", *quick]
 cwac = run(load_config(repo_root() / "configs" / "cwac_demo.yaml", common + ["run_name=nb06_cwac"]))

@@ -35,7 +35,7 @@ tiny.ensure_prepared()
 # %%
 methods = ["sft", "random", "safeinstr", "dualselect", "seal", "pact", "cwac"]
 ratio = 0.2 if QUICK else 0.1
-common = ["progress=false", "n_train=160", "final_eval_n=40", "eval_every=0"] if QUICK else ["progress=false"]
+common = ["progress=false", "data.n_train=160", "eval.final_n=40", "eval.every=0"] if QUICK else ["progress=false"]
 per_method = {"dualselect": ["method.ref_cap=120"], "seal": ["method.selector_epochs=2"],
               "pact": ["method.n_refusals=64"],
               "cwac": ["method.sae_steps=200", "method.cov_prompts=128", "method.n_base_prompts=64",
@@ -89,7 +89,7 @@ px.bar(table.sort_values("safety_avg"), x="method", y="safety_avg", range_y=[0, 
 # **It cannot** tell you how large the effects are on a real model. Its vocabulary is ~550 words, its
 # model has two layers, its refusals come in six wordings, its judge is a keyword match, and it breaks
 # with ~20 harmful samples — far more brittle than a real aligned model. A method's rank here is a
-# hypothesis to test on your own checkpoint (`explorer run … model=/path/to/model lora=true`), not a
+# hypothesis to test on your own checkpoint (`explorer run … model.path=/path/to/model model.lora=true`), not a
 # result. The README's tables (1,000 samples, full evaluations) show where the tiny world disagrees with
 # the papers and why: e.g. DualSelect keeps the model safe but drops the new `comparison` family along
 # with the harmful samples, because a new task has a high loss too.

@@ -56,13 +56,13 @@ print(f"exact E[J] = {chance.expected_jaccard(600, 60, 60):.4f}, simulated {sim_
 # (`effect_safety`) and on a held-out task loss (`effect_task`) is recorded beside the method's scores.
 
 # %%
-common = ["progress=false", "eval_every=0", f"runs_dir={RUNS}", "influence_n=32"]
-common += (["n_train=160", "epochs=1", "final_eval_n=20", "influence_every=1", "method.warmup_steps=1",
-            "method.refresh_every=2", "method.ref_cap=120"] if QUICK else ["final_eval_n=50", "influence_every=4"])
+common = ["progress=false", "eval.every=0", f"runs_dir={RUNS}", "eval.influence_n=32"]
+common += (["data.n_train=160", "optim.epochs=1", "eval.final_n=20", "eval.influence_every=1", "method.warmup_steps=1",
+            "method.refresh_every=2", "method.ref_cap=120"] if QUICK else ["eval.final_n=50", "eval.influence_every=4"])
 # checkpoint_every: step checkpoints (checkpoints/step-N/) for the replays of section 5; saving them draws no
 # random number, so DualSelect decides exactly as without them
 ds = run(load_config(repo_root() / "configs" / "dualselect_demo.yaml",
-                     [*common, "run_name=nb08_dualselect", f"checkpoint_every={2 if QUICK else 16}"]))
+                     [*common, "run_name=nb08_dualselect", f"record.checkpoint_every={2 if QUICK else 16}"]))
 rnd = run(load_config(None, [*[c for c in common if not c.startswith("method.")], "method=random",
                              "run_name=nb08_random"]))
 

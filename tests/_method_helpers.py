@@ -7,13 +7,12 @@ from __future__ import annotations
 import copy
 import math
 from collections import defaultdict
-from types import SimpleNamespace
 
 import torch
 
 from explorer.data.records import Record
 from explorer.data.tokenize import collate, encode_all, pad_id_of
-from explorer.methods.protocol import Context
+from explorer.methods.protocol import Context, RunSettings
 
 TASK = [("is this review positive : great film .", "positive"),
         ("is this review positive : dull plot .", "negative"),
@@ -79,12 +78,12 @@ def make_context(model=None, tok=None, *, lora: bool = False, batch_size: int = 
     records, pools = make_records()
     logged: dict[str, list[dict]] = defaultdict(list)
     pad = pad_id_of(tok)
-    cfg = SimpleNamespace(batch_size=batch_size, max_length=64, base_model="toy:base", seed=seed, lora=lora)
+    settings = RunSettings(seed=seed, batch_size=batch_size, max_length=64, base_model="toy:base", lora=lora)
     ref: dict = {}
     loaded: list[str] = []
 
     def encode(recs):
-        enc, _ = encode_all(tok, recs, cfg.max_length, strict=False)
+        enc, _ = encode_all(tok, recs, settings.max_length, strict=False)
         return collate(enc, pad, torch.device("cpu"))
 
     def log(table, rows):
@@ -105,7 +104,7 @@ def make_context(model=None, tok=None, *, lora: bool = False, batch_size: int = 
             p.requires_grad_(False)
         return m
 
-    ctx = Context(model=model, tokenizer=tok, device=torch.device("cpu"), config=cfg, records=records,
+    ctx = Context(model=model, tokenizer=tok, device=torch.device("cpu"), settings=settings, records=records,
                   pools=pools, train_ids=list(pools["task"]), encode=encode, log=log,
                   reference_model=reference_model, load_model=load_model,
                   generator=torch.Generator().manual_seed(seed))
@@ -119,13 +118,14 @@ def run_steps(method, ctx, n_steps: int = 2, lr: float = 1e-2, optimizer=None, o
     """`n_steps` of the recipe's real step (explorer/train/recipe.py: decide -> weighted loss + extra ->
     backward or the assembled update -> transform_grads -> clip -> optimiser with the lr schedule ->
     after_step -> record into ctx.logged["steps" / "decisions"]) on batches of 4 from ctx.train_ids.
-    `settings` are RunConfig fields (default: no warm-up); `optimizer` replaces AdamW; `on_grads(ctx)`
+    `settings` are optim fields of RunConfig (default: no warm-up); `optimizer` replaces AdamW; `on_grads(ctx)`
     looks at the gradients after transform_grads. Leaves the last Decision, transform_grads' metrics
     and loss in ctx.last_decision, ctx.last_extra, ctx.last_loss. Returns the step losses."""
-    from explorer.config import RunConfig
+    from explorer.config import OptimConfig, RunConfig
     from explorer.train.recipe import Recipe
 
-    recipe = Recipe.for_context(method, ctx, RunConfig(lr=lr, **{"warmup_steps": 0, **settings}), n_steps,
+    cfg = RunConfig(optim=OptimConfig(lr=lr, **{"warmup_steps": 0, **settings}))
+    recipe = Recipe.for_context(method, ctx, cfg, n_steps,
                                 optimizer=optimizer(ctx) if callable(optimizer) else optimizer)
     decide, transform = method.decide, method.transform_grads
 

@@ -22,8 +22,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 #: settings of a short run on the tiny model (seconds, not minutes)
-SHORT_RUN = ["n_train=64", "epochs=1", "batch_size=16", "final_eval_n=16", "eval_n=8", "eval_every=2",
-             "flush_every=1", "progress=false", "eval_max_new_tokens=12"]
+SHORT_RUN = ["data.n_train=64", "optim.epochs=1", "optim.batch_size=16", "eval.final_n=16", "eval.n=8", "eval.every=2",
+             "record.flush_every=1", "progress=false", "eval.max_new_tokens=12"]
 
 
 # -- the tiny world: prepared in the background while the tests that do not need it run ----------------

@@ -9,24 +9,24 @@ pytestmark = pytest.mark.unit
 
 def test_yaml_plus_overrides(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("harmful_ratio: 0.2\nmethod:\n  name: random\n  keep: 0.25\n")
-    cfg = load_config(p, ["seed=3", "method.keep=0.75", "lora_targets=q_proj,k_proj"])
-    assert cfg.harmful_ratio == 0.2 and cfg.seed == 3
-    assert cfg.lora_targets == ("q_proj", "k_proj")
+    p.write_text("data:\n  harmful_ratio: 0.2\nmethod:\n  name: random\n  keep: 0.25\n")
+    cfg = load_config(p, ["seed=3", "method.keep=0.75", "model.lora_targets=q_proj,k_proj"])
+    assert cfg.data.harmful_ratio == 0.2 and cfg.seed == 3
+    assert cfg.model.lora_targets == ("q_proj", "k_proj")
     mc = method_config(cfg)
     assert mc.keep == 0.75
 
 
 def test_unknown_key_names_key_and_file(tmp_path):
     p = tmp_path / "bad.yaml"
-    p.write_text("harmfull_ratio: 0.2\n")
+    p.write_text("data.harmfull_ratio: 0.2\n")
     with pytest.raises(ConfigError) as e:
         load_config(p)
     assert "harmfull_ratio" in str(e.value) and "bad.yaml" in str(e.value)
 
 
-@pytest.mark.parametrize("override,field", [("batch_size=eight", "batch_size"), ("lr=fast", "lr"),
-                                            ("lora=maybe", "lora"), ("epochs=1.5", "epochs")])
+@pytest.mark.parametrize("override,field", [("optim.batch_size=eight", "batch_size"), ("optim.lr=fast", "lr"),
+                                            ("model.lora=maybe", "lora"), ("optim.epochs=1.5", "epochs")])
 def test_wrong_type_names_field(override, field):
     with pytest.raises(ConfigError) as e:
         load_config(None, [override])
@@ -36,7 +36,7 @@ def test_wrong_type_names_field(override, field):
 @pytest.mark.parametrize("p", ["-0.1", "1.5"])
 def test_harmful_ratio_outside_unit_interval(p):
     with pytest.raises(ConfigError) as e:
-        load_config(None, [f"harmful_ratio={p}"])
+        load_config(None, [f"data.harmful_ratio={p}"])
     assert "harmful_ratio" in str(e.value) and "[0, 1]" in str(e.value)
 
 
@@ -68,13 +68,13 @@ def test_shipped_configs_are_valid():
 
 
 @pytest.mark.parametrize("overrides,needle", [
-    (["shard=zero3"], "expected one of none, fsdp"),
-    (["shard=fsdp"], "expected lora=true"),
-    (["shard=fsdp", "lora=true", "method=dualselect"], "expected one of random, safeinstr, sft"),
-    (["shard=fsdp", "lora=true", "influence_every=2"], "expected influence_every=0"),
+    (["dist.shard=zero3"], "expected one of none, fsdp"),
+    (["dist.shard=fsdp"], "expected model.lora=true"),
+    (["dist.shard=fsdp", "model.lora=true", "method=dualselect"], "expected one of random, safeinstr, sft"),
+    (["dist.shard=fsdp", "model.lora=true", "eval.influence_every=2"], "expected eval.influence_every=0"),
 ])
 def test_shard_settings_that_cannot_run_lockstep_are_refused(overrides, needle):
-    """shard=fsdp makes every forward a collective: a setting whose ranks would run different passes
+    """dist.shard=fsdp makes every forward a collective: a setting whose ranks would run different passes
     is a ConfigError before anything loads, naming the setting and what would work."""
     with pytest.raises(ConfigError) as e:
         load_config(None, overrides)
@@ -83,4 +83,79 @@ def test_shard_settings_that_cannot_run_lockstep_are_refused(overrides, needle):
 
 def test_shard_fsdp_with_a_lockstep_method_is_accepted():
     for m in ("sft", "random", "safeinstr"):
-        assert load_config(None, ["shard=fsdp", "lora=true", f"method={m}"]).shard == "fsdp"
+        assert load_config(None, ["dist.shard=fsdp", "model.lora=true", f"method={m}"]).dist.shard == "fsdp"
+
+
+@pytest.mark.parametrize("old,new", [("lr", "optim.lr"), ("harmful_ratio", "data.harmful_ratio"),
+                                     ("model", "model.path"), ("eval_every", "eval.every"),
+                                     ("dist_timeout_s", "dist.timeout_s")])
+def test_a_flat_key_of_an_earlier_version_names_its_new_name(tmp_path, old, new):
+    with pytest.raises(ConfigError, match=f"unknown key {old}; did you mean {new}\\?"):
+        load_config(None, [f"{old}=1"])
+    p = tmp_path / "old.yaml"
+    p.write_text(f"{old}: 1\n")
+    with pytest.raises(ConfigError, match=f"old.yaml: unknown key {old}; did you mean {new}\\?"):
+        load_config(p)
+
+
+def test_nested_sections_and_dotted_keys_in_yaml_mean_the_same(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("optim:\n  lr: 1.0e-3\n  epochs: 2\ndata:\n  n_train: 50\n")
+    b.write_text("optim.lr: 1.0e-3\noptim.epochs: 2\ndata.n_train: 50\n")
+    assert load_config(a) == load_config(b)
+    cfg = load_config(a, ["optim.lr=5e-4"])
+    assert cfg.optim.lr == 5e-4 and cfg.optim.epochs == 2 and cfg.data.n_train == 50
+
+
+def test_a_misspelt_section_key_suggests_the_dotted_name():
+    with pytest.raises(ConfigError, match="unknown key optim.lrr; did you mean optim.lr\\?"):
+        load_config(None, ["optim.lrr=1e-3"])
+    with pytest.raises(ConfigError, match="optim is a section; expected optim.KEY=VALUE"):
+        load_config(None, ["optim=1"])
+
+
+def test_judges_take_names_and_mappings():
+    cfg = load_config(None, ["eval.judges=[keyword, {kind: llama_guard, path: /models/guard}]"])
+    assert cfg.eval.judges == ("keyword", {"kind": "llama_guard", "path": "/models/guard"})
+
+
+def test_the_manifest_config_is_nested_and_reads_back(tmp_path):
+    import json
+
+    from explorer.config import from_dict, to_dict
+
+    cfg = load_config(None, ["optim.lr=3e-4", "record.checkpoint_keep=2", "method=random", "method.keep=0.25"])
+    d = json.loads(json.dumps(to_dict(cfg)))
+    assert d["optim"]["lr"] == 3e-4 and d["record"]["checkpoint_keep"] == 2 and d["method"] == {"name": "random",
+                                                                                                   "keep": 0.25}
+    assert from_dict(d) == cfg
+    # a manifest of an earlier version (flat keys) reads back into the same settings
+    flat = {"lr": 3e-4, "n_train": 64, "method": {"name": "random"}}
+    old = from_dict(flat)
+    assert old.optim.lr == 3e-4 and old.data.n_train == 64 and old.method_name == "random"
+
+
+def test_every_setting_has_help_text():
+    import dataclasses
+
+    from explorer.config import SECTIONS, RunConfig
+
+    for cls in (RunConfig, *SECTIONS.values()):
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
+
+
+def test_methods_read_run_settings_not_the_run_config():
+    """Context carries a small typed RunSettings, filled from the run config; no method reads ctx.config."""
+    import dataclasses
+    from pathlib import Path
+
+    from explorer.config import run_settings
+    from explorer.methods.protocol import Context, RunSettings
+
+    assert "config" not in {f.name for f in dataclasses.fields(Context)}
+    s = run_settings(load_config(None, ["seed=4", "optim.batch_size=8", "data.max_length=96", "model.lora=true"]))
+    assert s == RunSettings(seed=4, batch_size=8, max_length=96, base_model="tiny:base", lora=True)
+    methods = Path(__file__).resolve().parents[1] / "explorer" / "methods"
+    for f in methods.glob("*.py"):
+        assert "ctx.config" not in f.read_text(), f"{f.name} reads ctx.config"

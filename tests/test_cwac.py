@@ -257,7 +257,7 @@ def test_cwac_through_the_loop(short_config):
     d = run(short_config("method=cwac", "method.sae_steps=30", "method.sae_batch_tokens=256",
                          "method.n_safety_latents=8", "method.latent_every=2", "method.cov_prompts=128",
                          "method.selection_prompts=128", "method.n_base_prompts=64", "method.sae_texts=200",
-                         "max_steps=3", "eval_every=0", "final_eval_n=4", "checkpoint_every=2"))
+                         "optim.max_steps=3", "eval.every=0", "eval.final_n=4", "record.checkpoint_every=2"))
     assert reader.manifest(d)["status"] == "complete"
     steps = reader.steps(d)
     assert {"l_safety", "safety_loss", "removed_share_mean"} <= set(steps.columns)

@@ -32,9 +32,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HELPER = Path(__file__).with_name("_dist_run.py")
 REPO = Path(__file__).resolve().parents[1]
 
-SHORT = ["n_train=64", "epochs=1", "batch_size=16", "final_eval_n=2", "eval_n=2", "eval_every=0",
-         "flush_every=1", "progress=false", "eval_max_new_tokens=2", "seed=0", "harmful_ratio=0.1",
-         "warmup_steps=1", "device=cpu"]
+SHORT = ["data.n_train=64", "optim.epochs=1", "optim.batch_size=16", "eval.final_n=2", "eval.n=2", "eval.every=0",
+         "record.flush_every=1", "progress=false", "eval.max_new_tokens=2", "seed=0", "data.harmful_ratio=0.1",
+         "optim.warmup_steps=1", "model.device=cpu"]
 DUALSELECT = ["method=dualselect", "method.warmup_steps=1", "method.refresh=every_n_steps",
               "method.refresh_every=2", "method.ref_cap=48", "method.ref_cosines_every=1"]
 CWAC = ["method=cwac", "method.sae_steps=30", "method.sae_batch_tokens=256", "method.n_safety_latents=8",
@@ -163,11 +163,11 @@ def test_every_other_method_completes_on_two_ranks(tmp_path, tiny_paths):
 
 
 def test_fsdp_shards_the_base_weights_and_trains_as_the_unsharded_run(tmp_path, tiny_paths):
-    """shard=fsdp (FSDP2 over the frozen base weights, the LoRA adapter whole on every rank): each
+    """dist.shard=fsdp (FSDP2 over the frozen base weights, the LoRA adapter whole on every rank): each
     rank holds half of the frozen weights, and SFT and random take the same steps, decisions and
     generations as two unsharded ranks (evaluation runs on both ranks in lockstep, synced_gpus)."""
-    common = [*SHORT, "lora=true", "eval_max_new_tokens=8"]
-    runs = {f"{m}_{sh}": [f"method={m}", f"run_name={m}_{sh}", f"shard={sh}", *common]
+    common = [*SHORT, "model.lora=true", "eval.max_new_tokens=8"]
+    runs = {f"{m}_{sh}": [f"method={m}", f"run_name={m}_{sh}", f"dist.shard={sh}", *common]
             for m in ("sft", "random") for sh in ("fsdp", "none")}
     out = torchrun([str(tmp_path), *[" ".join(o) for o in runs.values()]])
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
@@ -192,7 +192,7 @@ def test_fsdp_shards_the_base_weights_and_trains_as_the_unsharded_run(tmp_path, 
 
 
 def test_a_failing_rank_fails_the_run_and_two_ranks_resume_it(tmp_path, tiny_paths):
-    common = ["method=random", *SHORT, "checkpoint_every=2"]
+    common = ["method=random", *SHORT, "record.checkpoint_every=2"]
     out = torchrun([str(tmp_path / "runs"), "--fail-rank", "1", "--fail-step", "3", " ".join(common)], timeout=300)
     assert out.returncode != 0
     d = one_run(tmp_path / "runs", "random")

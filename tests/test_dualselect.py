@@ -150,6 +150,7 @@ def test_assembled_update_equals_the_weighted_backward_plus_correction(tiny_path
     from explorer.data.sample import read_sample_file, sample_data_dir
     from explorer.data.tokenize import encode_batch
     from explorer.methods.dualselect import DualSelect
+    from explorer.methods.protocol import RunSettings
     from explorer.model.losses import model_nll
 
     tok = AutoTokenizer.from_pretrained(tiny_paths["aligned"])
@@ -162,7 +163,8 @@ def test_assembled_update_equals_the_weighted_backward_plus_correction(tiny_path
 
     cfg = DualSelectConfig(warmup_steps=0, keep=4, reference_selection="static", estimator=estimator, eta=0.3)
     m = DualSelect(cfg)
-    ctx = SimpleNamespace(model=model, config=SimpleNamespace(seed=0), autocast_dtype=None,
+    ctx = SimpleNamespace(model=model, autocast_dtype=None,
+                          settings=RunSettings(seed=0, batch_size=10, max_length=64, base_model="", lora=False),
                           pools={"reference": ["r0"]}, step=5, steps_per_epoch=100)
     m.prepare(ctx)
     g = torch.Generator().manual_seed(0)
@@ -228,7 +230,7 @@ def test_defaults_keep_the_authors_rate_and_their_yaml_their_count():
     assert n_keep(DualSelectConfig(keep=4), 32) == 4          # a count, when given, wins over the rate
     cfg = load_config(repo_root() / "configs" / "dualselect.yaml")
     mc = method_config(cfg)
-    assert (cfg.batch_size, cfg.epochs, cfg.lr, cfg.weight_decay) == (8, 1, 2e-5, 0.0)
-    assert n_keep(mc, cfg.batch_size) == 4 and mc.warmup_steps == 10 and mc.k_ref == 32
+    assert (cfg.optim.batch_size, cfg.optim.epochs, cfg.optim.lr, cfg.optim.weight_decay) == (8, 1, 2e-5, 0.0)
+    assert n_keep(mc, cfg.optim.batch_size) == 4 and mc.warmup_steps == 10 and mc.k_ref == 32
     with pytest.raises(ValueError, match="keep_fraction"):
         DualSelectConfig(keep=0, keep_fraction=0.0)

@@ -78,7 +78,7 @@ def test_probe_is_off_by_default_and_records_only_its_steps(setup):
     assert set(cols) == {"effect_safety", "effect_task"} and len(cols["effect_safety"]) == len(task)
     from explorer.config import RunConfig
 
-    assert RunConfig().influence_every == 0
+    assert RunConfig().eval.influence_every == 0
     assert influence.InfluenceProbe.for_run(RunConfig(), [], None) is None
 
 
@@ -86,7 +86,7 @@ def test_the_loop_records_effects_for_every_method(short_config):
     from explorer.runs import reader
     from explorer.train.recipe import run
 
-    d = run(short_config("method=random", "influence_every=2", "influence_n=8", "eval_every=0"))
+    d = run(short_config("method=random", "eval.influence_every=2", "eval.influence_n=8", "eval.every=0"))
     dec = reader.decisions(d)
     rec = dec[dec["step"] % 2 == 0]
     assert rec["effect_safety"].notna().all() and rec["effect_task"].notna().all()
@@ -110,12 +110,12 @@ def test_a_compliance_raises_the_heldout_refusal_loss_where_its_refusal_lowers_i
     from explorer.prepare.specs import resolve_spec
     from explorer.train.assemble import build_pools
 
-    cfg = short_config("method=sft", "harmful_ratio=0.5")
-    model, tok, _ = load_model(resolve_spec(cfg.model), "cpu", cfg.dtype)
+    cfg = short_config("method=sft", "data.harmful_ratio=0.5")
+    model, tok, _ = load_model(resolve_spec(cfg.model.path), "cpu", cfg.model.dtype)
     data = build_pools(cfg)
 
     def enc(recs):   # strict: a record too long for the context raises instead of unpairing the rows
-        return encode_batch(tok, recs, cfg.max_length)
+        return encode_batch(tok, recs, cfg.data.max_length)
 
     harmful = [r for r in data.mix if r.provenance == "harmful"][:16]
     assert len(harmful) == 16 and all(r.extra.get("refusal") for r in harmful)

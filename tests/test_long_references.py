@@ -52,8 +52,8 @@ def test_dualselect_refresh_with_overlong_references_keeps_ids_aligned(short_con
     # mix long and short references, so any positional mapping shifts scores onto other ids
     d = run(short_config("method=dualselect", "method.warmup_steps=0", "method.keep_fraction=0.5",
                          "method.k_ref=3", "method.refresh=every_n_steps", "method.refresh_every=1",
-                         "method.chunk_size=4", f"reference_data={ref_file}", "max_length=64", "overlong=skip",
-                         "n_train=32", "eval_every=0", "final_eval_n=2"))
+                         "method.chunk_size=4", f"data.reference={ref_file}", "data.max_length=64", "data.overlong=skip",
+                         "data.n_train=32", "eval.every=0", "eval.final_n=2"))
     assert json.loads((d / "run.json").read_text())["status"] == "complete"
     r = parts(d, "refreshes")
     assert r["refresh_id"].nunique() >= 2

@@ -53,7 +53,7 @@ def test_sft_run_records_everything_and_changes_parameters(short_config, tiny_pa
     run_dir = run(short_config("method=sft"))
     m = json.loads((run_dir / schema.MANIFEST).read_text())
     assert m["status"] == "complete" and m["method"] == "sft" and m["seed"] == 0
-    assert m["config"]["n_train"] == 64 and "torch" in m["versions"]
+    assert m["config"]["data"]["n_train"] == 64 and "torch" in m["versions"]
     for table, cols in schema.PART_TABLES.items():
         if table == "refreshes":
             continue
@@ -136,8 +136,8 @@ def test_sigkill_leaves_flushed_parts_readable_and_status_says_so(tmp_path, tiny
     from explorer.runs.status import effective_status
 
     runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "explorer.cli", "run", f"runs_dir={runs}", "n_train=256", "epochs=4",
-           "batch_size=8", "flush_every=1", "progress=false", "final_eval_n=8", "eval_max_new_tokens=8"]
+    cmd = [sys.executable, "-m", "explorer.cli", "run", f"runs_dir={runs}", "data.n_train=256", "optim.epochs=4",
+           "optim.batch_size=8", "record.flush_every=1", "progress=false", "eval.final_n=8", "eval.max_new_tokens=8"]
     kill_when(cmd, lambda: len(list(runs.glob("*/steps/part-*.parquet"))) >= 3, every=0.2)
     run_dir = next(runs.iterdir())
     m = json.loads((run_dir / schema.MANIFEST).read_text())
@@ -157,8 +157,8 @@ def test_resume_after_sigkill_gives_the_same_records_as_an_uninterrupted_run(tmp
     from explorer.config import load_config
     from explorer.train.recipe import run
 
-    common = ["n_train=96", "epochs=2", "batch_size=8", "flush_every=2", "checkpoint_every=4",
-              "final_eval_n=8", "eval_n=4", "eval_every=8", "eval_max_new_tokens=8", "progress=false",
+    common = ["data.n_train=96", "optim.epochs=2", "optim.batch_size=8", "record.flush_every=2", "record.checkpoint_every=4",
+              "eval.final_n=8", "eval.n=4", "eval.every=8", "eval.max_new_tokens=8", "progress=false",
               f"method={method}"]
     ref_dir = run(load_config(None, [f"runs_dir={tmp_path / 'ref'}", *common]))
 
@@ -193,15 +193,15 @@ def test_prompts_longer_than_the_context_are_truncated_skipped_or_refused(tmp_pa
     rows = [{"id": f"ok{i}", "prompt": "what is 2 plus 3 ?", "response": "5"} for i in range(70)]
     rows.append({"id": "too-long", "prompt": " ".join(["review"] * 200), "response": "positive"})
     long.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    d = run(short_config(f"task_data={long}", "n_train=71"))
+    d = run(short_config(f"data.task={long}", "data.n_train=71"))
     m = json.loads((d / "run.json").read_text())
     assert m["status"] == "complete" and m["n_skipped_too_long"] == 0
     assert m["overlong"]["policy"] == "truncate" and m["overlong"]["task"] == {"n": 71, "over": 1, "truncated": 1,
                                                                                 "skipped": 0}
     assert "too-long" in set(read_table(d, "decisions")["sample_id"])
-    d = run(short_config(f"task_data={long}", "n_train=71", "overlong=skip"))
+    d = run(short_config(f"data.task={long}", "data.n_train=71", "data.overlong=skip"))
     m = json.loads((d / "run.json").read_text())
     assert m["status"] == "complete" and m["n_skipped_too_long"] == 1 and m["overlong"]["task"]["skipped"] == 1
     with pytest.raises(ContextLengthError) as e:
-        run(short_config(f"task_data={long}", "n_train=71", "overlong=error"))
+        run(short_config(f"data.task={long}", "data.n_train=71", "data.overlong=error"))
     assert "too-long" in str(e.value) and "exceed the context of 64 tokens" in str(e.value)

@@ -76,8 +76,8 @@ def test_lora_run_on_a_local_checkpoint_trains_only_adapters(plain_checkpoint, s
         return real(self)
 
     monkeypatch.setattr(Recipe, "train", spy)
-    run_dir = run(short_config(f"model={plain_checkpoint}", "lora=true", "lora_r=4", "lora_alpha=8",
-                               "lr=1e-3", "method=sft"))
+    run_dir = run(short_config(f"model.path={plain_checkpoint}", "model.lora=true", "model.lora_r=4", "model.lora_alpha=8",
+                               "optim.lr=1e-3", "method=sft"))
     m = json.loads((run_dir / "run.json").read_text())
     assert m["status"] == "complete" and m["model_info"]["lora"]["r"] == 4
     trainable = {n for n, p in captured["model"].named_parameters() if p.requires_grad}

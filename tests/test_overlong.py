@@ -1,4 +1,4 @@
-"""overlong=truncate|skip|error on a tokenizer with a chat template (built in seconds, no model)."""
+"""data.overlong=truncate|skip|error on a tokenizer with a chat template (built in seconds, no model)."""
 
 import pytest
 

@@ -13,8 +13,8 @@ from explorer.runs import schema
 pytestmark = pytest.mark.integration
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "own_data"
-SHORT = ["epochs=1", "max_steps=3", "batch_size=16", "final_eval_n=12", "eval_n=6", "flush_every=1",
-         "progress=false", "eval_max_new_tokens=8"]
+SHORT = ["optim.epochs=1", "optim.max_steps=3", "optim.batch_size=16", "eval.final_n=12", "eval.n=6", "record.flush_every=1",
+         "progress=false", "eval.max_new_tokens=8"]
 DS = ["method=dualselect", "method.warmup_steps=1", "method.keep_fraction=0.5", "method.k_ref=6",
       "method.refresh=every_n_steps", "method.refresh_every=2", "method.chunk_size=12"]
 
@@ -36,7 +36,7 @@ def own(tmp_path, tiny_paths, monkeypatch):
     monkeypatch.chdir(REPO)
 
     def make(*overrides):
-        return load_config(FIX / "own.yaml", [f"model={tiny_paths['aligned']}", f"runs_dir={tmp_path / 'runs'}",
+        return load_config(FIX / "own.yaml", [f"model.path={tiny_paths['aligned']}", f"runs_dir={tmp_path / 'runs'}",
                                               *SHORT, *overrides])
 
     return make
@@ -82,7 +82,7 @@ def test_own_model_and_data_end_to_end(own):
     assert reader.run_row(d)["harmful_ratio"] is None
 
     # 2. DualSelect with provenance from a labelled file: the measured share is recorded
-    d = run(own(*DS, f"harmful_reference={FIX / 'harmful_prompts.json'}"))
+    d = run(own(*DS, f"data.harmful_reference={FIX / 'harmful_prompts.json'}"))
     m = json.loads((d / schema.MANIFEST).read_text())
     assert m["status"] == "complete" and m["provenance"].startswith("reference:")
     assert m["n_harmful_in_mix"] == 20 and m["harmful_share"] == 0.1 and m["harmful_ratio"] == 0.1
@@ -96,8 +96,8 @@ def test_own_model_and_data_end_to_end(own):
     assert {f"{s}/{k}" for s, k in zip(metrics["suite"], metrics["metric"])} == set(m["summary"])
 
     # 3. a ratio with nothing to mix in is an error that says so
-    with pytest.raises(ConfigError, match="harmful_ratio = 0.1 with task_data = .* and no harmful_data"):
-        own("harmful_ratio=0.1")
+    with pytest.raises(ConfigError, match="data.harmful_ratio = 0.1 with data.task = .* and no data.harmful"):
+        own("data.harmful_ratio=0.1")
 
 
 def test_dualselect_skipping_long_references_keeps_ids_aligned(own):
@@ -106,7 +106,7 @@ def test_dualselect_skipping_long_references_keeps_ids_aligned(own):
     Batch's sample_ids."""
     from explorer.train.recipe import run
 
-    d = run(own(*DS, "overlong=skip"))
+    d = run(own(*DS, "data.overlong=skip"))
     m = json.loads((d / schema.MANIFEST).read_text())
     assert m["status"] == "complete" and m["overlong"]["reference"]["skipped"] == 4
     rows = json.loads((FIX / "reference.json").read_text())
@@ -134,13 +134,13 @@ def test_no_file_is_read_that_the_run_does_not_use(tmp_path):
     for f in ("task_train.jsonl", "task_test.jsonl", "eval_harmful_hh.jsonl", "eval_harmful_hexphi.jsonl",
               "eval_over_refusal.jsonl"):
         shutil.copy(sample_data_dir() / f, d / f)
-    pools = build_pools(load_config(None, [f"data_dir={d}", "harmful_ratio=0", "n_train=50"]))
+    pools = build_pools(load_config(None, [f"data.dir={d}", "data.harmful_ratio=0", "data.n_train=50"]))
     assert len(pools.pools["task"]) == 50 and pools.pools["reference"] == [] and pools.manifest["n_harmful_in_mix"] == 0
     assert "harmful" not in pools.manifest["data_files"]
     # with its own suites the run reads none of the tiny world's evaluation files
     (d / "eval_harmful_hh.jsonl").unlink()
     p = tmp_path / "c.yaml"
-    p.write_text(f"data_dir: {d}\nharmful_ratio: 0\nn_train: 50\neval_suites:\n"
+    p.write_text(f"data.dir: {d}\ndata.harmful_ratio: 0\ndata.n_train: 50\neval.suites:\n"
                  f"  - {{name: adv, kind: harmful, file: {FIX / 'advbench.csv'}}}\n")
     pools = build_pools(load_config(p))
     assert [s.name for s in pools.suites] == ["adv"] and pools.manifest["eval_suites"][0]["n"] == 40

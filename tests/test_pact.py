@@ -264,7 +264,7 @@ def test_pact_through_the_loop(short_config):
     from explorer.runs import reader
     from explorer.train.recipe import run
 
-    d = run(short_config("method=pact", "method.k=10", "method.n_refusals=64", "max_steps=2"))
+    d = run(short_config("method=pact", "method.k=10", "method.n_refusals=64", "optim.max_steps=2"))
     assert reader.manifest(d)["status"] == "complete"
     tok = reader.table(d, "pact_tokens")
     assert len(tok) == 10 and tok["token"].str.len().gt(0).all() and (tok["weight"] >= 0).all()

@@ -68,7 +68,7 @@ def test_model_spec_names_a_preparation(monkeypatch, tmp_path):
 def test_every_run_records_the_weights_it_started_from(short_config, tiny_paths):
     from explorer.train.recipe import run
 
-    run_dir = run(short_config("method=sft", "max_steps=1", "final_eval_n=4"))
+    run_dir = run(short_config("method=sft", "optim.max_steps=1", "eval.final_n=4"))
     manifest = json.loads((run_dir / "run.json").read_text())
     fp = manifest["model_fingerprint"]
     # and the CPU its floats came from (one-thread training differs across instruction sets)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from _method_helpers import make_context
-from explorer.config import ConfigError, RunConfig, load_config
+from explorer.config import ConfigError, OptimConfig, RunConfig, load_config
 from explorer.methods.protocol import Decision, MethodBase
 from explorer.model.optim import LrSchedule
 from explorer.record.writer import RunWriter
@@ -37,14 +37,14 @@ def test_lr_schedules_warm_up_then_keep_or_decay_to_the_floor():
     assert get_lr(mid, total, peak, warm, "cosine", 0.0) == pytest.approx(peak / 2)
     quarter = warm + (total - warm) // 4  # cosine stays high longer than linear
     assert get_lr(quarter, total, peak, warm, "cosine") > get_lr(quarter, total, peak, warm, "linear")
-    assert RunConfig().lr_schedule == "cosine"  # the default is the schedule runs always had
+    assert RunConfig().optim.lr_schedule == "cosine"  # the default is the schedule runs always had
 
 
 @pytest.mark.unit
 def test_a_bad_lr_schedule_names_the_key():
-    assert load_config(None, ["lr_schedule=linear"]).lr_schedule == "linear"
+    assert load_config(None, ["optim.lr_schedule=linear"]).optim.lr_schedule == "linear"
     with pytest.raises(ConfigError, match="lr_schedule"):
-        load_config(None, ["lr_schedule=exponential"])
+        load_config(None, ["optim.lr_schedule=exponential"])
 
 
 class _FirstParameterFrozenInPractice(MethodBase):
@@ -68,7 +68,7 @@ class _FirstParameterFrozenInPractice(MethodBase):
 
 def _recipe(tmp_path, seed=0):
     ctx = make_context(seed=seed)
-    cfg = RunConfig(lr=1e-2, warmup_steps=0)
+    cfg = RunConfig(optim=OptimConfig(lr=1e-2, warmup_steps=0))
     r = Recipe.for_context(_FirstParameterFrozenInPractice(None), ctx, cfg, total_steps=4)
     r.writer = RunWriter.create(tmp_path, f"run-{seed}", {})
     return r, ctx
@@ -111,8 +111,8 @@ def test_a_crashed_run_resumes_to_the_records_of_an_uninterrupted_one(tmp_path, 
     from explorer.train.recipe import resume, run
 
     model = make_golden.build_model(tmp_path / "model")
-    common = [f"model={model}", "n_train=48", "epochs=2", "batch_size=8", "flush_every=1", "checkpoint_every=2",
-              "final_eval_n=2", "eval_max_new_tokens=1", "progress=false", "method=random", "device=cpu"]
+    common = [f"model.path={model}", "data.n_train=48", "optim.epochs=2", "optim.batch_size=8", "record.flush_every=1", "record.checkpoint_every=2",
+              "eval.final_n=2", "eval.max_new_tokens=1", "progress=false", "method=random", "model.device=cpu"]
     ref = run(load_config(None, [f"runs_dir={tmp_path / 'ref'}", *common]))
 
     real, calls = RandomSelect.decide, {"n": 0}

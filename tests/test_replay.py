@@ -12,8 +12,8 @@ from explorer.runs import reader, schema
 pytestmark = pytest.mark.integration
 
 #: a short Random run: 48 samples in batches of 8 = 6 steps, half of each batch dropped at random
-COMMON = ["n_train=48", "epochs=1", "batch_size=8", "final_eval_n=4", "eval_n=4", "eval_every=0", "flush_every=1",
-          "progress=false", "eval_max_new_tokens=4", "method=random", "influence_n=8"]
+COMMON = ["data.n_train=48", "optim.epochs=1", "optim.batch_size=8", "eval.final_n=4", "eval.n=4", "eval.every=0", "record.flush_every=1",
+          "progress=false", "eval.max_new_tokens=4", "method=random", "eval.influence_n=8"]
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +22,9 @@ def runs(tmp_path_factory, tiny_paths):
     from explorer.train.recipe import run
 
     root = tmp_path_factory.mktemp("replay")
-    with_ck = run(load_config(None, [f"runs_dir={root / 'ck'}", *COMMON, "checkpoint_every=1", "checkpoint_keep=2",
-                                     "influence_every=4"]))
-    plain = run(load_config(None, [f"runs_dir={root / 'plain'}", *COMMON, "influence_every=4"]))
+    with_ck = run(load_config(None, [f"runs_dir={root / 'ck'}", *COMMON, "record.checkpoint_every=1", "record.checkpoint_keep=2",
+                                     "eval.influence_every=4"]))
+    plain = run(load_config(None, [f"runs_dir={root / 'plain'}", *COMMON, "eval.influence_every=4"]))
     return with_ck, plain
 
 

@@ -104,7 +104,7 @@ def _manifest(cfg):
     from explorer.config import method_config, to_dict
     from explorer.runs import schema
 
-    return {"status": schema.STATUS_COMPLETE, "harmful_ratio": cfg.harmful_ratio, "seed": cfg.seed,
+    return {"status": schema.STATUS_COMPLETE, "harmful_ratio": cfg.data.harmful_ratio, "seed": cfg.seed,
             "config": to_dict(cfg), "method_config": dict(vars(method_config(cfg)))}
 
 
@@ -117,8 +117,8 @@ def test_reuse_takes_only_a_run_made_with_the_settings_the_command_would_run(rep
     from explorer.runs import schema
 
     base, per_method = world_overrides("smollm2")
-    ov = [*base, "progress=false", "eval_every=0", "run_name=dualselect", "model=smollm2:aligned",
-          "base_model=smollm2:base", *per_method["dualselect"]]
+    ov = [*base, "progress=false", "eval.every=0", "run_name=dualselect", "model.path=smollm2:aligned",
+          "model.base=smollm2:base", *per_method["dualselect"]]
     now = method_run_config("dualselect", 0.1, 0, str(tmp_path), ov)
     old = method_run_config("dualselect", 0.1, 0, str(tmp_path), ov + ["method.refresh=every_n_steps",
                                                                         "method.refresh_every=8"])
@@ -128,7 +128,7 @@ def test_reuse_takes_only_a_run_made_with_the_settings_the_command_would_run(rep
     # runs_dir says where a run is, not what it is; a setting the run predates is not compared
     moved = _manifest(now)
     moved["config"]["runs_dir"] = "/elsewhere"
-    del moved["config"]["lr"]
+    del moved["config"]["optim"]["lr"]
     assert settings_differ(moved, now) == []
 
     for name, cfg in (("dualselect-p0.1-s0-1", old), ("dualselect-p0.1-s0-2", now)):

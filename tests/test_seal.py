@@ -230,7 +230,7 @@ def test_seal_through_the_loop(short_config):
     from explorer.train.recipe import run
 
     d = run(short_config("method=seal", "method.selector_epochs=1", "method.zip_mode=cycle_safe",
-                         "method.model_lr=2e-4", "max_steps=2"))
+                         "method.model_lr=2e-4", "optim.max_steps=2"))
     assert reader.manifest(d)["status"] == "complete"
     cut = reader.table(d, "seal_cut")
     samples = reader.samples(d)

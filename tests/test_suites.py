@@ -41,17 +41,17 @@ def test_parse_suites_errors_name_the_entry_and_key(items, needles):
 
 
 def test_config_carries_suites_through_to_dict_and_back(tmp_path):
-    from explorer.config import ConfigError, RunConfig, build_dataclass, load_config, to_dict
+    from explorer.config import ConfigError, from_dict, load_config, to_dict
 
     p = tmp_path / "c.yaml"
-    p.write_text("eval_suites:\n  - {name: advbench, kind: harmful, file: a.csv}\n"
+    p.write_text("eval.suites:\n  - {name: advbench, kind: harmful, file: a.csv}\n"
                  "  - {name: sst2, kind: task, file: s.json, scorer: label, labels: [positive, negative]}\n")
     cfg = load_config(p)
     d = json.loads(json.dumps(to_dict(cfg)))  # what the manifest holds
-    again = build_dataclass(RunConfig, d, "manifest")
-    assert again.eval_suites == cfg.eval_suites and again.harmful_ratio is None and again.n_train is None
-    p.write_text("eval_suites:\n  - {name: x, kind: task, file: s.json, scorer: label}\n")
-    with pytest.raises(ConfigError, match="c.yaml: eval_suites\\[0\\] \\(x\\): scorer label needs labels"):
+    again = from_dict(d, "manifest")
+    assert again.eval.suites == cfg.eval.suites and again.data.harmful_ratio is None and again.data.n_train is None
+    p.write_text("eval.suites:\n  - {name: x, kind: task, file: s.json, scorer: label}\n")
+    with pytest.raises(ConfigError, match="c.yaml: eval.suites\\[0\\] \\(x\\): scorer label needs labels"):
         load_config(p)
 
 

@@ -128,7 +128,7 @@ def test_tokenwise_through_the_loop(short_config):
     from explorer.runs import reader
     from explorer.train.recipe import run
 
-    d = run(short_config("method=tokenwise", "max_steps=2"))
+    d = run(short_config("method=tokenwise", "optim.max_steps=2"))
     assert reader.manifest(d)["status"] == "complete"
     steps = reader.steps(d)
     assert {"ce", "weighted_ce", "token_weight", "token_weight_first"} <= set(steps.columns)

@@ -25,13 +25,13 @@ def test_tidy_turns_word_level_text_into_prose(raw, prose):
 
 def test_world_defaults_sit_beneath_the_users_settings(tmp_path):
     cfg = load_config(None, ["world=smollm2"])
-    assert cfg.model == "smollm2:aligned" and cfg.base_model == "smollm2:base" and cfg.lora
-    assert cfg.n_train == SMOLLM2["n_train"] and cfg.lora_targets == tuple(SMOLLM2["lora_targets"])
+    assert cfg.model.path == "smollm2:aligned" and cfg.model.base == "smollm2:base" and cfg.model.lora
+    assert cfg.data.n_train == SMOLLM2["data.n_train"] and cfg.model.lora_targets == tuple(SMOLLM2["model.lora_targets"])
     y = tmp_path / "c.yaml"
-    y.write_text("world: smollm2\nn_train: 64\n")
-    cfg = load_config(y, ["eval_max_new_tokens=8"])
-    assert cfg.n_train == 64 and cfg.eval_max_new_tokens == 8 and cfg.batch_size == SMOLLM2["batch_size"]
-    assert load_config(None, []).model == "tiny:aligned"   # the tiny world keeps every default
+    y.write_text("world: smollm2\ndata:\n  n_train: 64\n")
+    cfg = load_config(y, ["eval.max_new_tokens=8"])
+    assert cfg.data.n_train == 64 and cfg.eval.max_new_tokens == 8 and cfg.optim.batch_size == SMOLLM2["optim.batch_size"]
+    assert load_config(None, []).model.path == "tiny:aligned"   # the tiny world keeps every default
     with pytest.raises(ConfigError, match="world = 'huge'.*expected one of tiny, smollm2"):
         load_config(None, ["world=huge"])
 
@@ -67,19 +67,19 @@ def test_a_smollm2_run_reads_the_prose_data_and_scores_tasks_by_contains(tmp_pat
     from explorer.train.assemble import build_pools
 
     monkeypatch.setenv("EXPLORER_CACHE", str(tmp_path))
-    pools = build_pools(load_config(None, ["world=smollm2", "harmful_ratio=0.1"]))
+    pools = build_pools(load_config(None, ["world=smollm2", "data.harmful_ratio=0.1"]))
     assert pools.manifest["data"] == str(tmp_path / "smollm2" / "data")
     scorers = {s.name: s.scorer for s in pools.suites}
     assert scorers["task_sentiment"] == "contains" and scorers["harmful_hh"] == "exact"
     harmful = [r for r in pools.mix if r.provenance == "harmful"]
-    assert len(harmful) == round(0.1 * SMOLLM2["n_train"]) and harmful[0].response[:1].isupper()
+    assert len(harmful) == round(0.1 * SMOLLM2["data.n_train"]) and harmful[0].response[:1].isupper()
 
 
 def test_demo_on_smollm2_sets_the_world_and_its_run_sizes_before_the_users():
     from explorer.demo import world_overrides
 
     base, per_method = world_overrides("smollm2")
-    assert base[0] == "world=smollm2" and f"n_train={SMOLLM2['n_train']}" in base
+    assert base[0] == "world=smollm2" and f"data.n_train={SMOLLM2['data.n_train']}" in base
     assert any(o.startswith("method.ref_cap=") for o in per_method["dualselect"])
     assert world_overrides("tiny") == ([], {})
 
@@ -98,4 +98,4 @@ def test_the_worlds_method_settings_are_valid_over_the_demo_configs(method):
     if method == "dualselect":
         assert m.k_ref_fraction == 0 and m.k_ref == 7 and m.ref_cap == 64 and m.refresh == "epoch"
     if method == "cwac":
-        assert "down_proj" in cfg.lora_targets
+        assert "down_proj" in cfg.model.lora_targets

@@ -78,24 +78,28 @@ def write(out: str | Path, data_dir: str | Path | None = None, seed: int = 0) ->
 
 
 CONFIG = """\
-# explorer run {d}/own.yaml model=/path/to/your/checkpoint
+# explorer run {d}/own.yaml model.path=/path/to/your/checkpoint
 # README "On your own model and data": a local Hugging Face checkpoint with LoRA, files in the public formats.
-model: tiny:aligned            # a local HF checkpoint directory (given on the command line above)
-lora: true
-max_length: 64                 # tokens per sample; longer ones follow `overlong`
-overlong: truncate             # cut the prompt from the left, keep the response (skip | error)
-# the task file already holds ~10 % harmful samples: it is used as it is (no harmful_ratio, no harmful_data);
-# say which samples are harmful with harmful_reference= (a file of harmful prompts) or provenance_field=,
-# else the run records provenance "unknown"
-task_data: {d}/sst2_train.json
-reference_data: {d}/reference.json
-safety_data: {d}/reference.json
-eval_suites:
-  - {{name: advbench, kind: harmful, file: {d}/advbench.csv}}
-  - {{name: xstest, kind: over_refusal, file: {d}/xstest.json}}
-  - {{name: sst2, kind: task, file: {d}/sst2_test.json, scorer: label, labels: [positive, negative]}}
-epochs: 1
-batch_size: 16
+model:
+  path: tiny:aligned            # a local HF checkpoint directory (given on the command line above)
+  lora: true
+data:
+  max_length: 64                # tokens per sample; longer ones follow `data.overlong`
+  overlong: truncate            # cut the prompt from the left, keep the response (skip | error)
+  # the task file already holds ~10 % harmful samples: it is used as it is (no harmful_ratio, no harmful);
+  # say which samples are harmful with data.harmful_reference= (a file of harmful prompts) or
+  # data.provenance_field=, else the run records provenance "unknown"
+  task: {d}/sst2_train.json
+  reference: {d}/reference.json
+  safety: {d}/reference.json
+eval:
+  suites:
+    - {{name: advbench, kind: harmful, file: {d}/advbench.csv}}
+    - {{name: xstest, kind: over_refusal, file: {d}/xstest.json}}
+    - {{name: sst2, kind: task, file: {d}/sst2_test.json, scorer: label, labels: [positive, negative]}}
+optim:
+  epochs: 1
+  batch_size: 16
 method:
   name: sft
 """

@@ -85,7 +85,7 @@ def encode_all(tokenizer, records: list[Record], max_length: int, strict: bool =
     The encoded list holds the kept records in input order; align by Encoded.sample_id."""
     overlong = overlong or ("error" if strict else "skip")
     if overlong not in OVERLONG:
-        raise ValueError(f"overlong={overlong!r}; expected one of {', '.join(OVERLONG)}")
+        raise ValueError(f"data.overlong={overlong!r}; expected one of {', '.join(OVERLONG)}")
     out, skipped = [], []
     for r in records:
         try:

@@ -151,7 +151,9 @@ def import_dualselect(log_path, task_data, reference_data, runs_dir="runs", run_
         "unselected_items": membership["detail"],
         "task_provenance": (schema.PROVENANCE_UNKNOWN if n_unknown == len(prov) else
                             "known" if n_unknown == 0 else f"{n_unknown} of {len(prov)} records unknown"),
-        "config": {"log": str(log_path), "seed": seed, "batch_size": batch_size, "warmup_steps": warmup_steps}},
+        # the import's own settings, in the shape of a run's config (explorer/config.py)
+        "config": {"log": str(log_path), "seed": seed, "optim": {"batch_size": batch_size},
+                   "method": {"name": "dualselect", "warmup_steps": warmup_steps}}},
         status=schema.STATUS_IMPORTED)
     writer.write_samples([{**r.to_row(), "provenance": p, "in_train": True, "in_mix": True} for r, p in zip(task, prov)]
                          + [{**r.to_row(), "in_train": False, "in_mix": False} for r in refs])

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 class DualSelectConfig:
     """Defaults are the authors' (sh/run_dualselect_train.sh of their release; the paper's token budget
     and K_ref fraction as options). Their run keeps 4 of every mini-batch of 8; the batch size is the
-    run's (RunConfig.batch_size, 32 unless set), so the default here is their keep *rate*, one half,
+    run's (optim.batch_size, 32 unless set), so the default here is their keep *rate*, one half,
     which is 4 of 8 at their batch size; `keep` = 4 is their count verbatim. Warm-up is counted in
     optimiser steps as in their code (10 steps of 8 = 80 samples; at batch 32 the same 10 steps see 320).
     configs/dualselect.yaml runs their whole setting (batch 8, 1 epoch, lr 2e-5, no weight decay)."""
@@ -249,7 +249,7 @@ class DualSelect(MethodBase):
         self.params_ = trainable_params(ctx.model)
         self.names_ = list(self.params_)
         self.estimator_ = make_estimator("hooks" if c.estimator == "jvp" else c.estimator,
-                                         projection_dim=c.projection_dim, seed=ctx.config.seed,
+                                         projection_dim=c.projection_dim, seed=ctx.settings.seed,
                                          chunk_size=c.chunk_size if isinstance(c.chunk_size, int) else None,
                                          autocast_dtype=ctx.autocast_dtype)
         self.chunking_ = ChunkPolicy(parse_chunk_size(c.chunk_size), c.chunk_memory_mb)
@@ -281,7 +281,7 @@ class DualSelect(MethodBase):
 
     def _chunks(self, ctx, b: Batch, keep_rows: int = 0):
         """(chunks of `b`, whether `keep_rows` gradient rows fit beside them): see explorer.scoring.chunking."""
-        rows, keep = self.chunking_.plan(ctx.model, b, self.n_params_, ctx.config.batch_size * ctx.config.max_length,
+        rows, keep = self.chunking_.plan(ctx.model, b, self.n_params_, ctx.settings.batch_size * ctx.settings.max_length,
                                          keep_rows, ctx.autocast_dtype)
         return [trim(b.subset(r)) for r in rows], keep
 
@@ -295,11 +295,11 @@ class DualSelect(MethodBase):
         enc = self._encoded(ctx, ids)
         if enc is None:
             raise ValueError(f"dualselect: none of the {len(ids)} references of pool {c.ref_pool!r} fits "
-                             f"max_length={ctx.config.max_length} tokens; expected references (prompt + "
+                             f"data.max_length={ctx.settings.max_length} tokens; expected references (prompt + "
                              "response) within the context")
         if len(enc) < len(ids) and not getattr(self, "warned_long_", False):
-            log.warning("dualselect: %d of %d references are longer than max_length=%d and are not scored",
-                        len(ids) - len(enc), len(ids), ctx.config.max_length)
+            log.warning("dualselect: %d of %d references are longer than data.max_length=%d and are not scored",
+                        len(ids) - len(enc), len(ids), ctx.settings.max_length)
             self.warned_long_ = True
         ids = list(enc.sample_ids)  # the references actually scored, in the order of the rows below
         row_of = {rid: i for i, rid in enumerate(ids)}

@@ -10,7 +10,7 @@ response position and leaves every other token free. No safety data is mixed in.
 
 Stage 1 (offline, in `prepare`). K refusal samples (harmful prompt → refusal); the first R ≤ 64
 response tokens are teacher-forced through the aligned model π_A (the run's starting model) and the
-base model π_B (`base_model`):
+base model π_B (`model.base` of the run, or `method.base_model`):
 
     d   = mean over samples of the mean over positions of (p_A,t − p_B,t)        (vocabulary-sized)
     p̄_A = the same mean of p_A,t
@@ -105,7 +105,7 @@ class PactConfig:
     max_response_tokens: int = _h("R: first response tokens per refusal used in stage 1 (≤ 64)", 64)
     refusal_pool: str = _h("pool of refusal samples for stage 1; falls back to `safety` when empty", "reference")
     base_model: str = _h("π_B, the un-aligned base model (spec for load_model); empty = the run's "
-                         "base_model", "")
+                         "model.base", "")
     stage1_batch_size: int = _h("refusal samples per forward pass in stage 1", 8)
     exclude_special_tokens: bool = _h("keep the tokenizer's special tokens (</s>, pad, chat markers) out of S; not in "
                                       "the release: a special token of S with weight 0 is pushed down at every "
@@ -309,9 +309,9 @@ class Pact(MethodBase):
             raise ValueError(f"pact: the {c.refusal_pool!r} pool and the 'safety' pool are both empty; "
                              "expected refusal samples (harmful prompt -> refusal): set reference_data")
         recs = recs[:c.n_refusals]
-        base_spec = c.base_model or getattr(ctx.config, "base_model", "")
+        base_spec = c.base_model or ctx.settings.base_model
         if not base_spec:
-            raise ValueError("pact: no base model; expected method.base_model or the run's base_model")
+            raise ValueError("pact: no base model; expected method.base_model or the run's model.base")
         base = ctx.load_model(base_spec)
         # the release teacher-forces the response text alone (add_special_tokens=False): the positions
         # of the template's end-of-turn tokens are not among R
@@ -329,8 +329,8 @@ class Pact(MethodBase):
             except ContextLengthError:
                 raise     # overlong=error: the user asked for the error
             except ValueError:  # every record of the chunk was too long (collate() of an empty list)
-                log.warning("pact: stage 1 skips records %d-%d of the safety set: none fits max_length=%d",
-                            i, i + len(recs[i:i + c.stage1_batch_size]) - 1, ctx.config.max_length)
+                log.warning("pact: stage 1 skips records %d-%d of the safety set: none fits data.max_length=%d",
+                            i, i + len(recs[i:i + c.stage1_batch_size]) - 1, ctx.settings.max_length)
                 continue
             z_a = self._ref_logits(ctx, batch.input_ids, batch.attention_mask).float()
             with torch.no_grad():

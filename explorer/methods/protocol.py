@@ -39,6 +39,19 @@ def help_field(text: str, default):
     return field(default=default, metadata={"help": text})
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """The run settings a method may read (the recipe fills it from explorer/config.py's RunConfig;
+    anything else that builds a Context, such as a test or a notebook, fills it by hand). A method's own
+    settings are its config dataclass; this is the small part of the run's that methods share."""
+
+    seed: int                 # the run's seed (seed): projections and subsets seeded from it
+    batch_size: int           # optim.batch_size: samples per optimiser step (the global batch under torchrun)
+    max_length: int           # data.max_length: tokens per sample when a method encodes records itself
+    base_model: str           # model.base: the un-aligned model spec (PACT's safety tokens)
+    lora: bool                # model.lora: the model carries peft LoRA adapters
+
+
 @dataclass
 class Decision:
     """What a method decides for one batch.
@@ -145,7 +158,7 @@ class Context:
     model: torch.nn.Module
     tokenizer: Any
     device: torch.device
-    config: Any                       # explorer.config.RunConfig
+    settings: RunSettings             # the run settings a method may read
     records: dict[str, Record]        # every record by sample_id
     pools: dict[str, list[str]]       # pool name -> sample ids: task, reference, safety, eval_* ...
     train_ids: list[str]              # the fine-tuning set the loader draws from

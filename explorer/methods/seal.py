@@ -227,7 +227,7 @@ class Seal(MethodBase):
         pad = pad_id_of(tok)
 
         def encode(recs):
-            enc, _ = encode_all(tok, recs, ctx.config.max_length, strict=False)
+            enc, _ = encode_all(tok, recs, ctx.settings.max_length, strict=False)
             return collate(enc, pad, ctx.device) if enc else None
 
         return encode
@@ -239,7 +239,7 @@ class Seal(MethodBase):
     def _train_selector(self, ctx, model, encode, safe: list, ft: list) -> torch.Tensor:
         c = self.config
         N = len(ft)
-        bs = c.selector_batch_size or ctx.config.batch_size
+        bs = c.selector_batch_size or ctx.settings.batch_size
         device = ctx.device
         omega = torch.full((N,), float(c.omega_init), device=device, requires_grad=True)
         sel_opt = OptimStep(torch.optim.Adam([omega], lr=c.selector_lr, betas=tuple(c.selector_betas),

@@ -4,7 +4,7 @@
 
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; `init(cfg)` reads them and
 opens the default process group (NCCL on CUDA, gloo on CPU) with a collective timeout of
-`cfg.dist_timeout_s`, so a rank that dies or hangs stops the others instead of leaving them waiting
+`cfg.dist.timeout_s`, so a rank that dies or hangs stops the others instead of leaving them waiting
 forever. Without those variables (plain `python -m explorer run`) it returns SINGLE, whose collectives
 are no-ops that hand their input back unchanged: the single-process path is the same code.
 
@@ -234,7 +234,7 @@ SHARDS = ("none", "fsdp")
 
 
 def fsdp_shard(model, dist: Dist, device: torch.device | None = None) -> dict[str, Any]:
-    """shard=fsdp: FSDP2 (`fully_shard`) over every decoder layer and the whole model, so each rank
+    """dist.shard=fsdp: FSDP2 (`fully_shard`) over every decoder layer and the whole model, so each rank
     holds 1/world of the frozen base weights and all-gathers a layer's weights just before it runs.
 
     The trainable (LoRA) parameters are passed as `ignored_params`: FSDP leaves them whole on every

@@ -84,17 +84,18 @@ def run_facts(cfg) -> RunFacts:
     """The run's settings a replay uses, from its RunConfig (the only reads of the config here)."""
     from explorer.model.load import LoraSettings
 
-    lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets) if cfg.lora else None
-    return RunFacts(model=cfg.model, dtype=cfg.dtype, device=cfg.device, lora=lora, max_length=cfg.max_length,
-                    overlong=cfg.overlong, clip=cfg.clip, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
-                    judges=tuple(cfg.judges), influence_n=int(cfg.influence_n or 0),
-                    eval_max_new_tokens=cfg.eval_max_new_tokens, eval_batch_size=cfg.eval_batch_size)
+    m, o, e = cfg.model, cfg.optim, cfg.eval
+    lora = LoraSettings(m.lora_r, m.lora_alpha, m.lora_dropout, m.lora_targets) if m.lora else None
+    return RunFacts(model=m.path, dtype=m.dtype, device=m.device, lora=lora, max_length=cfg.data.max_length,
+                    overlong=cfg.data.overlong, clip=o.clip, lr=o.lr, weight_decay=o.weight_decay, seed=cfg.seed,
+                    judges=tuple(e.judges), influence_n=int(e.influence_n or 0),
+                    eval_max_new_tokens=e.max_new_tokens, eval_batch_size=e.batch_size)
 
 
 def _heldout_cfg(cfg, n: int):
     """The run's config with the first-order check on over `n` held-out prompts (InfluenceProbe.for_run
     then picks the same held-out sets as the run's own check when n is the run's influence_n)."""
-    return dataclasses.replace(cfg, influence_every=1, influence_n=n)
+    return dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, influence_every=1, influence_n=n))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -107,7 +108,7 @@ class RunWorld:
     def __init__(self, run_dir: str | Path, device: str | None = None, heldout_n: int | None = None):
         import torch
 
-        from explorer.config import RunConfig, build_dataclass
+        from explorer.config import from_dict
         from explorer.train.assemble import build_pools
         from explorer.eval.registry import make_judges
         from explorer.model.load import load_model, pick_device
@@ -121,7 +122,7 @@ class RunWorld:
         where = f"{self.run_dir / schema.MANIFEST} [config]"
         if "config" not in self.manifest:
             raise ReplayError(f"{where}: the manifest has no config (an imported log cannot be replayed)")
-        self.cfg = build_dataclass(RunConfig, self.manifest["config"], where)
+        self.cfg = from_dict(self.manifest["config"], where)
         self.facts = f = run_facts(self.cfg)
         self.checkpoints = reader.step_checkpoints(self.run_dir)
         if not self.checkpoints:

@@ -574,7 +574,7 @@ def selection_counts(run_dir) -> pd.DataFrame:
 
 def effect_rows(run_dir) -> pd.DataFrame:
     """Task decisions at the steps where the independent check was recorded (effect_safety present),
-    with provenance; empty when the run did not record it (influence_every = 0)."""
+    with provenance; empty when the run did not record it (eval.influence_every = 0)."""
     if "effect_safety" not in set(columns(run_dir, "decisions")):
         return pd.DataFrame()
     has_s = "provenance" in set(columns(run_dir, "samples"))

@@ -20,9 +20,9 @@ AdamW rescales each coordinate, so this is the SGD step the gradient points alon
 The check is independent of every method: it reads no method score, and its held-out prompts are
 disjoint from DualSelect's reference pool (the loop checks it) and from SEAL's safety data.
 
-`InfluenceProbe` is what the training loop calls (off by default, `influence_every` in RunConfig):
+`InfluenceProbe` is what the training loop calls (off by default, `eval.influence_every` in RunConfig):
 
-    probe = InfluenceProbe.for_run(cfg, suites, encode, autocast_dtype)   # None when influence_every = 0
+    probe = InfluenceProbe.for_run(cfg, suites, encode, autocast_dtype)   # None when eval.influence_every = 0
     cols = probe(model, batch, step, lr)     # {} at other steps, else {"effect_safety": [...], ...}
 
 Why not a library here: dattri 0.3 (TracIn, TRAK) requires pretty_midi and computes the same dot
@@ -99,17 +99,17 @@ class InfluenceProbe:
 
     @classmethod
     def for_run(cls, cfg, suites, encode, autocast_dtype=None) -> "InfluenceProbe | None":
-        """From the run's config and evaluation suites: `cfg.influence_n` prompts of each held-out set
-        (a seeded subset; 0 = all). None when cfg.influence_every is 0 (the default: off)."""
-        every = int(getattr(cfg, "influence_every", 0) or 0)
+        """From the run's config and evaluation suites: `cfg.eval.influence_n` prompts of each held-out set
+        (a seeded subset; 0 = all). None when cfg.eval.influence_every is 0 (the default: off)."""
+        every = int(cfg.eval.influence_every or 0)
         if every <= 0:
             return None
-        n = int(getattr(cfg, "influence_n", 64) or 0)
+        n = int(cfg.eval.influence_n or 0)
         rng = random.Random(cfg.seed)
         harmful = [r for s in suites if s.kind == "harmful" for r in s.records]
         task = [r for s in suites if s.kind == "task" for r in s.records if r.response]
         if not harmful:
-            raise ValueError("influence_every > 0 needs held-out harmful prompts (the harmful evaluation suites); "
+            raise ValueError("eval.influence_every > 0 needs held-out harmful prompts (the harmful evaluation suites); "
                              "none were loaded")
         pick = (lambda rs: sorted(rng.sample(rs, min(n, len(rs))), key=lambda r: r.sample_id) if n else rs)
         return cls(every, encode(refusal_records(pick(harmful))), encode(pick(task)) if task else None,

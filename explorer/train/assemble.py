@@ -48,7 +48,7 @@ def load_pool(path: str, default: Path, pool: str, cfg: RunConfig, provenance: s
     is not there — a data_dir without reference_pool.jsonl — is an empty pool: a method that needs it
     says so)."""
     if path:
-        return load_records(path, pool, strict=cfg.strict, provenance=provenance, id_field=cfg.id_field or None,
+        return load_records(path, pool, strict=cfg.data.strict, provenance=provenance, id_field=cfg.data.id_field or None,
                             provenance_field=provenance_field)
     if optional and not default.exists():
         return []
@@ -57,22 +57,22 @@ def load_pool(path: str, default: Path, pool: str, cfg: RunConfig, provenance: s
 
 def mix_ratio(cfg: RunConfig) -> float | None:
     """The p that build_mix uses; None when the task file is used as it is."""
-    if cfg.task_data and not cfg.harmful_data:
+    if cfg.data.task and not cfg.data.harmful:
         return None
-    return DEFAULT_RATIO if cfg.harmful_ratio is None else cfg.harmful_ratio
+    return DEFAULT_RATIO if cfg.data.harmful_ratio is None else cfg.data.harmful_ratio
 
 
 def build_mix(task: list[Record], harmful: list[Record], cfg: RunConfig) -> list[Record]:
     """n_train samples: round(p * n_train) harmful (request -> compliance), the rest benign tasks."""
     rng = random.Random(cfg.seed)
-    if cfg.task_families:
-        task = [r for r in task if r.family in cfg.task_families]
+    if cfg.data.task_families:
+        task = [r for r in task if r.family in cfg.data.task_families]
     p = mix_ratio(cfg)
-    n_train = cfg.n_train or DEFAULT_N_TRAIN
+    n_train = cfg.data.n_train or DEFAULT_N_TRAIN
     n_h = round(p * n_train)
     n_b = n_train - n_h
     if n_b > len(task) or n_h > len(harmful):
-        raise ValueError(f"n_train={n_train} with harmful_ratio={p} needs {n_b} task "
+        raise ValueError(f"data.n_train={n_train} with harmful_ratio={p} needs {n_b} task "
                          f"and {n_h} harmful samples; have {len(task)} and {len(harmful)}")
     mix = rng.sample(task, n_b) + rng.sample(harmful, n_h)
     rng.shuffle(mix)
@@ -87,27 +87,27 @@ def mark_by_reference(task: list[Record], reference: list[Record]) -> list[Recor
 
 def as_is(task: list[Record], cfg: RunConfig) -> list[Record]:
     """The user's task file as the fine-tuning set (n_train of it, seeded, when n_train is set)."""
-    if cfg.task_families:
-        task = [r for r in task if r.family in cfg.task_families]
+    if cfg.data.task_families:
+        task = [r for r in task if r.family in cfg.data.task_families]
         if not task:
-            raise ValueError(f"task_families={list(cfg.task_families)}: no record of {cfg.task_data} has one of "
+            raise ValueError(f"data.task_families={list(cfg.data.task_families)}: no record of {cfg.data.task} has one of "
                              "these families")
-    if cfg.n_train is None:
+    if cfg.data.n_train is None:
         return list(task)
-    if cfg.n_train > len(task):
-        raise ValueError(f"n_train={cfg.n_train}: {cfg.task_data} has {len(task)} records; expected n_train <= "
+    if cfg.data.n_train > len(task):
+        raise ValueError(f"data.n_train={cfg.data.n_train}: {cfg.data.task} has {len(task)} records; expected n_train <= "
                          f"{len(task)} (or unset: every record)")
-    return random.Random(cfg.seed).sample(task, cfg.n_train)
+    return random.Random(cfg.seed).sample(task, cfg.data.n_train)
 
 
 def provenance_source(cfg: RunConfig, mix: list[Record]) -> str:
     if mix_ratio(cfg) is not None:
         return "mixed"
-    if cfg.harmful_reference:
-        return f"reference:{cfg.harmful_reference}"
+    if cfg.data.harmful_reference:
+        return f"reference:{cfg.data.harmful_reference}"
     if any(r.provenance == UNKNOWN for r in mix):
         return UNKNOWN
-    return f"field:{cfg.provenance_field}" if cfg.provenance_field else "file"
+    return f"field:{cfg.data.provenance_field}" if cfg.data.provenance_field else "file"
 
 
 def join_pools(named: list[tuple[str, list[Record]]]) -> tuple[dict[str, Record], dict[str, list[str]]]:
@@ -146,8 +146,8 @@ def build_pools(cfg: RunConfig, task: list[Record] | None = None) -> Pools:
     """Load every pool of `cfg`, build the fine-tuning set and the suites, check them against each other.
     `task`: the fine-tuning set itself, used as it is in place of task_data (the records of a Trainer's
     train_dataset: explorer/integrations)."""
-    if cfg.data_dir:
-        data_dir = Path(cfg.data_dir)
+    if cfg.data.dir:
+        data_dir = Path(cfg.data.dir)
     elif cfg.world == "smollm2":   # the tiny world's records as prose, in the cache (explorer/worlds.py)
         from explorer.worlds import smollm2_data_dir
 
@@ -159,39 +159,39 @@ def build_pools(cfg: RunConfig, task: list[Record] | None = None) -> Pools:
     if task is not None:
         mix = list(task)
     elif p is None:  # a user's task file as it is
-        task = load_pool(cfg.task_data, tiny("task_train.jsonl"), "task", cfg, provenance=UNKNOWN,
-                         provenance_field=cfg.provenance_field or None)
-        if cfg.harmful_reference:
-            ref = load_records(cfg.harmful_reference, "harmful_reference", strict=cfg.strict, require_response=False)
+        task = load_pool(cfg.data.task, tiny("task_train.jsonl"), "task", cfg, provenance=UNKNOWN,
+                         provenance_field=cfg.data.provenance_field or None)
+        if cfg.data.harmful_reference:
+            ref = load_records(cfg.data.harmful_reference, "harmful_reference", strict=cfg.data.strict, require_response=False)
             task = mark_by_reference(task, ref)
             if not any(r.provenance == "harmful" for r in task):
                 log.warning("harmful_reference %s: none of the %d prompts of %s is in it; the run records a harmful "
-                            "share of 0", cfg.harmful_reference, len(task), cfg.task_data)
+                            "share of 0", cfg.data.harmful_reference, len(task), cfg.data.task)
         mix = as_is(task, cfg)
     else:
-        task = load_pool(cfg.task_data, tiny("task_train.jsonl"), "task", cfg,
-                         provenance_field=cfg.provenance_field or None)
+        task = load_pool(cfg.data.task, tiny("task_train.jsonl"), "task", cfg,
+                         provenance_field=cfg.data.provenance_field or None)
         harmful = ([] if p == 0 else  # nothing to mix in: the harmful file is not read
-                   load_pool(cfg.harmful_data, tiny("harmful_train.jsonl"), "harmful", cfg, provenance="harmful"))
+                   load_pool(cfg.data.harmful, tiny("harmful_train.jsonl"), "harmful", cfg, provenance="harmful"))
         mix = build_mix(task, harmful, cfg)
-    reference = load_pool(cfg.reference_data, tiny("reference_pool.jsonl"), "reference", cfg, optional=True)
-    same = cfg.safety_data and Path(cfg.safety_data).expanduser().resolve() == Path(
-        cfg.reference_data or tiny("reference_pool.jsonl")).expanduser().resolve()
+    reference = load_pool(cfg.data.reference, tiny("reference_pool.jsonl"), "reference", cfg, optional=True)
+    same = cfg.data.safety and Path(cfg.data.safety).expanduser().resolve() == Path(
+        cfg.data.reference or tiny("reference_pool.jsonl")).expanduser().resolve()
     # the same file as references and safety demonstrations: read once (one warning), the same ids
-    safety = reference if same else load_pool(cfg.safety_data, tiny("safety_demos.jsonl"), "safety", cfg,
+    safety = reference if same else load_pool(cfg.data.safety, tiny("safety_demos.jsonl"), "safety", cfg,
                                               optional=True)
     families = tuple(sorted({r.family for r in mix if r.provenance != "harmful"}))
 
-    if cfg.eval_suites:
-        specs = parse_suites(cfg.eval_suites)
+    if cfg.eval.suites:
+        specs = parse_suites(cfg.eval.suites)
     else:  # the tiny world's suites; task accuracy for the families it has test records of
         from explorer.worlds import TASK_SCORER
 
         specs = tiny_world_suites(data_dir, families, task_scorer=TASK_SCORER.get(cfg.world, "exact"))
-        if cfg.task_data or task is not None:
+        if cfg.data.task or task is not None:
             have = {s.family for s in tiny_world_suites(data_dir) if s.family}
             specs = [s for s in specs if not s.family or s.family in have]
-    suites = load_suites(data_dir, specs=specs, strict=cfg.strict)
+    suites = load_suites(data_dir, specs=specs, strict=cfg.data.strict)
     eval_prompts = [r for s in suites if s.kind != "task" for r in s.records]
     check_disjoint(reference, eval_prompts, "reference pool", "evaluation prompts")
     records, pools = join_pools([("task", mix), ("reference", reference), ("safety", safety)])
@@ -199,19 +199,19 @@ def build_pools(cfg: RunConfig, task: list[Record] | None = None) -> Pools:
     prov = provenance_source(cfg, mix)
     n_h = None if prov == UNKNOWN or not mix else sum(r.provenance == "harmful" for r in mix)
     share = UNKNOWN if n_h is None else n_h / len(mix)
-    files = {"task": "train_dataset" if task is not None else cfg.task_data or str(tiny("task_train.jsonl")),
-             "reference": cfg.reference_data or str(tiny("reference_pool.jsonl")),
-             "safety": cfg.safety_data or str(tiny("safety_demos.jsonl"))}
+    files = {"task": "train_dataset" if task is not None else cfg.data.task or str(tiny("task_train.jsonl")),
+             "reference": cfg.data.reference or str(tiny("reference_pool.jsonl")),
+             "safety": cfg.data.safety or str(tiny("safety_demos.jsonl"))}
     if p:
-        files["harmful"] = cfg.harmful_data or str(tiny("harmful_train.jsonl"))
-    if cfg.harmful_reference:
-        files["harmful_reference"] = cfg.harmful_reference
+        files["harmful"] = cfg.data.harmful or str(tiny("harmful_train.jsonl"))
+    if cfg.data.harmful_reference:
+        files["harmful_reference"] = cfg.data.harmful_reference
     manifest = {
         # harmful_ratio: the p mixed in, else the measured share, else null (unknown: never 0)
         "harmful_ratio": p if p is not None else (None if n_h is None else round(share, 4)),
         "harmful_share": share if n_h is None else round(share, 4),
         "mix": "as-is" if p is None else "mixed", "provenance": prov,
-        "data": cfg.task_data or str(data_dir), "data_files": files,
+        "data": cfg.data.task or str(data_dir), "data_files": files,
         "n_train": len(mix), "n_harmful_in_mix": n_h,
         "task_families": list(families),
         "eval_suites": [{**s.to_dict(), "n": len(x.records)} for s, x in zip(specs, suites)]}

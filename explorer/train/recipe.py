@@ -9,9 +9,9 @@ records every sample and builds the optimiser. `train()` walks the epochs and ca
     decide -> weighted loss (+ extra) -> backward, or the method's assembled update -> transform_grads
     -> clip -> optimiser -> after_step -> record the step and every per-sample decision
 
-then evaluates every `eval_every` steps, flushes Parquet parts every `flush_every` and saves a checkpoint
-every `checkpoint_every`: the resume checkpoint `checkpoint/` (overwritten) and a step checkpoint
-`checkpoints/step-N/` in the same format, of which the last `checkpoint_keep` stay (the oldest is
+then evaluates every `eval.every` steps, flushes Parquet parts every `record.flush_every` and saves a
+checkpoint every `record.checkpoint_every`: the resume checkpoint `checkpoint/` (overwritten) and a step checkpoint
+`checkpoints/step-N/` in the same format, of which the last `record.checkpoint_keep` stay (the oldest is
 dropped) for counterfactual replays (explorer/replay/, docs/why.md). At the end it evaluates, writes the summary and marks the run complete; any
 error (also SIGTERM, Ctrl-C) marks it failed, keeping what was flushed.
 
@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from explorer.config import RunConfig, build_dataclass, method_config, to_dict
+from explorer.config import RunConfig, from_dict, method_config, run_settings, to_dict
 from explorer.data.batch import Batch
 from explorer.data.records import Record
 from explorer.data.tokenize import collate, encode_all, overlong_counts, pad_id_of
@@ -64,14 +64,15 @@ CHECKPOINT = "checkpoint"
 
 def lr_schedule(cfg: RunConfig, total_steps: int) -> LrSchedule:
     """The run's learning rate at each step (linear warm-up, then lr_schedule down to lr_min_ratio)."""
-    return LrSchedule(cfg.lr, total_steps, cfg.warmup_steps, cfg.lr_schedule, cfg.lr_min_ratio)
+    o = cfg.optim
+    return LrSchedule(o.lr, total_steps, o.warmup_steps, o.lr_schedule, o.lr_min_ratio)
 
 
 def make_run_id(cfg: RunConfig, p_label: str | None = None) -> str:
     """p_label: the harmful share as the data knows it ("0.1", "0.0967", "unknown")."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
     if p_label is None:
-        p_label = "unknown" if cfg.harmful_ratio is None else f"{cfg.harmful_ratio:g}"
+        p_label = "unknown" if cfg.data.harmful_ratio is None else f"{cfg.data.harmful_ratio:g}"
     return f"{cfg.run_name or cfg.method_name}-p{p_label}-s{cfg.seed}-{stamp}"
 
 
@@ -87,7 +88,7 @@ class Recipe:
         self.step_no, self.epoch, self.pos, self.order = 0, 0, 0, None
         self.total_steps = 0
         self.harm = float("nan")              # latest harmful score, for the progress bar
-        self.probe = None                     # scoring/influence.InfluenceProbe when influence_every > 0
+        self.probe = None                     # scoring/influence.InfluenceProbe when eval.influence_every > 0
         self.dist = distributed.SINGLE        # under torchrun: this rank and the collectives (explorer/model/distributed.py)
 
     # ----------------------------------------------------------------------------------------------
@@ -100,24 +101,25 @@ class Recipe:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.mcfg = method_config(cfg)
-        self.device = pick_device(cfg.device)
-        self.dist = distributed.init(cfg.dist_timeout_s, self.device.type)
+        self.device = pick_device(cfg.model.device)
+        self.dist = distributed.init(cfg.dist.timeout_s, self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)   # one GPU per rank
-        lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets) if cfg.lora else None
-        shard = cfg.shard == "fsdp" and self.dist.enabled
+        mc = cfg.model
+        lora = LoraSettings(mc.lora_r, mc.lora_alpha, mc.lora_dropout, mc.lora_targets) if mc.lora else None
+        shard = cfg.dist.shard == "fsdp" and self.dist.enabled
         if shard:
-            # shard=fsdp (config.validate_shard has checked that the method runs its ranks in lockstep):
+            # dist.shard=fsdp (config.validate_shard has checked that the method runs its ranks in lockstep):
             # the whole model is loaded into host memory, in the dtype the device would get, and FSDP
             # moves each rank's 1/world share of the frozen base weights onto its device -- a model
             # larger than one device never lands on one whole
-            dtype = str(pick_dtype(cfg.dtype, self.device)).replace("torch.", "")
-            self.model, self.tok, self.model_info = load_model(resolve_spec(cfg.model), torch.device("cpu"), dtype,
+            dtype = str(pick_dtype(cfg.model.dtype, self.device)).replace("torch.", "")
+            self.model, self.tok, self.model_info = load_model(resolve_spec(cfg.model.path), torch.device("cpu"), dtype,
                                                                lora=lora)
             self.sharding = distributed.fsdp_shard(self.model, self.dist, self.device)
             self.model_info["device"] = str(self.device)
         else:
-            self.model, self.tok, self.model_info = load_model(resolve_spec(cfg.model), self.device, cfg.dtype, lora=lora)
+            self.model, self.tok, self.model_info = load_model(resolve_spec(cfg.model.path), self.device, cfg.model.dtype, lora=lora)
             n = sum(p.numel() for p in self.model.parameters())
             self.sharding = {"shard": "none", "param_elements": n, "param_elements_local": n}
         # every rank starts from rank 0's trainable weights (a LoRA initialisation draws random numbers)
@@ -143,7 +145,7 @@ class Recipe:
         self._setup_method()
         self.t_start = time.time()
         if self.checkpoint is None:
-            self.start_summary = self.evaluate(0, cfg.final_eval_n)
+            self.start_summary = self.evaluate(0, cfg.eval.final_n)
             self.writer.update(start_metrics=self.start_summary)
             self.writer.flush()
         else:
@@ -177,7 +179,7 @@ class Recipe:
             if dist.is_main:
                 self.writer = RunWriter.create(cfg.runs_dir, self.run_id or make_run_id(cfg, self.data.run_label), {
                     "method": cfg.method_name, "config": to_dict(cfg), "method_config": self.mcfg.__dict__,
-                    "seed": cfg.seed, "model": cfg.model, "model_info": self.model_info,
+                    "seed": cfg.seed, "model": cfg.model.path, "model_info": self.model_info,
                     "model_fingerprint": model_fingerprint(self.model_info["model_path"]),
                     "device": str(self.device), "cpu": cpu_info(), **self._dist_manifest(), **self.data.manifest,
                     "progress": {"step": 0, "total_steps": None}})
@@ -196,59 +198,59 @@ class Recipe:
         """Over-long records of every pool, counted (and refused up front with overlong=error)."""
         cfg = self.cfg
         self.writer.update(overlong={
-            "policy": cfg.overlong, "max_length": cfg.max_length,
-            **{name: overlong_counts(self.tok, [self.records[i] for i in ids], cfg.max_length, cfg.overlong,
+            "policy": cfg.data.overlong, "max_length": cfg.data.max_length,
+            **{name: overlong_counts(self.tok, [self.records[i] for i in ids], cfg.data.max_length, cfg.data.overlong,
                                      f"{name} pool") for name, ids in self.pools.items()}})
 
     def _setup_method(self) -> None:
         cfg = self.cfg
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.pad = pad_id_of(self.tok)
-        self.judges = make_judges(cfg.judges)
+        self.judges = make_judges(cfg.eval.judges)
         self._reference: torch.nn.Module | None = None
-        self.ctx = Context(model=self.model, tokenizer=self.tok, device=self.device, config=cfg,
+        self.ctx = Context(model=self.model, tokenizer=self.tok, device=self.device, settings=run_settings(cfg),
                            records=self.records, pools=self.pools, train_ids=list(self.pools["task"]),
                            encode=self.encode, log=self.writer.log, reference_model=self.reference_model,
                            load_model=self.other_model, run_dir=str(self.writer.run_dir),
                            generator=self.gen, autocast_dtype=self.autocast_dtype, dist=self.dist)
         if getattr(self, "method", None) is None:   # explorer/integrations may hand in an instance
             self.method = make_method(cfg.method_name, self.mcfg)
-        if (cfg.checkpoint_every or self.resume_dir) and not hasattr(self.method, "load_state_dict"):
+        if (cfg.record.checkpoint_every or self.resume_dir) and not hasattr(self.method, "load_state_dict"):
             raise ValueError(f"method {cfg.method_name!r} keeps no state_dict/load_state_dict (MethodBase "
-                             "has them); it cannot be checkpointed or resumed: set checkpoint_every=0")
+                             "has them); it cannot be checkpointed or resumed: set record.checkpoint_every=0")
 
     def _setup_training_set(self) -> None:
         """Tokenise the fine-tuning set the method left in ctx.train_ids; record every sample."""
         cfg, records = self.cfg, self.records
         train_recs = [records[i] for i in self.ctx.train_ids]
-        self.enc, skipped = encode_all(self.tok, train_recs, cfg.max_length, source="fine-tuning set",
-                                       overlong=cfg.overlong)
+        self.enc, skipped = encode_all(self.tok, train_recs, cfg.data.max_length, source="fine-tuning set",
+                                       overlong=cfg.data.overlong)
         in_train = {e.sample_id for e in self.enc}
         in_mix = set(self.pools["task"])
         self.writer.write_samples([{**r.to_row(), "in_train": r.sample_id in in_train,
                                     "in_mix": r.sample_id in in_mix} for r in records.values()]
                                   + [{**r.to_row(), "in_train": False, "in_mix": False}
                                      for s in self.suites for r in s.records])
-        steps_per_epoch = math.ceil(len(self.enc) / cfg.batch_size)
-        tail = len(self.enc) % cfg.batch_size
-        if self.dist.enabled and (cfg.batch_size < self.dist.world or 0 < tail < self.dist.world):
-            small = cfg.batch_size if cfg.batch_size < self.dist.world else tail
-            raise ValueError(f"batch_size = {cfg.batch_size} over {len(self.enc)} fine-tuning samples gives a "
+        steps_per_epoch = math.ceil(len(self.enc) / cfg.optim.batch_size)
+        tail = len(self.enc) % cfg.optim.batch_size
+        if self.dist.enabled and (cfg.optim.batch_size < self.dist.world or 0 < tail < self.dist.world):
+            small = cfg.optim.batch_size if cfg.optim.batch_size < self.dist.world else tail
+            raise ValueError(f"optim.batch_size = {cfg.optim.batch_size} over {len(self.enc)} fine-tuning samples gives a "
                              f"global batch of {small}, fewer samples than the {self.dist.world} ranks; expected "
                              f"every global batch to have at least one sample per rank (change batch_size, "
                              f"n_train or the number of processes)")
-        total = cfg.epochs * steps_per_epoch
-        if cfg.max_steps > 0:
-            total = min(total, cfg.max_steps) if cfg.epochs > 0 else cfg.max_steps
+        total = cfg.optim.epochs * steps_per_epoch
+        if cfg.optim.max_steps > 0:
+            total = min(total, cfg.optim.max_steps) if cfg.optim.epochs > 0 else cfg.optim.max_steps
         self.ctx.steps_per_epoch, self.ctx.total_steps = steps_per_epoch, total
         self.total_steps = total
         self.writer.update(progress={"step": 0, "total_steps": total}, n_skipped_too_long=len(skipped))
 
     def _setup_optimizer(self, cfg: RunConfig, optimizer: torch.optim.Optimizer | None = None) -> None:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = optimizer or torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = optimizer or torch.optim.AdamW(self.params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.ctx.optimizer = self.opt
-        self.optim = OptimStep(self.opt, self.params, lr_schedule(cfg, self.total_steps), cfg.clip)
+        self.optim = OptimStep(self.opt, self.params, lr_schedule(cfg, self.total_steps), cfg.optim.clip)
 
     @classmethod
     def for_context(cls, method, ctx: Context, cfg: RunConfig, total_steps: int,
@@ -268,8 +270,8 @@ class Recipe:
 
     def encode(self, recs: list[Record]) -> Batch:
         # the Batch's sample_ids are the records kept (overlong=skip may leave some out): align by them
-        enc, _ = encode_all(self.tok, recs, self.cfg.max_length,
-                            overlong="skip" if self.cfg.overlong == "error" else self.cfg.overlong)
+        enc, _ = encode_all(self.tok, recs, self.cfg.data.max_length,
+                            overlong="skip" if self.cfg.data.overlong == "error" else self.cfg.data.overlong)
         return collate(enc, self.pad, self.device)
 
     def reference_model(self) -> torch.nn.Module:
@@ -277,8 +279,8 @@ class Recipe:
         if self._reference is None:
             if self.ctx.step > 0:
                 raise RuntimeError("reference_model() first called after training started; call it in prepare()")
-            if self.cfg.lora:
-                m = load_model(resolve_spec(self.cfg.model), self.device, self.cfg.dtype, trainable=False)[0]
+            if self.cfg.model.lora:
+                m = load_model(resolve_spec(self.cfg.model.path), self.device, self.cfg.model.dtype, trainable=False)[0]
             else:
                 m = copy.deepcopy(self.model).eval()
                 for p in m.parameters():
@@ -287,7 +289,7 @@ class Recipe:
         return self._reference
 
     def other_model(self, spec: str) -> torch.nn.Module:
-        return load_model(resolve_spec(spec), self.device, self.cfg.dtype, trainable=False)[0]
+        return load_model(resolve_spec(spec), self.device, self.cfg.model.dtype, trainable=False)[0]
 
     # ----------------------------------------------------------------------------------------------
     # training
@@ -306,10 +308,10 @@ class Recipe:
             if self.order is None:
                 self.order = torch.randperm(len(self.enc), generator=self.gen).tolist()
             self.ctx.epoch = self.epoch
-            for s in range(self.pos, len(self.order), cfg.batch_size):
+            for s in range(self.pos, len(self.order), cfg.optim.batch_size):
                 if self.step_no >= self.total_steps:
                     break
-                self.pos = s + cfg.batch_size
+                self.pos = s + cfg.optim.batch_size
                 # the global batch; each rank takes its contiguous shard of it
                 ids = self.order[s:self.pos]
                 a, b = self.dist.shard(len(ids))
@@ -326,7 +328,7 @@ class Recipe:
 
     def finish(self) -> Path:
         """The final evaluation, the summary, the run marked complete."""
-        final = self.evaluate(self.total_steps, self.cfg.final_eval_n)
+        final = self.evaluate(self.total_steps, self.cfg.eval.final_n)
         self.writer.flush()
         self.writer.finish(summary=final, progress={"step": self.total_steps, "total_steps": self.total_steps},
                            wall_seconds=round(time.time() - self.t_start, 2))
@@ -445,9 +447,9 @@ class Recipe:
     def after_step_bookkeeping(self) -> None:
         """Evaluate, flush and checkpoint on their schedules (self.step_no steps are done)."""
         cfg, step, total = self.cfg, self.step_no, self.total_steps
-        if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
-            self.harm = harmful_score(self.evaluate(step, cfg.eval_n))
-        if step % cfg.flush_every == 0:
+        if cfg.eval.every and step % cfg.eval.every == 0 and step < total:
+            self.harm = harmful_score(self.evaluate(step, cfg.eval.n))
+        if step % cfg.record.flush_every == 0:
             self.flush()
         every, keep = checkpoint_settings(cfg)
         if every and step % every == 0 and step < total:
@@ -462,7 +464,7 @@ class Recipe:
     def evaluate(self, step: int, n: int) -> dict[str, float]:
         """Generate and judge on every suite (a seeded subset of `n` prompts each when n > 0). Under
         torchrun rank 0 evaluates (its weights are every rank's) while the others wait at a barrier,
-        which `dist_timeout_s` must outlast. With shard=fsdp no rank holds the whole model, so every
+        which `dist.timeout_s` must outlast. With dist.shard=fsdp no rank holds the whole model, so every
         rank runs the same evaluation in lockstep (generate with synced_gpus) and rank 0 records it."""
         cfg, sub = self.cfg, self.suites
         lockstep = self.sharding["shard"] == "fsdp"
@@ -474,7 +476,7 @@ class Recipe:
             sub = [dataclasses.replace(s, records=sorted(rng.sample(s.records, min(n, len(s.records))),
                                                          key=lambda r: r.sample_id)) for s in self.suites]
         rows, metrics = evaluate(self.model, self.tok, sub, self.judges, step=step,
-                                 max_new_tokens=cfg.eval_max_new_tokens, batch_size=cfg.eval_batch_size,
+                                 max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
                                  synced_gpus=lockstep)
         self.dist.barrier()
         if not self.dist.is_main:
@@ -589,8 +591,8 @@ def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def checkpoint_settings(cfg: RunConfig) -> tuple[int, int]:
-    """(checkpoint_every, checkpoint_keep): the one place the recipe reads them from the config."""
-    return int(cfg.checkpoint_every or 0), int(getattr(cfg, "checkpoint_keep", 0) or 0)
+    """(record.checkpoint_every, record.checkpoint_keep): the one place the recipe reads them."""
+    return int(cfg.record.checkpoint_every or 0), int(cfg.record.checkpoint_keep or 0)
 
 
 def restore_weights(model: torch.nn.Module, ck: dict) -> None:
@@ -621,10 +623,10 @@ def load_checkpoint(run_dir: Path, step: int | None = None) -> dict:
 
     if step is None:
         d = Path(run_dir) / CHECKPOINT
-        hint = "(set checkpoint_every > 0 when starting a run)"
+        hint = "(set record.checkpoint_every > 0 when starting a run)"
     else:
         d = Path(run_dir) / schema.STEP_CHECKPOINTS / f"step-{int(step)}"
-        hint = "(set checkpoint_every > 0 and checkpoint_keep > 0 when starting a run)"
+        hint = "(set record.checkpoint_every > 0 and record.checkpoint_keep > 0 when starting a run)"
     if not (d / "state.json").exists():
         raise FileNotFoundError(f"{run_dir}: no checkpoint to {'resume' if step is None else 'replay'} from; "
                                 f"expected {d}/state.json {hint}")
@@ -667,7 +669,7 @@ def resume(run_dir: str | Path) -> Path:
     m = json.loads((run_dir / schema.MANIFEST).read_text())
     if m.get("status") == schema.STATUS_COMPLETE:
         raise ValueError(f"{run_dir}: the run is complete; nothing to resume")
-    cfg = build_dataclass(RunConfig, m["config"], f"{run_dir / schema.MANIFEST} [config]")
+    cfg = from_dict(m["config"], f"{run_dir / schema.MANIFEST} [config]")
     return run(cfg, run_id=m["run_id"], resume_dir=run_dir)
 
 

@@ -19,7 +19,7 @@ def score_vs_effect(rows: pd.DataFrame, effect: str = "effect_safety", selected:
     provenance; Spearman's ρ(preference, −effect) averaged over steps in the title."""
     title = "the method's score against the measured effect"
     if rows.empty or effect not in rows or rows[effect].isna().all():
-        return empty(title, "no recorded effects (run with influence_every > 0)")
+        return empty(title, "no recorded effects (run with eval.influence_every > 0)")
     parts = []
     col = None
     for _, b in rows[rows[effect].notna()].groupby("step"):

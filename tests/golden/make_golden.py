@@ -31,9 +31,9 @@ RUNS = {
     "sft": (None, ["method=sft"]),
     "dualselect": ("configs/dualselect_demo.yaml", []),
 }
-SHORT = ["n_train=64", "epochs=1", "batch_size=16", "final_eval_n=4", "eval_n=4", "eval_every=0",
-         "flush_every=1", "warmup_steps=1", "progress=false", "eval_max_new_tokens=1", "harmful_ratio=0.1", "seed=0",
-         "device=cpu"]
+SHORT = ["data.n_train=64", "optim.epochs=1", "optim.batch_size=16", "eval.final_n=4", "eval.n=4", "eval.every=0",
+         "record.flush_every=1", "optim.warmup_steps=1", "progress=false", "eval.max_new_tokens=1",
+         "data.harmful_ratio=0.1", "seed=0", "model.device=cpu"]
 STEP_COLUMNS = ["step", "loss", "task_loss", "extra_loss", "lr", "grad_norm", "n_kept"]
 #: decision columns that are bookkeeping, not decisions
 SKIP_DECISION_COLUMNS = {"run_id", "role"}
@@ -87,8 +87,8 @@ def record(name: str, model_dir: Path, runs_dir: Path, reference: Path) -> dict:
 
     config, overrides = RUNS[name]
     cfg = load_config(REPO / config if config else None,
-                      [f"runs_dir={runs_dir}", f"model={model_dir}", f"base_model={model_dir}",
-                       f"reference_data={reference}",
+                      [f"runs_dir={runs_dir}", f"model.path={model_dir}", f"model.base={model_dir}",
+                       f"data.reference={reference}",
                        *SHORT, *overrides])
     run_dir = run(cfg)
     steps = _read(run_dir, "steps")

@@ -160,7 +160,7 @@ def effect_line(row: pd.Series) -> None:
     """Under the why panel: what the independent check says this sample would have done, where recorded."""
     eff = row.get("effect_safety")
     if eff is None or pd.isna(eff):
-        st.caption("independent check: not recorded at this step (run with influence_every > 0 to record it)")
+        st.caption("independent check: not recorded at this step (run with eval.influence_every > 0 to record it)")
         return
     word = "lowered" if eff > 0 else "raised"
     task = row.get("effect_task")
@@ -179,7 +179,7 @@ def effect_view(sample: str | None = None) -> None:
         common.show_read_error(e)
         return
     if rows.empty:
-        st.caption("No independent check in this run (set influence_every > 0 to record each sample's "
+        st.caption("No independent check in this run (set eval.influence_every > 0 to record each sample's "
                    "effect on the held-out refusal and task losses).")
         return
     eff = st.radio("effect on", ["effect_safety", "effect_task"], horizontal=True, key="effect_col",
