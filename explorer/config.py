@@ -412,12 +412,17 @@ def _merge(layers: list[tuple[str, dict[str, Any]]]) -> Resolved:
 
 def resolve(path: str | Path | None = None, overrides: list[str] | None = None) -> Resolved:
     """The layers, merged: the world's defaults, then the YAML file, then the command line."""
-    from explorer.worlds import WORLDS, world_defaults
-
     layers: list[tuple[str, dict[str, Any]]] = []
     if path:
         layers.append((str(path), flatten(read_yaml(path), str(path))))
     layers.append(("command line", parse_overrides(list(overrides or []))))
+    return _over_world(layers)
+
+
+def _over_world(layers: list[tuple[str, dict[str, Any]]]) -> Resolved:
+    """The flat layers merged over the defaults of the world they name (world=, default tiny)."""
+    from explorer.worlds import WORLDS, world_defaults
+
     user = _merge(layers)
     world = user.values.get("world", "tiny")
     if world not in WORLDS:
@@ -575,3 +580,13 @@ def upgrade(d: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
+
+
+def compose(layers: list[tuple[str, dict[str, Any]]]) -> RunConfig:
+    """A checked RunConfig from named layers of settings (dotted or nested mappings, later ones win) over
+    the defaults of the world they name: what load_config does for a file and the command line, for
+    callers that hold the settings in code (explorer/integrations builds one from a Trainer's arguments)."""
+    r = _over_world([(name, flatten(d, name)) for name, d in layers])
+    cfg = build_run_config(r.values, r.where)
+    validate(cfg, r.where)
+    return cfg

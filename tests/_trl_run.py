@@ -17,9 +17,9 @@ import torch
 torch.set_num_threads(1)
 
 #: the settings both sides run with (explorer run overrides; the Trainer's are derived from them below)
-SHORT = {"n_train": 64, "epochs": 1, "batch_size": 16, "final_eval_n": 2, "eval_n": 2, "eval_every": 0,
-         "flush_every": 1, "eval_max_new_tokens": 2, "seed": 0, "warmup_steps": 1, "lr": 2e-4,
-         "lr_schedule": "linear", "lr_min_ratio": 0.0, "device": "cpu"}
+SHORT = {"data.n_train": 64, "optim.epochs": 1, "optim.batch_size": 16, "eval.final_n": 2, "eval.n": 2,
+         "eval.every": 0, "record.flush_every": 1, "eval.max_new_tokens": 2, "seed": 0, "optim.warmup_steps": 1,
+         "optim.lr": 2e-4, "optim.lr_schedule": "linear", "optim.lr_min_ratio": 0.0, "model.device": "cpu"}
 
 
 def method_settings(pairs: list[str]) -> dict:
@@ -55,17 +55,17 @@ def train(runs_dir: str, method: str, per_device: int, accum: int, mcfg: dict, l
 
         peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     args = SFTConfig(output_dir=os.path.join(runs_dir, "trainer-out"), per_device_train_batch_size=per_device,
-                     gradient_accumulation_steps=accum, num_train_epochs=SHORT["epochs"], learning_rate=SHORT["lr"],
-                     warmup_steps=SHORT["warmup_steps"], lr_scheduler_type="linear", max_grad_norm=1.0,
+                     gradient_accumulation_steps=accum, num_train_epochs=SHORT["optim.epochs"], learning_rate=SHORT["optim.lr"],
+                     warmup_steps=SHORT["optim.warmup_steps"], lr_scheduler_type="linear", max_grad_norm=1.0,
                      seed=SHORT["seed"], max_length=64, bf16=False, use_cpu=True, report_to=[], save_strategy="no",
                      logging_steps=1, disable_tqdm=True)
     optimizers = (None, None)
     if not lora:   # the recipe's AdamW and schedule (a LoRA model is wrapped inside the trainer: its own)
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=SHORT["lr"], weight_decay=0.0)
-        total = SHORT["n_train"] // SHORT["batch_size"]
-        optimizers = (opt, recipe_scheduler(opt, total, SHORT["warmup_steps"], "linear", 0.0))
-    explorer = {k: SHORT[k] for k in ("final_eval_n", "eval_n", "eval_every", "flush_every", "eval_max_new_tokens",
-                                      "device")}
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=SHORT["optim.lr"], weight_decay=0.0)
+        total = SHORT["data.n_train"] // SHORT["optim.batch_size"]
+        optimizers = (opt, recipe_scheduler(opt, total, SHORT["optim.warmup_steps"], "linear", 0.0))
+    explorer = {k: SHORT[k] for k in ("eval.final_n", "eval.n", "eval.every", "record.flush_every",
+                                      "eval.max_new_tokens", "model.device")}
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset_of_mix(cfg), processing_class=tok,
                          optimizers=optimizers, peft_config=peft_config, method=method, method_config=mcfg,
                          explorer={**explorer, "runs_dir": runs_dir, "run_name": f"trl-{method}"})

@@ -85,7 +85,7 @@ def test_sfttrainer_decides_as_explorer_run(method, recipe_runs, tmp_path, one_t
     d = trainer._explorer.recipe.writer.run_dir
     m = reader.manifest(d)
     assert m["status"] == schema.STATUS_COMPLETE and m["method"] == method
-    assert m["trainer"]["class"] == "trl.SFTTrainer" and m["config"]["batch_size"] == 16
+    assert m["trainer"]["class"] == "trl.SFTTrainer" and m["config"]["optim"]["batch_size"] == 16
     assert_same_decisions(recipe_runs[method], d)
     if method == "dualselect":
         cols = ["refresh_id", "step", "sample_id", "selected", "rank"]
@@ -123,7 +123,7 @@ def test_the_plain_trainer_decides_as_explorer_run(recipe_runs, tmp_path, tiny_p
                              report_to=[], save_strategy="no", disable_tqdm=True)
     t = Trainer(model=model, args=args, train_dataset=_trl_run.dataset_of_mix(cfg), processing_class=tok,
                 optimizers=(opt, recipe_scheduler(opt, 4, 1, "linear", 0.0)), method="random",
-                explorer={"runs_dir": str(tmp_path), "final_eval_n": 2, "eval_max_new_tokens": 2, "max_length": 64})
+                explorer={"runs_dir": str(tmp_path), "eval.final_n": 2, "eval.max_new_tokens": 2, "data.max_length": 64})
     t.train()
     d = t._explorer.recipe.writer.run_dir
     assert reader.manifest(d)["trainer"]["class"] == "transformers.Trainer"
@@ -137,7 +137,7 @@ def test_lora_through_peft_config_trains_only_the_adapter(tmp_path, tiny_paths, 
     trainer = _trl_run.train(str(tmp_path), "dualselect", 16, 1, DUALSELECT, lora=True)
     d = trainer._explorer.recipe.writer.run_dir
     m = reader.manifest(d)
-    assert m["status"] == schema.STATUS_COMPLETE and m["config"]["lora"] is True
+    assert m["status"] == schema.STATUS_COMPLETE and m["config"]["model"]["lora"] is True
     trained = {n: p for n, p in trainer.model.named_parameters()}
     lora = [n for n in trained if "lora_" in n]
     assert lora and all(trained[n].requires_grad for n in lora)
@@ -186,7 +186,7 @@ def test_the_callback_records_an_ordinary_run_without_changing_it(tmp_path, tiny
         t.train()
         return t
 
-    cb = ExplorerCallback(runs_dir=str(tmp_path / "runs"), final_eval_n=2, eval_max_new_tokens=2)
+    cb = ExplorerCallback(runs_dir=str(tmp_path / "runs"), eval={"final_n": 2, "max_new_tokens": 2})
     with_cb, without = fine_tune([cb]), fine_tune(None)
     for a, b in zip(with_cb.model.parameters(), without.model.parameters()):
         assert torch.equal(a, b)
@@ -225,10 +225,10 @@ def test_what_cannot_work_fails_naming_the_setting(tmp_path, tiny_paths):
         make(with_ids, packing=True)
     with pytest.raises(ValueError, match=r"no sample_id or id column.*id_field"):
         make(Dataset.from_list(rows))
-    t = make(Dataset.from_list(rows), explorer={"id_field": "none"})          # positions, when asked for
+    t = make(Dataset.from_list(rows), explorer={"data.id_field": "none"})          # positions, when asked for
     assert [r.sample_id for r in t._explorer.records][:2] == ["row-00000", "row-00001"]
-    with pytest.raises(ValueError, match=r"explorer settings lr: the Trainer decides"):
-        make(with_ids, explorer={"lr": 1e-3})
+    with pytest.raises(ValueError, match=r"explorer settings optim.lr: the Trainer decides"):
+        make(with_ids, explorer={"optim.lr": 1e-3})
 
 
 def test_the_readme_example_runs_as_it_is(tmp_path, tiny_paths, monkeypatch, one_thread):

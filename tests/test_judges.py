@@ -279,7 +279,7 @@ def test_a_run_with_a_model_judge_records_both_judges(short_config, folders, tmp
 
     cfg_file = tmp_path / "judges.yaml"
     cfg_file.write_text(yaml.safe_dump(judges_config(folders["llama_guard"])))
-    d = run(short_config("max_steps=1", "final_eval_n=4", "eval_every=0", "eval_max_new_tokens=4",
+    d = run(short_config("optim.max_steps=1", "eval.final_n=4", "eval.every=0", "eval.max_new_tokens=4",
                          config=str(cfg_file)))
     ev = reader.evals(d)
     assert {"harmful_keyword", "harmful_llama_guard", "output_llama_guard", "refusal_from"} <= set(ev.columns)
@@ -295,8 +295,8 @@ def test_a_run_with_a_model_judge_records_both_judges(short_config, folders, tmp
 
 def judges_config(lg_path) -> dict:
     """eval.judges with a keyword judge first (primary) and a Llama Guard folder second."""
-    return {"judges": ["keyword", {"kind": "llama_guard", "path": str(lg_path), "batch_size": 16,
-                                   "max_new_tokens": 3}]}
+    return {"eval": {"judges": ["keyword", {"kind": "llama_guard", "path": str(lg_path), "batch_size": 16,
+                                            "max_new_tokens": 3}]}}
 
 
 def test_llama_guard_template_checkpoint_uses_the_tokenizers_own(tmp_path):

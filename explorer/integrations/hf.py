@@ -36,7 +36,7 @@ from transformers import Trainer as HFTrainer
 from transformers import TrainerCallback
 
 from explorer.model import distributed
-from explorer.config import ConfigError, RunConfig, build_dataclass, method_config, validate
+from explorer.config import ConfigError, RunConfig, compose, flatten, method_config
 from explorer.train.assemble import build_pools
 from explorer.data.batch import Batch
 from explorer.data.load import ID_FIELDS, DataError, parse_record
@@ -48,9 +48,10 @@ from explorer.train.recipe import Recipe, harmful_score
 
 log = logging.getLogger(__name__)
 
-#: RunConfig keys the Trainer's own arguments decide; `explorer=` may not set them
-FROM_TRAINER = ("seed", "batch_size", "lr", "weight_decay", "clip", "epochs", "max_steps", "model", "lora",
-                "lr_schedule", "lr_min_ratio", "warmup_steps", "method")
+#: RunConfig keys (dotted) the Trainer's own arguments decide; `explorer=` may not set them
+FROM_TRAINER = ("seed", "optim.batch_size", "optim.lr", "optim.weight_decay", "optim.clip", "optim.epochs",
+                "optim.max_steps", "model.path", "model.lora", "optim.lr_schedule", "optim.lr_min_ratio",
+                "optim.warmup_steps", "method")
 #: transformers' lr_scheduler_type -> the recipe's lr_schedule with the same shape after warm-up (to 0)
 HF_SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant", "constant_with_warmup": "constant"}
 
@@ -62,31 +63,29 @@ HF_SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant", 
 def run_config(args, model_path: str, lora: bool, method: dict, explorer: dict | None, world: int) -> RunConfig:
     """The run's RunConfig: optimisation settings from the Trainer's `args` (TrainingArguments / SFTConfig),
     the model, the method section, and `explorer` -- RunConfig's other keys (data, eval, record: e.g.
-    reference_data, eval_suites, final_eval_n, runs_dir), the same names as `explorer run`. The batch size
-    is the global one: per_device_train_batch_size x gradient_accumulation_steps x processes."""
-    user = dict(explorer or {})
-    clash = sorted(set(user) & set(FROM_TRAINER))
+    data.reference, eval.suites, eval.final_n, runs_dir), the dotted names of `explorer run` (or nested
+    mappings: {"eval": {"final_n": 8}}). The batch size is the global one: per_device_train_batch_size x
+    gradient_accumulation_steps x processes."""
+    user = flatten(dict(explorer or {}), "explorer settings")
+    clash = sorted(k for k in user if k in FROM_TRAINER or k.startswith("method."))
     if clash:
         raise ConfigError(f"explorer settings {', '.join(clash)}: the Trainer decides these (its model, "
                           "TrainingArguments and method= / method_config=); expected them there, not in explorer=")
-    if "max_length" not in user and getattr(args, "max_length", None):
-        user["max_length"] = args.max_length          # SFTConfig.max_length
-    steps = {"epochs": 0, "max_steps": args.max_steps} if args.max_steps > 0 else \
-        {"epochs": math.ceil(args.num_train_epochs), "max_steps": 0}
+    steps = {"optim.epochs": 0, "optim.max_steps": args.max_steps} if args.max_steps > 0 else \
+        {"optim.epochs": math.ceil(args.num_train_epochs), "optim.max_steps": 0}
     sched = str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type))
-    data = {"seed": args.seed, "lr": args.learning_rate, "weight_decay": args.weight_decay,
-            "batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * world,
-            "warmup_steps": int(args.warmup_steps) if args.warmup_steps >= 1 else 0,
-            "lr_schedule": HF_SCHEDULES.get(sched, "cosine"), "lr_min_ratio": 0.0,
-            "clip": args.max_grad_norm, "model": model_path, "lora": lora, "progress": False,
-            "method": dict(method), **steps, **user}
-    from explorer.worlds import apply_world
-
-    cfg = build_dataclass(RunConfig, apply_world(data), "explorer settings")
-    validate(cfg, "explorer settings")
-    if cfg.checkpoint_every:
-        raise ConfigError("explorer settings: checkpoint_every = {}: the Trainer saves its own checkpoints "
-                          "(save_steps); expected checkpoint_every=0".format(cfg.checkpoint_every))
+    trainer = {"seed": args.seed, "optim.lr": args.learning_rate, "optim.weight_decay": args.weight_decay,
+               "optim.batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * world,
+               "optim.warmup_steps": int(args.warmup_steps) if args.warmup_steps >= 1 else 0,
+               "optim.lr_schedule": HF_SCHEDULES.get(sched, "cosine"), "optim.lr_min_ratio": 0.0,
+               "optim.clip": args.max_grad_norm, "model.path": model_path, "model.lora": lora, "progress": False,
+               "method": dict(method), **steps}
+    if getattr(args, "max_length", None):
+        trainer["data.max_length"] = args.max_length          # SFTConfig.max_length (explorer= may set another)
+    cfg = compose([("Trainer arguments", trainer), ("explorer settings", user)])
+    if cfg.record.checkpoint_every:
+        raise ConfigError("explorer settings: record.checkpoint_every = {}: the Trainer saves its own checkpoints "
+                          "(save_steps); expected record.checkpoint_every=0".format(cfg.record.checkpoint_every))
     return cfg
 
 
@@ -142,8 +141,8 @@ def records_from_dataset(dataset, id_field: str = "", strict: bool = True) -> li
             f"train_dataset has no {' or '.join(id_keys)} column (columns: {', '.join(cols)}); with strict=True "
             "explorer expects a stable id per row, so that a sample is the same sample in every step, run and "
             "table. Add one (dataset.map(lambda row, i: {'sample_id': f'row-{i:05d}'}, with_indices=True)), name "
-            "your id column with explorer={'id_field': 'my_id'}, or use row positions with "
-            "explorer={'id_field': 'none'} (or explorer={'strict': False})")
+            "your id column with explorer={'data.id_field': 'my_id'}, or use row positions with "
+            "explorer={'data.id_field': 'none'} (or explorer={'data.strict': False})")
     out, seen, skipped = [], {}, 0
     for i, row in enumerate(dataset):
         obj = dict(row)
@@ -154,11 +153,11 @@ def records_from_dataset(dataset, id_field: str = "", strict: bool = True) -> li
             rec = parse_record(obj, where, f"row-{i:05d}", "task", provenance=UNKNOWN, id_field=id_field or None)
             if rec.sample_id in seen:
                 raise DataError(f"{where}: duplicate sample_id {rec.sample_id!r} (first at row {seen[rec.sample_id]}); "
-                                "expected unique ids (id_field names the id column; 'none' uses row positions)",
+                                "expected unique ids (data.id_field names the id column; 'none' uses row positions)",
                                 "duplicate sample_id")
         except DataError as e:
             if strict:
-                raise DataError(f"{e} (explorer={{'strict': False}} skips such rows)", e.reason) from None
+                raise DataError(f"{e} (explorer={{'data.strict': False}} skips such rows)", e.reason) from None
             skipped += 1
             continue
         seen[rec.sample_id] = i
@@ -205,7 +204,7 @@ class RecipeBatches(torch.utils.data.Sampler):
 
     def _steps(self, n: int):
         r = self.run.recipe
-        B, world = r.cfg.batch_size, r.dist.world
+        B, world = r.cfg.optim.batch_size, r.dist.world
         for s in range(0, n, B):
             g = min(B, n - s)
             a, b = r.dist.shard(g)
@@ -263,15 +262,15 @@ class MethodRun:
         r.method = self.instance
         r.mcfg = self.instance.config if self.instance is not None else method_config(cfg)
         r.device = t.args.device
-        r.dist = distributed.init(cfg.dist_timeout_s, r.device.type)   # accelerate's process group, when launched
+        r.dist = distributed.init(cfg.dist.timeout_s, r.device.type)   # accelerate's process group, when launched
         r.model, r.tok = t.model, tokenizer_of(t.processing_class)
         if r.tok is None:
             raise ValueError("processing_class is None: expected the model's tokenizer (processing_class=tokenizer)")
         n = sum(p.numel() for p in r.model.parameters())
-        r.model_info = {"model_path": cfg.model, "device": str(r.device),
+        r.model_info = {"model_path": cfg.model.path, "device": str(r.device),
                         "dtype": str(next(r.model.parameters()).dtype).replace("torch.", ""), "n_params": n,
                         "n_trainable": sum(p.numel() for p in r.model.parameters() if p.requires_grad),
-                        "lora": cfg.lora, "chat_template": bool(getattr(r.tok, "chat_template", None))}
+                        "lora": cfg.model.lora, "chat_template": bool(getattr(r.tok, "chat_template", None))}
         r.sharding = {"shard": "none", "param_elements": n, "param_elements_local": n}
         r.autocast_dtype = torch.bfloat16 if r.device.type == "cuda" else None
         r.data = build_pools(cfg, task=self.records)
@@ -379,7 +378,7 @@ class _StepHooks(TrainerCallback):
         r.opt = r.ctx.optimizer = optimizer
         if state.max_steps != r.total_steps:
             raise ValueError(f"the Trainer plans {state.max_steps} optimiser steps, explorer's recipe {r.total_steps} "
-                             f"({len(r.enc)} samples in global batches of {r.cfg.batch_size}); expected the same "
+                             f"({len(r.enc)} samples in global batches of {r.cfg.optim.batch_size}); expected the same "
                              "(an integral num_train_epochs, or max_steps)")
 
     def on_optimizer_step(self, args, state, control, **kw):
@@ -401,9 +400,9 @@ class MethodTrainerMixin:
         targs = bound.get("args")
         self._refuse_what_cannot_work(targs, method)
         section, instance = method_section(method, method_config)
-        settings = dict(explorer or {})
-        records = records_from_dataset(bound.get("train_dataset"), settings.get("id_field", ""),
-                                       settings.get("strict", True))
+        settings = flatten(dict(explorer or {}), "explorer settings")
+        records = records_from_dataset(bound.get("train_dataset"), settings.get("data.id_field", ""),
+                                       settings.get("data.strict", True))
         parent_init(*args, **kwargs)
         path, lora = model_source(self.model)
         cfg = run_config(self.args, path, lora, section, settings, self.args.world_size)
@@ -493,9 +492,10 @@ def content_id(ids: list[int]) -> str:
 class ExplorerCallback(TrainerCallback):
     """Records any Trainer / SFTTrainer run, changing nothing: per step the loss of every sample the model
     saw (its mean NLL over supervised tokens, read from the forward the run makes anyway), the steps'
-    learning rate, and evaluations on the configured suites at the start, every eval_every steps and at
-    the end. `explorer`: RunConfig keys as in `explorer run` (runs_dir, run_name, eval_suites,
-    final_eval_n, eval_every, judges, reference_data ...). Sample ids are content hashes of the tokens."""
+    learning rate, and evaluations on the configured suites at the start, every eval.every steps and at
+    the end. `explorer` (or keyword arguments): RunConfig keys as in `explorer run`, dotted or nested
+    (runs_dir, run_name, eval.suites, eval.final_n, eval.every, eval.judges, data.reference ...; as keyword
+    arguments nested: eval={"final_n": 8}). Sample ids are content hashes of the tokens."""
 
     def __init__(self, explorer: dict | None = None, **settings):
         self.settings = {**(explorer or {}), **settings}
@@ -511,7 +511,7 @@ class ExplorerCallback(TrainerCallback):
         r = self.recipe = Recipe(cfg, run_id=None)
         r.mcfg = method_config(cfg)
         r.device = args.device
-        r.dist = distributed.init(cfg.dist_timeout_s, r.device.type)
+        r.dist = distributed.init(cfg.dist.timeout_s, r.device.type)
         r.model, r.tok = model, tokenizer_of(processing_class)
         n = sum(p.numel() for p in model.parameters())
         r.model_info = {"model_path": path or "unknown", "device": str(r.device), "n_params": n, "lora": lora,
@@ -523,14 +523,14 @@ class ExplorerCallback(TrainerCallback):
         r._open_run_folder()
         from explorer.eval.registry import make_judges
 
-        r.judges = make_judges(cfg.judges)
+        r.judges = make_judges(cfg.eval.judges)
         r.writer.update(trainer={"callback": "ExplorerCallback", "loss": "the Trainer's own (not reweighted)",
                                  "optim": str(getattr(args.optim, "value", args.optim)),
                                  "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value",
                                                                   args.lr_scheduler_type))})
         r.t_start = time.time()
         r.total_steps = state.max_steps
-        r.start_summary = r.evaluate(0, cfg.final_eval_n)
+        r.start_summary = r.evaluate(0, cfg.eval.final_n)
         r.writer.update(start_metrics=r.start_summary, progress={"step": 0, "total_steps": state.max_steps})
         r.writer.flush()
         model.train()
@@ -614,7 +614,7 @@ class ExplorerCallback(TrainerCallback):
     def _bookkeeping(self, state) -> None:
         r = self.recipe
         r.step_no = state.global_step
-        if r.step_no % r.cfg.flush_every == 0:
+        if r.step_no % r.cfg.record.flush_every == 0:
             self._write_samples()
         r.after_step_bookkeeping()
 
