@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 BUDGET_S = 120.0
-TRAIN = ["method=random", "n_train=1000", "epochs=2", "batch_size=32", "eval_every=0", "final_eval_n=50",
-         "checkpoint_every=20", "checkpoint_keep=5", "influence_every=20", "influence_n=64", "progress=false"]
+TRAIN = ["method=random", "data.n_train=1000", "optim.epochs=2", "optim.batch_size=32", "eval.every=0", "eval.final_n=50",
+         "record.checkpoint_every=20", "record.checkpoint_keep=5", "eval.influence_every=20", "eval.influence_n=64", "progress=false"]
 
 
 def main(argv=None) -> int:

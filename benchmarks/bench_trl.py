@@ -82,7 +82,7 @@ def trainer_step_seconds(kind: str, model_dir: str, lora: bool, steps: int, batc
     from explorer.train.assemble import build_pools
     from datasets import Dataset
 
-    cfg = load_config(None, [f"n_train={steps * batch}", "seed=0"])
+    cfg = load_config(None, [f"data.n_train={steps * batch}", "seed=0"])
     ds = Dataset.from_list([{"sample_id": r.sample_id, "prompt": r.prompt, "completion": r.response}
                             for r in build_pools(cfg).mix])
     model, tok = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
@@ -95,7 +95,7 @@ def trainer_step_seconds(kind: str, model_dir: str, lora: bool, steps: int, batc
                      learning_rate=2e-4, bf16=False, use_cpu=True, gradient_checkpointing=False, report_to=[],
                      save_strategy="no", logging_steps=1, disable_tqdm=True, max_length=64, seed=0)
     clock = StepClock()
-    settings = {"runs_dir": str(runs), "run_name": f"bench-{kind}", "final_eval_n": 2, "eval_max_new_tokens": 2}
+    settings = {"runs_dir": str(runs), "run_name": f"bench-{kind}", "eval.final_n": 2, "eval.max_new_tokens": 2}
     if kind == "plain":
         t = PlainSFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config,
                             callbacks=[clock.callback])
@@ -115,9 +115,9 @@ def recipe_step_seconds(method: str, model_spec: str, lora: bool, steps: int, ba
     from explorer.train.recipe import run
 
     mcfg = [f"method.{k}={v}" for k, v in DUALSELECT.items()] if method == "dualselect" else []
-    d = run(load_config(None, [f"runs_dir={runs}", f"model={model_spec}", f"lora={str(lora).lower()}",
-                               f"n_train={steps * batch}", f"batch_size={batch}", "epochs=1", "seed=0",
-                               "final_eval_n=2", "eval_max_new_tokens=2", "progress=false", "device=cpu",
+    d = run(load_config(None, [f"runs_dir={runs}", f"model.path={model_spec}", f"model.lora={str(lora).lower()}",
+                               f"data.n_train={steps * batch}", f"optim.batch_size={batch}", "optim.epochs=1", "seed=0",
+                               "eval.final_n=2", "eval.max_new_tokens=2", "progress=false", "model.device=cpu",
                                f"method={method}", *mcfg]))
     t = reader.steps(d)["time_s"].tolist()
     return t[1:] or t

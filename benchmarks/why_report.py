@@ -314,7 +314,7 @@ def main(argv=None) -> int:
     rows = []
     for s in a.seeds:           # seeds outer: an interrupted report still has every method for the first seeds
         for m in a.methods:
-            extra = a.set + ([f"checkpoint_every={a.loo_step}", "checkpoint_keep=1000"] if a.loo_step else [])
+            extra = a.set + ([f"record.checkpoint_every={a.loo_step}", "record.checkpoint_keep=1000"] if a.loo_step else [])
             cfg = run_config(m, s, a.p, runs_dir, a.influence_every, a.influence_n, extra)
             d = _find(runs_dir, m, s, a.p, cfg) if a.reuse or a.only_existing else None
             if d is None and a.only_existing:
