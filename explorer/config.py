@@ -120,8 +120,9 @@ class EvalConfig:
     max_new_tokens: int = setting("greedy generation length per prompt", 24)
     batch_size: int = setting("prompts generated at once", 128)
     judges: tuple[Any, ...] = setting(
-        "judges of the generations, the first is primary: a name (keyword, embedding, classifier:<path>) "
-        "or a mapping ({kind: ..., ...}; docs/evaluation.md)", ("keyword",))
+        "judges of the generations, the first is primary: a name (keyword, embedding, <kind>:<path>) or a "
+        "mapping ({kind: llama_guard|wildguard|harmbench|classifier, path: <local folder>, ...}; "
+        "docs/judges.md)", ("keyword",))
     influence_every: int = setting("> 0: every N steps record each task sample's first-order effect on "
                                    "held-out refusal and task losses (effect_safety, effect_task)", 0)
     influence_n: int = setting("held-out prompts per loss for the influence check (0: all)", 64)
@@ -463,6 +464,18 @@ def validate(cfg: RunConfig, where: str | Any = "config") -> None:
                           "of them positive")
     method_config(cfg, at)  # validates the method section
     validate_shard(cfg, at)
+    validate_judges(cfg, at)
+
+
+def validate_judges(cfg: RunConfig, where: str | Any = "config") -> None:
+    """eval.judges, item by item (explorer/eval/judges.py; nothing is loaded here)."""
+    from explorer.eval.judges import JudgeConfigError, judge_specs
+
+    at = where if callable(where) else (lambda k: where)
+    try:
+        judge_specs(cfg.eval.judges, "eval.judges")
+    except JudgeConfigError as e:
+        raise ConfigError(f"{at('eval.judges')}: {e}") from None
 
 
 def _get(cfg: RunConfig, key: str) -> Any:

@@ -326,3 +326,22 @@ def test_device_and_dtype_settings_reach_the_model(folders):
                       "dtype": "bfloat16", "device": "cpu"})
     assert cls.model.dtype == torch.bfloat16
     assert all(0 <= x.score <= 1 for x in cls.judge(PROMPTS, ANSWERS))
+
+
+def test_the_config_takes_judges_as_names_and_mappings_and_refuses_bad_ones(tmp_path):
+    import yaml
+
+    from explorer.config import ConfigError, load_config
+
+    cli = load_config(None, ["eval.judges=[keyword,llama_guard:/m/lg]"])
+    assert cli.eval.judges == ("keyword", "llama_guard:/m/lg")
+    f = tmp_path / "j.yaml"
+    wg = {"kind": "wildguard", "path": "/m/wg", "dtype": "float16"}
+    f.write_text(yaml.safe_dump({"eval": {"judges": ["keyword", wg]}}))
+    assert judge_specs(load_config(str(f)).eval.judges)[1] == JudgeSpec(kind="wildguard", name="wildguard",
+                                                                         path="/m/wg", dtype="float16")
+    with pytest.raises(ConfigError, match=r"eval.judges\[1\].path: a harmbench judge needs path"):
+        load_config(None, ["eval.judges=[keyword,{kind: harmbench}]"])
+    f.write_text(yaml.safe_dump({"eval": {"judges": [{"kind": "llama_guard", "path": "/m", "batch": 4}]}}))
+    with pytest.raises(ConfigError, match=r"eval.judges\[0\].batch: unknown key for a llama_guard judge"):
+        load_config(str(f))
