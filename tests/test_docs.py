@@ -79,3 +79,33 @@ def test_the_readme_stays_a_guide():
     """Issue 32: README at most 250 lines; everything else lives in docs/."""
     n = len((REPO / "README.md").read_text(encoding="utf-8").splitlines())
     assert n <= 250, f"README.md has {n} lines; move detail into a docs/ page"
+
+
+def test_every_explorer_run_command_in_the_docs_names_keys_the_config_knows():
+    """A command line in README or docs/ with a key the config does not have (a flat key of an earlier
+    version, a typo) fails here instead of for the reader. Values are replaced by a placeholder where
+    the docs write one (FILE, /path/to/checkpoint, <...>)."""
+    import shlex
+
+    from explorer.config import ConfigError, load_config
+
+    problems, n = [], 0
+    for page in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]:
+        text = page.read_text(encoding="utf-8").replace("\\\n", " ")
+        for m in re.finditer(r"explorer run ([^\n`|]*)", text):
+            args = m.group(1).split("#")[0].strip()
+            try:
+                toks = shlex.split(args)
+            except ValueError:
+                toks = args.split()
+            config = toks[0] if toks and toks[0].endswith((".yaml", ".yml")) else None
+            overrides = [re.sub(r"=(FILE|[A-Z]+|/path/to/.*|/models/.*|<.*>|.*[\[…].*)$", "=1", t)
+                         for t in toks if "=" in t and not t.startswith("-")]
+            n += 1
+            try:
+                load_config(str(REPO / config) if config and (REPO / config).exists() else None, overrides)
+            except ConfigError as e:
+                if "unknown key" in str(e):
+                    problems.append(f"{page.relative_to(REPO)}: explorer run {args}\n  {e}")
+    assert n > 20                      # the pattern finds the docs' commands at all
+    assert not problems, "\n".join(problems)
