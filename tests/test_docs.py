@@ -1,6 +1,7 @@
 """The documentation: mkdocs builds docs/ with --strict (a broken link or anchor, or a page that the nav
 of mkdocs.yml leaves out, fails it), and every relative link of README.md reaches a file of the
-repository (an anchor into docs/, a heading of the built page)."""
+repository (an anchor into docs/, a heading of the built page); every `explorer run` command of README
+and docs/ names keys the config knows; README's config is the fixture its walk-through test runs."""
 
 from __future__ import annotations
 
@@ -109,3 +110,13 @@ def test_every_explorer_run_command_in_the_docs_names_keys_the_config_knows():
                     problems.append(f"{page.relative_to(REPO)}: explorer run {args}\n  {e}")
     assert n > 20                      # the pattern finds the docs' commands at all
     assert not problems, "\n".join(problems)
+
+
+def test_the_readme_config_is_the_fixture_the_walk_through_test_runs():
+    """README shows tests/fixtures/own_data/own.yaml, which tests/test_own_data.py runs: the same settings."""
+    import yaml
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    fixture = yaml.safe_load((REPO / "tests/fixtures/own_data/own.yaml").read_text(encoding="utf-8"))
+    assert [b for b in blocks if yaml.safe_load(b) == fixture], "README's own.yaml differs from the fixture"
