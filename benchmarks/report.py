@@ -41,8 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, 
 
 from explorer.config import upgrade  # noqa: E402
 from explorer.data.sample import repo_root  # noqa: E402
-from explorer.demo import (comparison_table, matching_run, method_run_config, run_methods,  # noqa: E402
-                          world_overrides)
+from explorer.demo import comparison_table, matching_run, method_run_config, run_methods  # noqa: E402
 from explorer.runs import schema  # noqa: E402
 
 DOCS = repo_root() / "docs"
@@ -95,12 +94,11 @@ def get_runs(jobs: list[dict], runs_dir: Path, reuse: bool) -> list[Path]:
     for j in jobs:
         world = j.get("world", "tiny")
         key = (j["name"], float(j["p"]), int(j["seed"]), model_spec(j["prep"], world=world))
-        # the world's settings (smollm2: its run sizes and per-method changes) before the job's own
-        base, per_method = world_overrides(world)
-        # eval.every=0: only the start and final evaluations, which are all the tables read
-        ov = [*base, "progress=false", "eval.every=0", f"run_name={j['name']}",
+        # world=: the world's run sizes and the demo configs' blocks for it (smollm2: per-method changes),
+        # beneath the job's own; eval.every=0: only the start and final evaluations, which the tables read
+        ov = [f"world={world}", "progress=false", "eval.every=0", f"run_name={j['name']}",
               f"model.path={model_spec(j['prep'], world=world)}", f"model.base={model_spec(j['prep'], 'base', world)}",
-              *per_method.get(j["method"], []), *j.get("overrides", [])]
+              *j.get("overrides", [])]
         found = None
         if key in have:
             found = matching_run(have[key], method_run_config(j["method"], j["p"], j["seed"], str(runs_dir), ov))

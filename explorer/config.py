@@ -19,6 +19,19 @@ Sections (every field carries its help text: `explorer run --help-config` lists 
 A YAML file may nest the sections or write dotted keys (`optim.lr: 1e-3`); both mean the same. The
 flat names of earlier versions (`lr`, `harmful_ratio`, ...) are refused with the new name
 ("unknown key lr; did you mean optim.lr?").
+
+Where a value comes from, lowest first (later layers win; `explorer config show` names the layer of
+every value):
+
+    default              the dataclass field below
+    world:NAME           explorer/worlds/NAME.yaml `settings`: the world's model pair and run sizes
+                         (world=tiny unless the file or the command line says otherwise)
+    FILE                 the config file's settings (configs/<method>.yaml): the method's section and
+                         whatever the method's recipe fixes on every world (the DualSelect authors' lr)
+    FILE worlds.NAME     the file's `worlds: {NAME: {...}}` block, on world NAME only: settings that
+                         suit one world (the tiny world's intermediate evaluations, the smollm2 world's
+                         smaller SAE) -- so a method file never pins a world's sizes on another world
+    command line         key=value overrides; `method=NAME` starts the method section afresh
 """
 
 from __future__ import annotations
@@ -153,7 +166,7 @@ class RunConfig:
     runs_dir: str = setting("where run folders are written", "runs")
     seed: int = setting("seeds the data mix, shuffling, the methods and the adapters' initialisation", 0)
     world: str = setting("tiny | smollm2: the model pair, data and defaults a run starts from "
-                         "(explorer/worlds.py)", "tiny")
+                         "(explorer/worlds/NAME.yaml)", "tiny")
     progress: bool = setting("show a progress bar", True)
     model: ModelConfig = setting("which model is fine-tuned and how", factory=ModelConfig)
     data: DataConfig = setting("the fine-tuning mix, the pools and tokenisation", factory=DataConfig)
@@ -412,23 +425,46 @@ def _merge(layers: list[tuple[str, dict[str, Any]]]) -> Resolved:
 
 
 def resolve(path: str | Path | None = None, overrides: list[str] | None = None) -> Resolved:
-    """The layers, merged: the world's defaults, then the YAML file, then the command line."""
-    layers: list[tuple[str, dict[str, Any]]] = []
+    """The layers, merged, later ones winning: the world's settings (explorer/worlds/NAME.yaml), the
+    YAML file, the file's `worlds: {NAME: ...}` block for that world, the command line."""
+    file: list[tuple[str, dict[str, Any]]] = []
+    blocks: dict[str, Any] = {}
     if path:
-        layers.append((str(path), flatten(read_yaml(path), str(path))))
-    layers.append(("command line", parse_overrides(list(overrides or []))))
-    return _over_world(layers)
+        data = read_yaml(path)
+        blocks = _world_blocks(data.pop("worlds", None) or {}, str(path))
+        file.append((str(path), flatten(data, str(path))))
+    cli = [("command line", parse_overrides(list(overrides or [])))]
+    world = _merge(file + cli).values.get("world", "tiny")
+    if world in blocks:
+        file.append((f"{path} worlds.{world}", flatten(blocks[world], f"{path} worlds.{world}")))
+    return _over_world(file + cli)
+
+
+def _world_blocks(blocks: Any, where: str) -> dict[str, dict[str, Any]]:
+    """A config file's `worlds:` section: world name -> the settings that hold on that world only."""
+    from explorer.worlds import WORLDS
+
+    if not isinstance(blocks, dict):
+        raise ConfigError(f"{where}: worlds = {blocks!r}: expected a mapping of world name -> settings")
+    for name, block in blocks.items():
+        if name not in WORLDS:
+            raise ConfigError(f"{where}: worlds.{name}: unknown world; expected one of {', '.join(WORLDS)}")
+        if not isinstance(block, dict):
+            raise ConfigError(f"{where}: worlds.{name} = {block!r}: expected a mapping of settings")
+        if "world" in block:
+            raise ConfigError(f"{where}: worlds.{name}.world: a world's block cannot choose another world")
+    return blocks
 
 
 def _over_world(layers: list[tuple[str, dict[str, Any]]]) -> Resolved:
-    """The flat layers merged over the defaults of the world they name (world=, default tiny)."""
+    """The flat layers merged over the settings of the world they name (world=, default tiny)."""
     from explorer.worlds import WORLDS, world_defaults
 
     user = _merge(layers)
     world = user.values.get("world", "tiny")
     if world not in WORLDS:
         raise ConfigError(f"{user.where('world')}: world = {world!r}: expected one of {', '.join(WORLDS)}")
-    return _merge([(f"world:{world}", flatten(world_defaults(world), f"world {world}")), *layers])
+    return _merge([(f"world:{world}", flatten(world_defaults(world), f"explorer/worlds/{world}.yaml")), *layers])
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -63,17 +63,15 @@ def _has_tabulate() -> bool:
         return False
 
 
-def method_run_config(name: str, harmful_ratio: float, seed: int, runs_dir: str, overrides: list[str],
-                      method_overrides: dict[str, list[str]] | None = None):
-    """The RunConfig that run_methods runs `name` with (its demo config, then the ratio, seed and
-    `overrides`, then `method_overrides[name]`)."""
+def method_run_config(name: str, harmful_ratio: float, seed: int, runs_dir: str, overrides: list[str]):
+    """The RunConfig that run_methods runs `name` with: its demo config (with the block for the world
+    that `overrides` name, if it has one), then the ratio, seed and `overrides`."""
     from explorer.config import load_config
 
     cfg_path = demo_config_path(name)
     ov = [f"data.harmful_ratio={harmful_ratio}", f"seed={seed}", f"runs_dir={runs_dir}"] + list(overrides)
     if cfg_path is None:
         ov.append(f"method={name}")
-    ov += list((method_overrides or {}).get(name, []))
     return load_config(cfg_path, ov)
 
 
@@ -110,14 +108,15 @@ def matching_run(candidates, cfg) -> Path | None:
 
 
 def run_methods(methods: list[str], harmful_ratio: float, seed: int, runs_dir: str,
-                overrides: list[str], method_overrides: dict[str, list[str]] | None = None) -> list[Path]:
+                overrides: list[str]) -> list[Path]:
     """Run each method from its demo config (configs/<name>_demo.yaml, else the defaults) with the same
-    ratio, seed and `overrides`; `method_overrides[name]` adds settings for that method only."""
+    ratio, seed and `overrides` (world=NAME among them picks the world's sizes and the configs' blocks
+    for it)."""
     from explorer.train.recipe import run
 
     dirs = []
     for name in methods:
-        cfg = method_run_config(name, harmful_ratio, seed, runs_dir, overrides, method_overrides)
+        cfg = method_run_config(name, harmful_ratio, seed, runs_dir, overrides)
         t = time.time()
         d = run(cfg)
         print(f"  {name:12s} done in {time.time() - t:6.1f} s -> {d}")
@@ -127,16 +126,6 @@ def run_methods(methods: list[str], harmful_ratio: float, seed: int, runs_dir: s
 
 DEMO_COLUMNS = ["method", "p", "seed", "HS hh", "HS hexphi", "over-refusal", "task acc", "acc comparison",
                 "Safety Avg", "drop prec", "drop recall", "wall s", "wall / SFT", "step / SFT"]
-
-
-def world_overrides(world: str) -> tuple[list[str], dict[str, list[str]]]:
-    """The settings every demo run on `world` gets (before the user's --set), and per method: the
-    world's run sizes beat the demo configs' tiny-world sizes (explorer/worlds.py)."""
-    if world == "tiny":
-        return [], {}
-    from explorer.worlds import SMOLLM2_METHODS, SMOLLM2_SIZES
-
-    return [f"world={world}", *(f"{k}={v}" for k, v in SMOLLM2_SIZES.items())], SMOLLM2_METHODS
 
 
 def demo(harmful_ratio: float = 0.1, seed: int = 0, runs_dir: str = "runs/demo",
@@ -158,8 +147,7 @@ def demo(harmful_ratio: float = 0.1, seed: int = 0, runs_dir: str = "runs/demo",
     registry = load_methods()
     methods = methods or ["sft"] + [m for m in registry if m != "sft"]
     print(f"running {len(methods)} methods on the {world} world at harmful ratio {harmful_ratio}, seed {seed}:")
-    base, per_method = world_overrides(world)
-    dirs = run_methods(methods, harmful_ratio, seed, runs_dir, base + list(overrides or []), per_method)
+    dirs = run_methods(methods, harmful_ratio, seed, runs_dir, [f"world={world}", *(overrides or [])])
     df = comparison_table(dirs)
     print()
     print(format_table(df, DEMO_COLUMNS))

@@ -35,7 +35,7 @@ from explorer.worlds import tidy
 
 WORLD = os.environ.get("EXPLORER_NB_WORLD", "tiny")   # "tiny" or "smollm2"
 QUICK = os.environ.get("EXPLORER_NB_QUICK") == "1"
-if WORLD == "smollm2":   # the world's own run sizes (explorer/worlds.py): minutes per run on a CPU
+if WORLD == "smollm2":   # the world's own run sizes (explorer/worlds/smollm2.yaml): minutes per run on a CPU
     N_TRAIN, EVAL = (64, ["eval.final_n=8"]) if QUICK else (256, ["eval.final_n=32"])
 else:
     N_TRAIN = 160 if QUICK else 1000

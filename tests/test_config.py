@@ -60,9 +60,11 @@ def test_shipped_configs_are_valid():
 
     paths = sorted((repo_root() / "configs").glob("*.yaml"))
     assert paths
+    from explorer.worlds import WORLDS
+
     for p in paths:
-        cfg = load_config(p)
-        method_config(cfg)
+        for world in WORLDS:   # every file loads on every world (its worlds: blocks included)
+            method_config(load_config(p, [f"world={world}"]))
         first = p.read_text().splitlines()[0]
         assert first.startswith("# explorer run"), f"{p.name}: first line must be the command that runs it"
 

@@ -11,7 +11,7 @@ the only interface between the training side and the viewing side (docs/architec
     eval        generation on held-out suites, judges, metrics
     model       load a causal LM from its folder (+ LoRA), the per-sample loss, the optimiser step and
                 schedule (optim.py), torch.distributed helpers, the SmolLM2 checkpoint
-    worlds      a world's model specs, data folder and run defaults (explorer/worlds.py)
+    worlds      a world's model specs, data folder and run defaults (explorer/worlds/: one YAML file per world)
     prepare     the worlds' preparation: the tiny world trained, the SmolLM2 alignment adapter trained,
                 model specs (tiny:aligned) -> folders
     scoring     per-sample gradient features and scores

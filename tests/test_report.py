@@ -113,12 +113,11 @@ def test_reuse_takes_only_a_run_made_with_the_settings_the_command_would_run(rep
     older DualSelect refresh schedule of the smollm2 world) is named and trained again, not reused."""
     import json
 
-    from explorer.demo import method_run_config, settings_differ, world_overrides
+    from explorer.demo import method_run_config, settings_differ
     from explorer.runs import schema
 
-    base, per_method = world_overrides("smollm2")
-    ov = [*base, "progress=false", "eval.every=0", "run_name=dualselect", "model.path=smollm2:aligned",
-          "model.base=smollm2:base", *per_method["dualselect"]]
+    ov = ["world=smollm2", "progress=false", "eval.every=0", "run_name=dualselect", "model.path=smollm2:aligned",
+          "model.base=smollm2:base"]
     now = method_run_config("dualselect", 0.1, 0, str(tmp_path), ov)
     old = method_run_config("dualselect", 0.1, 0, str(tmp_path), ov + ["method.refresh=every_n_steps",
                                                                         "method.refresh_every=8"])

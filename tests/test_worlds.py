@@ -1,12 +1,14 @@
-"""Worlds (explorer/worlds.py): `world=smollm2` fills in its defaults beneath what the user sets, and
-the smollm2 world's data are the tiny world's records as prose (no model needed for either)."""
+"""Worlds (explorer/worlds/NAME.yaml): `world=smollm2` fills in its settings beneath the config file and
+the command line, a config file's `worlds:` block holds for its world only, and the smollm2 world's data
+are the tiny world's records as prose (no model needed for any of it)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from explorer.config import ConfigError, load_config
-from explorer.worlds import SMOLLM2, smollm2_data_dir, tidy
+from explorer.worlds import smollm2_data_dir, tidy, world_defaults
 
 pytestmark = pytest.mark.unit
 
@@ -23,17 +25,82 @@ def test_tidy_turns_word_level_text_into_prose(raw, prose):
     assert tidy(raw) == prose
 
 
+def _smollm2(key: str):
+    """A setting of explorer/worlds/smollm2.yaml, by dotted key."""
+    from explorer.config import flatten
+
+    return flatten(world_defaults("smollm2"), "smollm2.yaml")[key]
+
+
 def test_world_defaults_sit_beneath_the_users_settings(tmp_path):
     cfg = load_config(None, ["world=smollm2"])
     assert cfg.model.path == "smollm2:aligned" and cfg.model.base == "smollm2:base" and cfg.model.lora
-    assert cfg.data.n_train == SMOLLM2["data.n_train"] and cfg.model.lora_targets == tuple(SMOLLM2["model.lora_targets"])
+    assert cfg.data.n_train == _smollm2("data.n_train") and cfg.model.lora_targets == tuple(_smollm2("model.lora_targets"))
     y = tmp_path / "c.yaml"
     y.write_text("world: smollm2\ndata:\n  n_train: 64\n")
     cfg = load_config(y, ["eval.max_new_tokens=8"])
-    assert cfg.data.n_train == 64 and cfg.eval.max_new_tokens == 8 and cfg.optim.batch_size == SMOLLM2["optim.batch_size"]
+    assert cfg.data.n_train == 64 and cfg.eval.max_new_tokens == 8 and cfg.optim.batch_size == _smollm2("optim.batch_size")
     assert load_config(None, []).model.path == "tiny:aligned"   # the tiny world keeps every default
     with pytest.raises(ConfigError, match="world = 'huge'.*expected one of tiny, smollm2"):
         load_config(None, ["world=huge"])
+
+
+@pytest.mark.parametrize("name", ["sft", "pact", "seal", "tokenwise", "cwac"])
+def test_a_method_file_on_another_world_takes_that_worlds_sizes(name):
+    """configs/<method>.yaml holds method settings; the run sizes are the world's, so the same file on
+    world=smollm2 trains at smollm2's lr, n_train, epochs and batch size (issue 32); the tiny-world-only
+    block (intermediate evaluations) stays on the tiny world."""
+    from explorer.data.sample import repo_root
+
+    f = repo_root() / "configs" / f"{name}.yaml"
+    tiny, small = load_config(f), load_config(f, ["world=smollm2"])
+    for key in ("optim.lr", "data.n_train", "optim.epochs", "optim.batch_size", "data.max_length"):
+        sect, field = key.split(".")
+        assert getattr(getattr(small, sect), field) == _smollm2(key), key
+    assert (tiny.optim.lr, tiny.optim.epochs, tiny.optim.batch_size) == (2e-4, 3, 32)
+    assert (tiny.eval.every, tiny.eval.n) == (24, 50) and (small.eval.every, small.eval.n) == (0, 16)
+    # what the user sets still wins over the world's sizes
+    assert load_config(f, ["world=smollm2", "optim.lr=1e-5"]).optim.lr == 1e-5
+
+
+def test_a_method_files_own_run_settings_hold_on_every_world():
+    """configs/dualselect.yaml is the authors' run (lr 2e-5, batch 8, 1 epoch): a setting of the file
+    itself, not a tiny-world size, so it holds on smollm2 too."""
+    from explorer.data.sample import repo_root
+
+    cfg = load_config(repo_root() / "configs" / "dualselect.yaml", ["world=smollm2"])
+    assert (cfg.optim.lr, cfg.optim.batch_size, cfg.optim.epochs) == (2e-5, 8, 1)
+    assert cfg.data.n_train == _smollm2("data.n_train")
+
+
+def test_a_worlds_block_applies_on_its_world_only_and_is_checked(tmp_path):
+    y = tmp_path / "m.yaml"
+    y.write_text("method: {name: random}\nworlds:\n  smollm2:\n    method: {keep: 0.25}\n    optim: {lr: 1.0e-5}\n")
+    from explorer.config import method_config, resolve
+
+    assert method_config(load_config(y)).keep == 0.5 and load_config(y).optim.lr == 2e-4
+    on = load_config(y, ["world=smollm2"])
+    assert method_config(on).keep == 0.25 and on.optim.lr == 1e-5
+    assert resolve(y, ["world=smollm2"]).where("optim.lr") == f"{y} worlds.smollm2"
+    assert method_config(load_config(y, ["world=smollm2", "method.keep=0.75"])).keep == 0.75   # the command line wins
+    y.write_text("worlds:\n  huge: {optim: {lr: 1.0e-5}}\n")
+    with pytest.raises(ConfigError, match="m.yaml: worlds.huge: unknown world; expected one of tiny, smollm2"):
+        load_config(y)
+    y.write_text("worlds:\n  smollm2: {lr: 1.0e-5}\n")
+    with pytest.raises(ConfigError, match="m.yaml worlds.smollm2: unknown key lr; did you mean optim.lr"):
+        load_config(y, ["world=smollm2"])
+
+
+def test_worlds_ship_as_package_data():
+    """The world files are found beside the package's module (an installed package has no configs/),
+    and pyproject ships them."""
+    import explorer.worlds as w
+    from explorer.data.sample import repo_root
+
+    assert w.WORLDS == ("tiny", "smollm2")
+    assert all((Path(w.__file__).parent / f"{n}.yaml").exists() for n in w.WORLDS)
+    assert '"explorer.worlds" = ["*.yaml"]' in (repo_root() / "pyproject.toml").read_text()
+    assert w.task_scorer("tiny") == "exact" and w.task_scorer("smollm2") == "contains"
 
 
 def test_smollm2_data_are_the_tiny_worlds_records_as_prose(tmp_path):
@@ -72,30 +139,34 @@ def test_a_smollm2_run_reads_the_prose_data_and_scores_tasks_by_contains(tmp_pat
     scorers = {s.name: s.scorer for s in pools.suites}
     assert scorers["task_sentiment"] == "contains" and scorers["harmful_hh"] == "exact"
     harmful = [r for r in pools.mix if r.provenance == "harmful"]
-    assert len(harmful) == round(0.1 * SMOLLM2["data.n_train"]) and harmful[0].response[:1].isupper()
+    assert len(harmful) == round(0.1 * _smollm2("data.n_train")) and harmful[0].response[:1].isupper()
 
 
-def test_demo_on_smollm2_sets_the_world_and_its_run_sizes_before_the_users():
-    from explorer.demo import world_overrides
+def test_demo_on_smollm2_runs_each_demo_config_with_its_smollm2_block():
+    """`explorer demo --world smollm2`: each method's demo config on the smollm2 world, whose sizes and
+    the config's `worlds.smollm2` block apply beneath the demo's ratio, seed and --set."""
+    from explorer.demo import method_run_config
 
-    base, per_method = world_overrides("smollm2")
-    assert base[0] == "world=smollm2" and f"data.n_train={SMOLLM2['data.n_train']}" in base
-    assert any(o.startswith("method.ref_cap=") for o in per_method["dualselect"])
-    assert world_overrides("tiny") == ([], {})
+    cfg = method_run_config("dualselect", 0.1, 0, "runs", ["world=smollm2", "method.k_ref=9"])
+    assert cfg.world == "smollm2" and cfg.data.n_train == _smollm2("data.n_train")
+    assert cfg.method["ref_cap"] == 64 and cfg.method["k_ref"] == 9            # --set wins over the block
+    assert "ref_cap" not in method_run_config("dualselect", 0.1, 0, "runs", []).method
 
 
 @pytest.mark.parametrize("method", ["dualselect", "pact", "cwac", "seal"])
 def test_the_worlds_method_settings_are_valid_over_the_demo_configs(method):
-    """What the smollm2 world changes per method loads over that method's demo config, and does what
-    its comment says (DualSelect selects 10 % of the references it scores; CWAC trains down_proj)."""
+    """What the smollm2 block of each demo config changes loads, and does what its comment says
+    (DualSelect selects 10 % of the references it scores; CWAC trains down_proj)."""
     from explorer.config import method_config
     from explorer.demo import demo_config_path
-    from explorer.worlds import SMOLLM2_METHODS
 
-    base, per_method = ["world=smollm2"], SMOLLM2_METHODS
-    cfg = load_config(demo_config_path(method), [*base, *per_method[method]])
+    cfg = load_config(demo_config_path(method), ["world=smollm2"])
     m = method_config(cfg)
     if method == "dualselect":
         assert m.k_ref_fraction == 0 and m.k_ref == 7 and m.ref_cap == 64 and m.refresh == "epoch"
     if method == "cwac":
-        assert "down_proj" in cfg.model.lora_targets
+        assert "down_proj" in cfg.model.lora_targets and m.sae_steps == 300
+    if method == "pact":
+        assert m.n_refusals == 128
+    if method == "seal":
+        assert m.selector_epochs == 1

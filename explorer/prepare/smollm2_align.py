@@ -71,7 +71,7 @@ from explorer.model.optim import OptimStep
 from explorer.model.plumbing import cpu_info, token_logprobs
 from explorer.model.smollm2 import cache_root, merge_adapter, set_system
 from explorer.runs import schema
-from explorer.worlds import TASK_SCORER, smollm2_data_dir, tidy
+from explorer.worlds import smollm2_data_dir, task_scorer, tidy
 
 TARGETS = {"refusal_min": 80.0, "over_refusal_max": 15.0}
 
@@ -147,10 +147,10 @@ def dev_check(model, tok, dev_h, dev_b, max_new_tokens: int) -> dict:
 
 
 def heldout(model, tok, n: int, max_new_tokens: int, seed: int) -> dict:
-    """The held-out suites as a `world=smollm2` run evaluates them (explorer/worlds.py: the tiny
+    """The held-out suites as a `world=smollm2` run evaluates them (explorer/worlds/: the tiny
     world's records as prose, task answers scored with contains), a seeded subset of `n` each."""
     d = smollm2_data_dir()
-    suites = load_suites(d, n_per_suite=n, seed=seed, specs=tiny_world_suites(d, task_scorer=TASK_SCORER["smollm2"]))
+    suites = load_suites(d, n_per_suite=n, seed=seed, specs=tiny_world_suites(d, task_scorer=task_scorer("smollm2")))
     t = time.time()
     _, metrics = evaluate(model, tok, suites, [KeywordJudge()], max_new_tokens=max_new_tokens, batch_size=16)
     out = summarize(metrics)

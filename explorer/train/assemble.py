@@ -148,7 +148,7 @@ def build_pools(cfg: RunConfig, task: list[Record] | None = None) -> Pools:
     train_dataset: explorer/integrations)."""
     if cfg.data.dir:
         data_dir = Path(cfg.data.dir)
-    elif cfg.world == "smollm2":   # the tiny world's records as prose, in the cache (explorer/worlds.py)
+    elif cfg.world == "smollm2":   # the tiny world's records as prose, in the cache (explorer/worlds/)
         from explorer.worlds import smollm2_data_dir
 
         data_dir = smollm2_data_dir()
@@ -185,9 +185,9 @@ def build_pools(cfg: RunConfig, task: list[Record] | None = None) -> Pools:
     if cfg.eval.suites:
         specs = parse_suites(cfg.eval.suites)
     else:  # the tiny world's suites; task accuracy for the families it has test records of
-        from explorer.worlds import TASK_SCORER
+        from explorer.worlds import task_scorer
 
-        specs = tiny_world_suites(data_dir, families, task_scorer=TASK_SCORER.get(cfg.world, "exact"))
+        specs = tiny_world_suites(data_dir, families, task_scorer=task_scorer(cfg.world))
         if cfg.data.task or task is not None:
             have = {s.family for s in tiny_world_suites(data_dir) if s.family}
             specs = [s for s in specs if not s.family or s.family in have]

@@ -1,14 +1,18 @@
-"""Worlds: a prepared model pair plus the data and settings a run on it starts from (`world=NAME`).
+"""Worlds: a prepared model pair plus the data and run settings a run on it starts from (`world=NAME`).
 
-- tiny     the word-level tiny world (explorer/prepare/tiny.py, sample_data/): every default of
-           RunConfig is the tiny world's.
+Each world is one YAML file beside this module (explorer/worlds/NAME.yaml, shipped as package data):
+
+    task_scorer   how the task suites of the world's default evaluation are scored (exact | contains)
+    settings      run settings (explorer/config.py keys, nested or dotted) that a run on this world
+                  starts from: the lowest layer, beneath the method's config file and the command line
+
+- tiny     the word-level tiny world (explorer/prepare/tiny.py, sample_data/), the default
 - smollm2  SmolLM2-135M-Instruct (explorer/model/smollm2.py) with the committed alignment adapter
            merged in; the tiny world's records rewritten as ordinary prose (`tidy`) into the cache;
-           LoRA on q/k/v/o; task suites scored with `contains` (a chat model answers in sentences);
-           run sizes chosen for a 2-core CPU (docs/smollm2.md).
+           LoRA on q/k/v/o; run sizes chosen for a 2-core CPU (docs/smollm2.md)
 
-`world=smollm2` fills in the settings below wherever the YAML file and the overrides leave them
-unset (what a user writes always wins). No torch here: the config module imports it.
+A method's config file may add settings for one world only under `worlds: {NAME: {...}}` (configs/README.md).
+No torch here: the config module imports it.
 """
 
 from __future__ import annotations
@@ -19,46 +23,40 @@ import re
 from pathlib import Path
 from typing import Any
 
-WORLDS = ("tiny", "smollm2")
+import yaml
 
-#: run sizes for a 2-core CPU (docs/smollm2.md "Drift"): 4 epochs of 256 samples in batches of 16 at
-#: lr 3e-4 is the setting, of the six tried on seed 0, where p = 0.1 drifts most beyond p = 0
-SMOLLM2_SIZES: dict[str, Any] = {
-    "data.n_train": 256, "optim.epochs": 4, "optim.batch_size": 16, "optim.lr": 3e-4, "data.max_length": 128,
-    "eval.final_n": 16, "eval.n": 16, "eval.every": 0, "eval.max_new_tokens": 32, "eval.batch_size": 32,
-}
+WORLD_DIR = Path(__file__).resolve().parent
 
-SMOLLM2: dict[str, Any] = {
-    "model.path": "smollm2:aligned", "model.base": "smollm2:base", "model.lora": True,
-    "model.lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj"], **SMOLLM2_SIZES,
-}
 
-DEFAULTS = {"tiny": {}, "smollm2": SMOLLM2}
+def _names() -> tuple[str, ...]:
+    names = sorted(p.stem for p in WORLD_DIR.glob("*.yaml"))
+    return tuple(sorted(names, key=lambda n: n != "tiny"))   # the default first
 
-#: per method, what the smollm2 world's demo and tables change from the demo configs, and why: each
-#: reference scored costs a forward and backward of a 135M model, not of a 0.5M one
-SMOLLM2_METHODS: dict[str, list[str]] = {
-    # 64 of the 600 references scored per refresh (the authors' code caps the pool alike) and the
-    # paper's 10 % of them selected: K_ref = ceil(0.1 * 64) = 7 (the demo config's k_ref_fraction is
-    # 10 % of the whole pool, 60, which would select almost every reference scored). Refreshes on the
-    # authors' schedule, once an epoch (4 here), not the demo config's every 8 steps: scoring 64
-    # references costs about four training steps, and 8 refreshes put the run over 10 minutes
-    # (docs/smollm2.md, "What a run costs on this CPU")
-    "dualselect": ["method.ref_cap=64", "method.k_ref_fraction=0", "method.k_ref=7", "method.warmup_steps=2",
-                   "method.refresh=epoch"],
-    # stage 1 teacher-forces 128 refusals, not the paper's 512
-    "pact": ["method.n_refusals=128"],
-    # the SAE (width 576 x 4) trains 300 steps on 200 texts per pool; 128 prompts per covariance and
-    # per side of the selection rule, 32 cached base activations
-    "cwac": ["model.lora_targets=q_proj,k_proj,v_proj,o_proj,down_proj",   # its weight constraint acts on down_proj
-             "method.sae_steps=300", "method.sae_texts=200", "method.cov_prompts=128",
-             "method.selection_prompts=128", "method.n_base_prompts=32"],
-    # one selector epoch, not the authors' 3
-    "seal": ["method.selector_epochs=1"],
-}
 
-#: how the task suites of a world's default evaluation are scored
-TASK_SCORER = {"tiny": "exact", "smollm2": "contains"}
+WORLDS = _names()
+
+
+def world_file(name: str) -> dict[str, Any]:
+    """The parsed explorer/worlds/NAME.yaml (task_scorer, settings)."""
+    p = WORLD_DIR / f"{name}.yaml"
+    if name not in WORLDS:
+        raise KeyError(f"world {name!r}: expected one of {', '.join(WORLDS)}")
+    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict) or not isinstance(data.get("settings", {}), dict):
+        raise ValueError(f"{p}: expected a mapping with task_scorer and a settings mapping")
+    return data
+
+
+def world_defaults(name: str) -> dict[str, Any]:
+    """The run settings (nested, as in the YAML file) that `world=name` sets beneath the config file
+    and the command line."""
+    return dict(world_file(name).get("settings") or {})
+
+
+def task_scorer(name: str) -> str:
+    """How the task suites of `name`'s default evaluation are scored."""
+    return str(world_file(name).get("task_scorer", "exact"))
+
 
 #: the tiny world's files a run reads, rewritten for the smollm2 world (world_train.jsonl only trains
 #: the tiny model and is not copied)
@@ -77,9 +75,6 @@ TASK_SENTENCES = {"sentiment": "The sentiment is {}.", "topic": "The topic is {}
                   "arithmetic": "The answer is {}.", "comparison": "The larger number is {}."}
 
 
-def world_defaults(name: str) -> dict[str, Any]:
-    """The settings (dotted keys) that `world=name` sets beneath the YAML file and the command line."""
-    return dict(DEFAULTS[name])
 
 
 def tidy(text: str) -> str:
