@@ -21,6 +21,7 @@ the only interface between the training side and the viewing side (docs/architec
     record      writes the run folder
     train       one run's pools (assemble.py) and the recipe
     replay      counterfactual replays from a run's step checkpoints (the recipe's checkpoints, the reader)
+    integrations  the recipe's pieces inside Hugging Face / TRL trainers
     importers   other tools' logs -> run folders (they read data files and write with record)
     viz, app    the viewing side: figures and the Streamlit pages (only runs below them)
     cli, demo, __main__   entry points
@@ -201,3 +202,12 @@ def test_the_checks_notice_a_cycle_an_upward_import_and_a_package_loop():
     assert find_cycle(package_graph(g)) == ["explorer.config", "explorer.eval", "explorer.data", "explorer.config"]
     with pytest.raises(AssertionError, match="in no layer"):
         layer_of("explorer.newfolder.x")
+
+
+def test_the_architecture_page_lists_the_layers_in_this_order():
+    """docs/architecture.md's layer line is LAYERS (the entry points as `cli, demo`)."""
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = page.split("### Layers", 1)[1].split("```", 2)[1]
+    drawn = [part.strip() for part in " ".join(block.split()).split("->")]
+    want = [n.split(".", 1)[1] for (n,) in LAYERS[:-1]] + ["cli, demo"]
+    assert drawn == want, f"docs/architecture.md draws {drawn}; LAYERS is {want}"
