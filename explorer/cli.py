@@ -3,6 +3,8 @@
   explorer data [--out sample_data] [--seed 0]        generate the tiny world's data
   explorer prepare [--seed 0] [--force] [--world tiny|smollm2] [--retrain]  the tiny models, or SmolLM2
   explorer run CONFIG [key=value ...]                 one fine-tuning run -> a run folder
+  explorer run --help-config [METHOD]                 every setting: dotted key, type, default, help
+  explorer config show [CONFIG] [key=value ...]       the resolved settings and where each came from
   explorer demo [--harmful-ratio 0.1] [--world tiny|smollm2] [--no-app]  every method, a comparison table
   explorer sweep ...                                  SFT over harmful ratios and seeds
   explorer app [RUNS_DIR]                             the dashboard on 127.0.0.1
@@ -77,6 +79,11 @@ def _cmd_prepare(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    if args.help_config is not None:   # --help-config [METHOD]: the keys, not a run
+        from explorer.config import help_config
+
+        print(help_config(args.help_config or None), end="")
+        return 0
     from explorer.config import load_config
     from explorer.train.recipe import resume, run
 
@@ -87,15 +94,29 @@ def _cmd_run(args) -> int:
             print(f"run folder: {run_dir}")
             print(json.dumps(json.loads((run_dir / "run.json").read_text()).get("summary", {}), indent=2))
         return 0
-    config, overrides = args.config, list(args.overrides)
-    if config and "=" in config and not Path(config).exists():  # no YAML, only overrides
-        config, overrides = None, [config] + overrides
+    config, overrides = _split_config(args.config, args.overrides)
     cfg = load_config(config, overrides)
     run_dir = run(cfg)
     if main_rank:
         m = json.loads((run_dir / "run.json").read_text())
         print(f"run folder: {run_dir}")
         print(json.dumps(m.get("summary", {}), indent=2))
+    return 0
+
+
+def _split_config(config, overrides) -> tuple[str | None, list[str]]:
+    """`explorer run|config show [FILE] [key=value ...]`: the first word is a file unless it is a setting."""
+    overrides = list(overrides)
+    if config and "=" in config and not Path(config).exists():  # no YAML, only overrides
+        return None, [config] + overrides
+    return config, overrides
+
+
+def _cmd_config(args) -> int:
+    from explorer.config import show
+
+    config, overrides = _split_config(args.config, args.overrides)
+    print(show(config, overrides), end="")
     return 0
 
 
@@ -137,11 +158,38 @@ def build_parser() -> argparse.ArgumentParser:
                          "smollm2_align.py) instead of merging the committed one")
     pr.set_defaults(func=_cmd_prepare)
 
-    r = sub.add_parser("run", help="one fine-tuning run from a YAML config plus key=value overrides")
-    r.add_argument("config", nargs="?", default=None, help="YAML file (optional)")
-    r.add_argument("overrides", nargs="*", help="dotted key=value settings, e.g. data.harmful_ratio=0.2 optim.lr=1e-4 method.eta=0.5")
+    r = sub.add_parser(
+        "run", help="one fine-tuning run from a YAML config plus key=value overrides",
+        description="One fine-tuning run: the world's settings (world=NAME), then CONFIG, then the key=value "
+                    "overrides, recorded into a run folder under runs_dir.",
+        epilog="Every key, its type, default and help: explorer run --help-config (a method's own keys: "
+               "explorer run --help-config METHOD). The settings a run would use and where each came from: "
+               "explorer config show CONFIG [key=value ...]. Examples: explorer run configs/sft.yaml "
+               "data.harmful_ratio=0.2 seed=1; explorer run configs/dualselect_demo.yaml world=smollm2 "
+               "method.eta=0.5")
+    r.add_argument("config", nargs="?", default=None,
+                   help="YAML config file (configs/<method>.yaml; optional: without it, only the overrides)")
+    r.add_argument("overrides", nargs="*",
+                   help="dotted key=value settings, e.g. data.harmful_ratio=0.2 optim.lr=1e-4 method.eta=0.5 "
+                        "(method=NAME picks a method with its defaults)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or failed run from its last checkpoint")
+    r.add_argument("--help-config", nargs="?", const="", default=None, metavar="METHOD",
+                   help="list every setting (dotted key, type, default, help) and exit; with METHOD, that "
+                        "method's method.* keys too")
     r.set_defaults(func=_cmd_run)
+
+    c = sub.add_parser("config", help="show the resolved settings of a run and where each value came from",
+                       description="Settings of `explorer run`, without running anything.")
+    csub = c.add_subparsers(dest="action", required=True)
+    cs = csub.add_parser(
+        "show", help="print the resolved config (nested YAML), each value with where it came from",
+        description="The settings `explorer run CONFIG [key=value ...]` would use, nested as YAML, each value "
+                    "followed by where it came from: default | world:NAME (explorer/worlds/NAME.yaml) | FILE | "
+                    "FILE worlds.NAME (the file's block for that world) | command line.",
+        epilog="Example: explorer config show configs/sft.yaml world=smollm2")
+    cs.add_argument("config", nargs="?", default=None, help="YAML config file (optional)")
+    cs.add_argument("overrides", nargs="*", help="dotted key=value settings, as for explorer run")
+    cs.set_defaults(func=_cmd_config)
 
     dm = sub.add_parser("demo", help="run every registered method on the tiny world and compare")
     dm.add_argument("--harmful-ratio", type=float, default=0.1)

@@ -639,3 +639,86 @@ def compose(layers: list[tuple[str, dict[str, Any]]]) -> RunConfig:
     cfg = build_run_config(r.values, r.where)
     validate(cfg, r.where)
     return cfg
+
+
+# --------------------------------------------------------------------------------------------------
+# what the command line shows: `explorer config show`, `explorer run --help-config [METHOD]`
+# --------------------------------------------------------------------------------------------------
+
+def _fmt(v: Any) -> str:
+    """A value as YAML writes it on one line (null, true, 0.0002, [q_proj, v_proj], {name: x})."""
+    text = yaml.safe_dump(_plain(v), default_flow_style=True, width=10**6).strip()
+    return text[:-4].strip() if text.endswith("\n...") else text.removesuffix("...").strip()
+
+
+def _field_rows(cls, prefix: str) -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, help) of every field of a config dataclass."""
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        rows.append((prefix + f.name, type_name(hints[f.name]), _fmt(default), f.metadata.get("help", "")))
+    return rows
+
+
+def help_config(method: str | None = None) -> str:
+    """Every key `explorer run` takes, dotted, with its type, default and help; with `method`, that
+    method's `method.*` keys too (else the registered methods by name)."""
+    import textwrap
+
+    from explorer.methods.registry import REGISTRY, load_methods
+
+    load_methods()
+    out = ["Settings of `explorer run CONFIG [key=value ...]` (YAML: nested sections or dotted keys).",
+           "Defaults compose: the world's (world=NAME), then the file, then the command line",
+           "(explorer config show FILE [key=value ...] prints where each value came from).", ""]
+    top = [(k, t, d, h) for k, t, d, h in _field_rows(_top_class(), "")]
+    groups = [("run", top)] + [(s, _field_rows(cls, f"{s}.")) for s, cls in SECTIONS.items()]
+    if method is not None:
+        if method not in REGISTRY:
+            raise ConfigError(f"--help-config {method}: unknown method; expected one of "
+                              f"{', '.join(sorted(REGISTRY))}")
+        rows = _field_rows(REGISTRY[method][0], "method.")
+        groups.append((f"method {method} (method.name={method}; {REGISTRY[method][0].__module__})",
+                       rows or [("method.*", "", "", "no settings of its own")]))
+    for title, rows in groups:
+        out.append(f"{title}:")
+        for k, t, d, h in rows:
+            out.append(f"  {k}  ({t}, default {d})" if t else f"  {k}")
+            out += textwrap.wrap(h, 100, initial_indent="      ", subsequent_indent="      ")
+        out.append("")
+    if method is None:
+        out.append("method.name: one of " + ", ".join(sorted(REGISTRY)) +
+                   "; `explorer run --help-config NAME` lists that method's method.* keys.")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def show(path: str | Path | None = None, overrides: list[str] | None = None) -> str:
+    """The resolved config of `path` + `overrides`, nested as YAML, each value with where it came from
+    (default | world:NAME | FILE | FILE worlds.NAME | command line)."""
+    r = resolve(path, overrides)
+    cfg = build_run_config(r.values, r.where)
+    validate(cfg, r.where)
+    mcfg = method_config(cfg, r.where)
+    rows: list[tuple[str, str]] = []   # (text, source)
+
+    def add(indent: int, key: str, value: Any, dotted: str):
+        rows.append((f"{'  ' * indent}{key}: {_fmt(value)}", r.where(dotted)))
+
+    for f in fields(_top_class()):
+        add(0, f.name, getattr(cfg, f.name), f.name)
+    for s in SECTIONS:
+        rows.append((f"{s}:", ""))
+        for f in fields(SECTIONS[s]):
+            add(1, f.name, getattr(getattr(cfg, s), f.name), f"{s}.{f.name}")
+    rows.append(("method:", ""))
+    add(1, "name", cfg.method_name, "method.name")
+    for f in fields(mcfg):
+        add(1, f.name, getattr(mcfg, f.name), f"method.{f.name}")
+    width = min(max(len(t) for t, _ in rows) + 2, 72)
+    return "\n".join(f"{t:<{width}}# {src}" if src else t for t, src in rows) + "\n"

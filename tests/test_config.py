@@ -161,3 +161,74 @@ def test_methods_read_run_settings_not_the_run_config():
     methods = Path(__file__).resolve().parents[1] / "explorer" / "methods"
     for f in methods.glob("*.py"):
         assert "ctx.config" not in f.read_text(), f"{f.name} reads ctx.config"
+
+
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    from explorer.cli import main
+
+    rc = main(list(argv))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def _shown(text: str) -> dict[str, tuple[str, str]]:
+    """`explorer config show`'s lines -> {dotted key: (value, source)}."""
+    got, section = {}, ""
+    for line in text.splitlines():
+        if not line.startswith(" ") and line.endswith(":"):
+            section = line[:-1] + "."
+            continue
+        body, _, src = line.partition("# ")
+        key, _, value = body.strip().partition(": ")
+        got[(section if line.startswith(" ") else "") + key] = (value.strip(), src.strip())
+    return got
+
+
+def test_config_show_names_where_each_value_came_from(capsys, tmp_path):
+    from explorer.config import setting_keys
+
+    p = tmp_path / "m.yaml"
+    p.write_text("method: {name: random, keep: 0.25}\noptim: {epochs: 2}\nworlds:\n  smollm2:\n    eval: {n: 4}\n")
+    rc, out, _ = _cli(capsys, "config", "show", str(p), "world=smollm2", "optim.lr=1e-3")
+    got = _shown(out)
+    assert rc == 0 and set(setting_keys()) <= set(got)          # every key is shown, nested
+    assert got["optim.lr"] == ("0.001", "command line") and got["world"] == ("smollm2", "command line")
+    assert got["optim.epochs"] == ("2", str(p)) and got["eval.n"] == ("4", f"{p} worlds.smollm2")
+    assert got["data.n_train"] == ("256", "world:smollm2") and got["optim.clip"] == ("1.0", "default")
+    assert got["method.name"] == ("random", str(p)) and got["method.keep"] == ("0.25", str(p))
+    assert got["method.scope"] == ("batch", "default")          # the method's own defaults too
+    rc, out, _ = _cli(capsys, "config", "show", "optim.lr=2e-3")  # no file: only overrides
+    assert _shown(out)["optim.lr"] == ("0.002", "command line") and _shown(out)["world"][1] == "default"
+
+
+def test_config_show_refuses_what_run_would_refuse(capsys):
+    rc, _, err = _cli(capsys, "config", "show", "lr=1e-3")
+    assert rc == 2 and "unknown key lr; did you mean optim.lr?" in err
+
+
+def test_help_config_lists_every_key_with_type_default_and_help(capsys):
+    import dataclasses
+
+    from explorer.config import setting_keys
+    from explorer.methods.registry import REGISTRY, load_methods
+
+    rc, out, _ = _cli(capsys, "run", "--help-config")
+    assert rc == 0
+    for key in setting_keys():
+        assert f"  {key}  (" in out, key
+    assert "  optim.lr  (float, default 0.0002)" in out and "  data.harmful_ratio  (float | null, default null)" in out
+    load_methods()
+    assert all(name in out.splitlines()[-1] for name in REGISTRY)   # the methods, by name
+    rc, out, _ = _cli(capsys, "run", "--help-config", "dualselect")
+    for f in dataclasses.fields(REGISTRY["dualselect"][0]):
+        assert f"  method.{f.name}  (" in out, f.name
+    assert "  method.eta  (float, default 0.2)" in out
+    rc, _, err = _cli(capsys, "run", "--help-config", "nope")
+    assert rc == 2 and "unknown method" in err and "dualselect" in err
+
+
+def test_run_help_names_both_ways_to_see_the_settings(capsys):
+    from explorer.cli import build_parser
+
+    text = build_parser()._subparsers._group_actions[0].choices["run"].format_help()
+    assert "--help-config" in text and "explorer config show" in text and "method.eta=0.5" in text
