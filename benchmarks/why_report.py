@@ -186,6 +186,11 @@ def loo_check(run_dir: Path, step: int, horizons: list[int], ekfac: bool) -> dic
             world = world or RunWorld(run_dir)
             ekfac_at_checkpoint(world, step).to_parquet(f, index=False)
         dec = dec.merge(pd.read_parquet(f), on="sample_id", how="left")
+    f = run_dir / f"adam_effect_step{step}.parquet"
+    if not f.exists():
+        world = world or RunWorld(run_dir)
+        adam_first_order(world, step).to_parquet(f, index=False)
+    dec = dec.merge(pd.read_parquet(f), on="sample_id", how="left")
     row: dict = {}
     have = reader.loo(run_dir, step)
     for k in horizons:
@@ -198,13 +203,48 @@ def loo_check(run_dir: Path, step: int, horizons: list[int], ekfac: bool) -> dic
             loo = leave_one_out(run_dir, step, k, world=world)
             print(f"    leave-one-out at step {step}, horizon {k}: {len(loo)} samples in {time.time() - t:.1f} s",
                   file=sys.stderr, flush=True)
-        est = {"first-order": "effect_safety", **({"EK-FAC": "ekfac_safety_at_step"} if ekfac else {})}
+        est = {"first-order": "effect_safety", "Adam first-order": "adam_effect_safety",
+               **({"EK-FAC": "ekfac_safety_at_step"} if ekfac else {})}
         cmp = replays.loo_comparison(loo, dec, est)
         row[f"LOO K={k} first-order"] = cmp["rho first-order"]
+        row[f"LOO K={k} Adam first-order"] = cmp["rho Adam first-order"]
         row[f"LOO K={k} EK-FAC"] = cmp.get("rho EK-FAC", np.nan)
         row[f"LOO K={k} score"] = cmp["rho score"]
         row[f"LOO K={k} spread"] = float(loo["loo_safety"].std())
     return row
+
+
+def adam_first_order(world, step: int) -> pd.DataFrame:
+    """The first-order effect through AdamW's step instead of SGD's, at the step checkpoint:
+    adam_effect_safety_i = −lr·⟨g_i, ∇L_refusal / (√v̂ + ε)⟩, with v̂ the bias-corrected second moment AdamW
+    would divide by at step S on the whole batch (the checkpoint's v, updated with the batch's mean gradient).
+    Linearising the Adam step in the gradient (v held fixed), including sample i in the batch mean moves the
+    held-out loss by a positive multiple of this plus a term shared by every sample, so its ranking is the
+    one the recorded first-order effect would have if the optimiser were taken into account."""
+    import torch
+
+    from explorer.scoring.estimators import make_estimator, trainable_params
+    from explorer.scoring.influence import heldout_gradient
+
+    opt = world.restore(step).opt
+    params = trainable_params(world.model)
+    names = list(params)
+    batch = world.encode_ids(world.batch(step)["sample_id"].tolist())
+    feats = make_estimator("hooks").features(world.model, batch, params).grads            # [B, P]
+    heldout = heldout_gradient(world.model, world.safety, params)                          # [P]
+    g_mean = feats.mean(dim=0)
+    beta1, beta2 = opt.param_groups[0]["betas"]
+    eps, lr = opt.param_groups[0]["eps"], world.lr_at(step)
+    v, t = [], []
+    for n in names:
+        st = opt.state.get(params[n], {})
+        v.append(st["exp_avg_sq"].reshape(-1) if "exp_avg_sq" in st else torch.zeros(params[n].numel()))
+        t.append(torch.full((params[n].numel(),), float(st.get("step", 0))))
+    v, t = torch.cat(v), torch.cat(t) + 1
+    v_hat = (beta2 * v + (1 - beta2) * g_mean ** 2) / (1 - beta2 ** t)
+    pre = heldout / (v_hat.sqrt() + eps)
+    eff = -lr * (feats @ pre)
+    return pd.DataFrame({"sample_id": batch.sample_ids, "adam_effect_safety": eff.detach().cpu().numpy()})
 
 
 def ekfac_at_checkpoint(world, step: int) -> pd.DataFrame:
