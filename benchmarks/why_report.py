@@ -25,8 +25,9 @@ held-out refusal loss (effect_safety; explorer/scoring/influence.py). Columns pr
   LOO K=k ...  with --loo-step S: the ground truth. Exact leave-one-out over the batch of step S from the run's
                step checkpoint (explorer/replay/): each sample's measured effect on the held-out refusal loss
                after k steps (loo_safety, with it minus without it), and Spearman's ρ of each estimate of the
-               same samples with it: the first-order effect_safety recorded at S, EK-FAC fitted at the
-               checkpoint's weights (with --ekfac), and the method's preference against the benefit −loo_safety.
+               same samples with it: the first-order effect_safety recorded at S (SGD's step), the same through
+               AdamW's preconditioner at the checkpoint ("Adam first-order": −lr·⟨g_i, ∇L/(√v̂+ε)⟩), EK-FAC fitted at
+               the checkpoint's weights (with --ekfac), and the method's preference against the benefit −loo_safety.
                The runs are trained with record.checkpoint_every=S (and --loo-horizons k ... <= the steps after S).
 
 Runs are kept under --runs-dir (with their final weights, for the EK-FAC check); with --reuse an existing
