@@ -142,3 +142,16 @@ def test_a_run_without_replays_says_how_to_make_one(monkeypatch, tmp_path):
     d = runs["dualselect"]
     at = open_app(d.parent, monkeypatch, [d], "task_selection")
     assert "No counterfactual replay of this run yet" in _texts(at)
+
+
+def test_why_report_gives_each_leave_one_out_column_over_seeds():
+    from _scripts import load_benchmark
+
+    why = load_benchmark("why_report")
+    rows = pd.DataFrame([{"method": "dualselect", "seed": s, "score column": "score", "rho safety": 0.1, "rho task": 0.0,
+                          "n_dropped": 4, "recall": 0.5, "chance": 0.5, "lift": 0.0, "p_value": 0.5, "badge": "b",
+                          "refreshes": 0, "ekfac rho keep": np.nan, "LOO K=1 first-order": v, "LOO K=1 score": -v,
+                          "LOO K=1 spread": 1e-4} for s, v in ((0, 0.2), (1, 0.4), (2, 0.6))])
+    t = why.table(rows).iloc[0]
+    assert t["LOO K=1 first-order"] == "0.40 ± 0.20" and t["LOO K=1 score"] == "-0.40 ± 0.20"
+    assert "LOO K=1 spread" not in t
