@@ -224,7 +224,7 @@ def adam_first_order(world, step: int) -> pd.DataFrame:
     one the recorded first-order effect would have if the optimiser were taken into account."""
     import torch
 
-    from explorer.scoring.estimators import make_estimator, trainable_params
+    from explorer.scoring import make_estimator, trainable_params
     from explorer.scoring.influence import heldout_gradient
 
     opt = world.restore(step).opt
