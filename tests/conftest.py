@@ -12,6 +12,7 @@ import inspect
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,7 @@ def pytest_collection_modifyitems(session, config, items):
                 + [i for m, its in by_module.items() if m in late for i in its])
     if (late and not config.option.collectonly and not world_prepared()
             and os.environ.get("EXPLORER_TEST_BACKGROUND_PREPARE", "1") != "0"):
-        log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"explorer-prepare-{os.getpid()}.log", "w")
+        log = open(Path(tempfile.gettempdir()) / f"explorer-prepare-{os.getpid()}.log", "w")
         _PREPARER["proc"] = subprocess.Popen([sys.executable, "-m", "explorer", "prepare"], cwd=REPO,
                                              stdout=log, stderr=subprocess.STDOUT)
         _PREPARER["log"] = log
