@@ -13,7 +13,9 @@ Targets (issue 31): callback/plain <= 1.05; dualselect/plain <= the recipe's dua
 
 A step's time is the wall time between consecutive ends of optimiser steps (data, decide, forward,
 backward, optimiser, recording); the first step is left out (warm-up); the median of the rest is used.
-Gradient checkpointing and bf16 are off on every side, as `explorer run` runs on a CPU.
+Gradient checkpointing and bf16 are off on every side, as `explorer run` runs on a CPU. On a shared
+machine a few steps' ratios are noisy; the callback's own seconds (its forward hook and step end, timed
+inside it) are printed too.
 """
 
 from __future__ import annotations
@@ -72,13 +74,38 @@ class StepClock:
         return self.times[1:] or self.times
 
 
+#: seconds the ExplorerCallback itself spends (its forward hook and its step end), in the last run
+OWN = {"s": 0.0, "steps": 0}
+
+
+def timed_callback(settings: dict):
+    """An ExplorerCallback that counts its own seconds: on a shared machine the step-time ratio is noisy,
+    the callback's own time is not."""
+    from explorer.integrations import ExplorerCallback
+
+    class Timed(ExplorerCallback):
+        def _seen(self, *a):
+            t = time.perf_counter()
+            super()._seen(*a)
+            OWN["s"] += time.perf_counter() - t
+
+        def on_step_end(self, *a, **k):
+            t = time.perf_counter()
+            super().on_step_end(*a, **k)
+            OWN["s"] += time.perf_counter() - t
+            OWN["steps"] += 1
+
+    OWN.update(s=0.0, steps=0)
+    return Timed(settings)
+
+
 def trainer_step_seconds(kind: str, model_dir: str, lora: bool, steps: int, batch: int, runs: Path) -> list[float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig
     from trl import SFTTrainer as PlainSFTTrainer
 
     from explorer.config import load_config
-    from explorer.integrations import ExplorerCallback, SFTTrainer
+    from explorer.integrations import SFTTrainer
     from explorer.train.assemble import build_pools
     from datasets import Dataset
 
@@ -101,7 +128,7 @@ def trainer_step_seconds(kind: str, model_dir: str, lora: bool, steps: int, batc
                             callbacks=[clock.callback])
     elif kind == "callback":
         t = PlainSFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config,
-                            callbacks=[ExplorerCallback(settings), clock.callback])
+                            callbacks=[timed_callback(settings), clock.callback])
     else:
         t = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config,
                        callbacks=[clock.callback], method="dualselect", method_config=DUALSELECT, explorer=settings)
@@ -153,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
             med = {k: statistics.median(v) for k, v in t.items()}
             print(f"{name}{' + LoRA' if lora else ''}: " + " | ".join(
                 f"{k} {med[k]:.4f} ({min(v):.4f})" for k, v in t.items()))
+            own = OWN["s"] / max(1, OWN["steps"])
+            print(f"  the callback's own time: {own * 1e3:.3f} ms per step = {own / med['plain'] * 100:.3f}% of a plain "
+                  f"step, i.e. (plain + own) / plain = {(med['plain'] + own) / med['plain']:.4f}")
             print(f"  callback / plain = {med['callback'] / med['plain']:.3f} (target <= 1.05); dualselect / plain = "
                   f"{med['dualselect'] / med['plain']:.3f} (target <= the recipe's dualselect / sft = "
                   f"{med['recipe dualselect'] / med['recipe sft']:.3f})", flush=True)
