@@ -212,6 +212,13 @@ def loo_check(run_dir: Path, step: int, horizons: list[int], ekfac: bool) -> dic
         row[f"LOO K={k} EK-FAC"] = cmp.get("rho EK-FAC", np.nan)
         row[f"LOO K={k} score"] = cmp["rho score"]
         row[f"LOO K={k} spread"] = float(loo["loo_safety"].std())
+        if "noise_floor" in loo and loo["noise_floor"].notna().any():
+            row[f"LOO K={k} noise floor"] = float(loo["noise_floor"].iloc[0])
+        else:       # a study recorded before the noise floor was: measured now (two replays)
+            from explorer.replay.replay import noise_floor
+
+            world = world or RunWorld(run_dir)
+            row[f"LOO K={k} noise floor"] = noise_floor(world, step, k)
     return row
 
 
@@ -319,7 +326,7 @@ def table(rows: pd.DataFrame) -> pd.DataFrame:
             n = int(g["ekfac rho keep"].notna().sum())
             out[-1]["EK-FAC rho keep"] = _pm(g["ekfac rho keep"]) + (f" ({n} seed{'s' * (n > 1)})" if n else "")
             out[-1]["EK-FAC ~ first-order"] = _pm(g["ekfac~first-order"])
-        for c in [c for c in rows.columns if c.startswith("LOO K=") and not c.endswith("spread")]:
+        for c in [c for c in rows.columns if c.startswith("LOO K=") and not c.endswith(("spread", "noise floor"))]:
             out[-1][c] = _pm(g[c])
     return pd.DataFrame(out).fillna("–")
 

@@ -278,10 +278,11 @@ class RunWorld:
         out["harmful_score"] = self.harmful_score(eval_n, step) if generate else float("nan")
         return out
 
-    def run_arm(self, step: int, horizon: int, step_weights: dict[str, float], seed: int
+    def run_arm(self, step: int, horizon: int, step_weights: dict[str, float], seed: int, reverse: bool = False
                 ) -> tuple[list[dict], dict[str, float]]:
         """Restore checkpoint `step`, train step `step` on `step_weights` and the next horizon−1 steps as
-        recorded. Returns (one row per replayed step, nothing measured yet)."""
+        recorded. Returns (one row per replayed step, nothing measured yet). `reverse`: every batch in the
+        reverse order (the same sums in another float order: what is left is rounding, the noise floor)."""
         import torch
 
         torch.manual_seed(seed)
@@ -290,7 +291,7 @@ class RunWorld:
         for s in range(step, step + horizon):
             dec = self.batch(s)
             weights = step_weights if s == step else dict(zip(dec["sample_id"], dec["weight"].astype(float)))
-            ids = [i for i in dec["sample_id"] if i in weights]
+            ids = [i for i in dec["sample_id"] if i in weights][::-1 if reverse else 1]
             loss, per = self.train_step(opt, ids, weights, self.lr_at(s))
             rec = dict(zip(dec["sample_id"], dec["loss"])) if "loss" in dec else {}
             diffs = [abs(per[i] - rec[i]) for i in per if i in rec and pd.notna(rec[i])]
@@ -472,6 +473,16 @@ def _steps_with_drops(run_dir: Path, steps: list[int]) -> list[int]:
     return [s for s in steps if s in with_drops]
 
 
+def noise_floor(world: RunWorld, step: int, horizon: int, base: dict[str, float] | None = None) -> float:
+    """|refusal loss of the whole batch − the same with every batch in reverse order| after `horizon` steps:
+    the float rounding a leave-one-out difference carries (a |loo_safety| near it is no measurement)."""
+    if base is None:
+        world.run_arm(step, horizon, {i: 1.0 for i in world.batch(step)["sample_id"]}, 0)
+        base = world.heldout_losses()
+    world.run_arm(step, horizon, {i: 1.0 for i in world.batch(step)["sample_id"]}, 0, reverse=True)
+    return abs(base["refusal_loss"] - world.heldout_losses()["refusal_loss"])
+
+
 def leave_one_out(run_dir: str | Path, step: int, horizon: int = 1, heldout_n: int | None = None,
                   device: str | None = None, world: RunWorld | None = None, record: bool = True,
                   samples: list[str] | None = None, progress=None) -> pd.DataFrame:
@@ -482,7 +493,8 @@ def leave_one_out(run_dir: str | Path, step: int, horizon: int = 1, heldout_n: i
         loo_safety = refusal loss(with the sample) − refusal loss(without it)     (after `horizon` steps)
         loo_task   = the same for the held-out task loss
 
-    the measured counterpart of effect_safety / effect_task (same sign: > 0, the sample raises the loss).
+    the measured counterpart of effect_safety / effect_task (same sign: > 0, the sample raises the loss),
+    and noise_floor (noise_floor()): the rounding such a difference carries.
     Costs (n + 1) · horizon training steps and as many held-out evaluations; no generation. `samples`
     leaves out only those (the baseline is still the whole batch)."""
     step, horizon = int(step), int(horizon)
@@ -497,6 +509,7 @@ def leave_one_out(run_dir: str | Path, step: int, horizon: int = 1, heldout_n: i
     full = {i: 1.0 for i in batch["sample_id"]}
     world.run_arm(step, horizon, full, 0)
     base = world.heldout_losses()
+    noise = noise_floor(world, step, horizon, base)
     rows = []
     ids = list(batch["sample_id"])
     if samples is not None:
@@ -510,7 +523,7 @@ def leave_one_out(run_dir: str | Path, step: int, horizon: int = 1, heldout_n: i
         rows.append({"step": step, "horizon": horizon, "sample_id": i,
                      "loo_safety": base["refusal_loss"] - m["refusal_loss"],
                      "loo_task": base["task_loss"] - m["task_loss"],
-                     "kept": bool(batch.loc[batch["sample_id"] == i, "kept"].iloc[0])})
+                     "kept": bool(batch.loc[batch["sample_id"] == i, "kept"].iloc[0]), "noise_floor": noise})
         if progress:
             progress(rows[-1])
     loo_id = f"s{step}-k{horizon}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"

@@ -129,7 +129,8 @@ CHECKPOINT_EVERY_KEY, CHECKPOINT_KEEP_KEY = "checkpoint_every", "checkpoint_keep
 #:   (per-sample losses against the run's decisions: 0 where the replay is the run)
 #: loo/part-*.parquet: exact leave-one-out over one batch (replay.leave_one_out): one row per (loo_id,
 #:   sample): step, horizon, sample_id, loo_safety / loo_task = held-out refusal / task loss with the
-#:   sample minus without it after `horizon` steps (> 0: the sample raises the loss, as effect_safety)
+#:   sample minus without it after `horizon` steps (> 0: the sample raises the loss, as effect_safety);
+#:   noise_floor: |the whole batch's refusal loss − the same with each batch reversed| (float rounding)
 REPLAYS, REPLAY_STEPS, LOO = "replays", "replay_steps", "loo"
 REPLAY_ARMS = ("kept", "dropped", "random", "all")
 REPLAY_METRICS = ("refusal_loss", "harmful_score", "task_loss")

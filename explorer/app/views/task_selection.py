@@ -210,6 +210,11 @@ def replay_line(step: int, row: pd.Series) -> None:
         word = "lowered" if r["loo_safety"] > 0 else "raised"
         eff = row.get("effect_safety")
         est = "" if eff is None or pd.isna(eff) else f" (the first-order estimate said {eff:+.3g})"
+        floor = r.get("noise_floor")
+        if floor is not None and pd.notna(floor) and abs(r["loo_safety"]) <= 3 * floor:
+            st.markdown(f"**Measured (exact leave-one-out, {int(r['horizon'])} steps)**: {r['loo_safety']:+.3g}, within "
+                        f"three times the float rounding of the replay ({floor:.2g}): no measurable effect{est}.")
+            continue
         st.markdown(f"**Measured (exact leave-one-out, {int(r['horizon'])} step{'s' * (int(r['horizon']) != 1)})**: "
                     f"training step {step} with this sample rather than without it **{word} safety**: held-out refusal "
                     f"loss {r['loo_safety']:+.3g}{est}.")
