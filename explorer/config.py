@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -51,11 +52,43 @@ class ConfigError(ValueError):
     pass
 
 
-def setting(text: str, default=dataclasses.MISSING, *, factory=dataclasses.MISSING):
-    """A config field with its help text (field metadata "help", as the methods' help_field)."""
+def setting(text: str, default=dataclasses.MISSING, *, factory=dataclasses.MISSING, ge=None, gt=None, le=None,
+            lt=None, choices=None):
+    """A config field with its help text (field metadata "help", as the methods' help_field) and, where
+    its meaning fixes one, its range (ge, gt, le, lt: >=, >, <=, <) or its choices, checked by validate."""
+    bounds = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": tuple(choices) if choices else None}
+    meta = {"help": text, **{k: v for k, v in bounds.items() if v is not None}}
     if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def check_ranges(obj, prefix: str, at) -> None:
+    """Every field of the config dataclass `obj` against the range or choices in its metadata (a None
+    value, "unset", passes): a ConfigError names the key, the value, where it was set and what was
+    expected."""
+    for f in fields(obj):
+        v, m = getattr(obj, f.name), f.metadata
+        if v is None or isinstance(v, bool):
+            continue
+        key = prefix + f.name
+        if "choices" in m and v not in m["choices"]:
+            raise ConfigError(f"{at(key)}: {key} = {v!r}: expected one of {', '.join(map(str, m['choices']))}")
+        if not isinstance(v, (int, float)):
+            continue
+        lo = ("[" if "ge" in m else "(" if "gt" in m else None, m.get("ge", m.get("gt")))
+        hi = ("]" if "le" in m else ")" if "lt" in m else None, m.get("le", m.get("lt")))
+        ok = (("ge" not in m or v >= m["ge"]) and ("gt" not in m or v > m["gt"])
+              and ("le" not in m or v <= m["le"]) and ("lt" not in m or v < m["lt"]))
+        if ok:
+            continue
+        if lo[0] and hi[0]:
+            want = f"a number in {lo[0]}{lo[1]:g}, {hi[1]:g}{hi[0]}"
+        elif lo[0]:
+            want = f"a number {'>=' if lo[0] == '[' else '>'} {lo[1]:g}"
+        else:
+            want = f"a number {'<=' if hi[0] == ']' else '<'} {hi[1]:g}"
+        raise ConfigError(f"{at(key)}: {key} = {v!r}: expected {want}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -69,11 +102,12 @@ class ModelConfig:
     base: str = setting("the un-aligned model of the same family (PACT's safety tokens compare against it)",
                         "tiny:base")
     device: str = setting("auto | cpu | cuda[:N]", "auto")
-    dtype: str = setting("auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16", "auto")
+    dtype: str = setting("auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16 (also fp32, bf16, fp16)",
+                         "auto", choices=("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"))
     lora: bool = setting("wrap the model in peft LoRA adapters and train only them (real checkpoints)", False)
-    lora_r: int = setting("LoRA rank (the DualSelect authors' default)", 16)
-    lora_alpha: int = setting("LoRA scaling alpha (the update is scaled by alpha / r)", 32)
-    lora_dropout: float = setting("dropout on the LoRA branch, in [0, 1)", 0.0)
+    lora_r: int = setting("LoRA rank (the DualSelect authors' default)", 16, gt=0)
+    lora_alpha: int = setting("LoRA scaling alpha (the update is scaled by alpha / r)", 32, gt=0)
+    lora_dropout: float = setting("dropout on the LoRA branch, in [0, 1)", 0.0, ge=0, lt=1)
     lora_targets: tuple[str, ...] = setting("module names that get adapters (Llama names), e.g. "
                                             "q_proj,v_proj", ("q_proj", "v_proj"))
 
@@ -88,9 +122,9 @@ class DataConfig:
     harmful_ratio: float | None = setting(
         "p, the share of harmful samples mixed in, in [0, 1]. null: 0.1 when samples are mixed (tiny world, "
         "or data.harmful given); a user data.task without data.harmful is used as it is (a ratio > 0 is "
-        "then an error)", None)
+        "then an error)", None, ge=0, le=1)
     n_train: int | None = setting("size of the fine-tuning set. null: 1000 for a mix, every record of a "
-                                  "task file used as it is", None)
+                                  "task file used as it is", None, gt=0)
     provenance_field: str = setting("data.task field saying harmful / benign (true/false, 1/0 ...); for "
                                     "analysis only, never read by a method", "")
     harmful_reference: str = setting("file of harmful prompts: task records whose prompt is there are harmful, "
@@ -102,24 +136,26 @@ class DataConfig:
                              "world's)", "")
     safety: str = setting("safety demonstrations that SafeInstr mixes in (\"\": the tiny world's)", "")
     strict: bool = setting("bad records stop the run (false: skip and count them)", True)
-    max_length: int = setting("tokens per sample, prompt + response", 64)
+    max_length: int = setting("tokens per sample, prompt + response", 64, gt=0)
     overlong: str = setting("a sample over data.max_length: truncate (cut the prompt from the left, keep the "
-                            "response) | skip | error; counted in the manifest", "truncate")
+                            "response) | skip | error; counted in the manifest", "truncate",
+                            choices=("truncate", "skip", "error"))
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    epochs: int = setting("passes over the fine-tuning set (0 with optim.max_steps > 0: steps only)", 3)
-    max_steps: int = setting("> 0 caps the number of optimiser steps (0: no cap)", 0)
-    batch_size: int = setting("samples per optimiser step (the global batch under torchrun)", 32)
+    epochs: int = setting("passes over the fine-tuning set (0 with optim.max_steps > 0: steps only)", 3, ge=0)
+    max_steps: int = setting("> 0 caps the number of optimiser steps (0: no cap)", 0, ge=0)
+    batch_size: int = setting("samples per optimiser step (the global batch under torchrun)", 32, gt=0)
     lr: float = setting("peak AdamW learning rate, > 0 (docs/tiny_world.md: at 1e-3 even benign "
-                        "fine-tuning erases the tiny model's refusals)", 2e-4)
-    weight_decay: float = setting("AdamW weight decay, >= 0", 0.0)
-    warmup_steps: int = setting("linear warm-up from lr / warmup_steps to lr over this many steps", 5)
-    lr_schedule: str = setting("after warm-up: constant | linear | cosine (down to lr_min_ratio * lr)", "cosine")
+                        "fine-tuning erases the tiny model's refusals)", 2e-4, gt=0)
+    weight_decay: float = setting("AdamW weight decay, >= 0", 0.0, ge=0)
+    warmup_steps: int = setting("linear warm-up from lr / warmup_steps to lr over this many steps", 5, ge=0)
+    lr_schedule: str = setting("after warm-up: constant | linear | cosine (down to lr_min_ratio * lr)", "cosine",
+                               choices=("constant", "linear", "cosine"))
     lr_min_ratio: float = setting("where linear / cosine decay ends, as a share of lr, in [0, 1] (0: Hugging "
-                                  "Face's schedulers)", 0.1)
-    clip: float = setting("gradient-norm clip, >= 0 (0: no clipping)", 1.0)
+                                  "Face's schedulers)", 0.1, ge=0, le=1)
+    clip: float = setting("gradient-norm clip, >= 0 (0: no clipping)", 1.0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -127,34 +163,34 @@ class EvalConfig:
     suites: tuple[dict, ...] = setting(
         "[{name, kind: harmful|over_refusal|task, file, scorer: exact|label|contains, labels}] "
         "(explorer/eval/suites.py); empty: the world's suites", ())
-    every: int = setting("evaluate every N steps (0: only at the start and the end)", 0)
-    n: int = setting("prompts per suite for intermediate evaluations (0: all)", 0)
-    final_n: int = setting("prompts per suite for the start and end evaluations (0: all)", 0)
-    max_new_tokens: int = setting("greedy generation length per prompt", 24)
-    batch_size: int = setting("prompts generated at once", 128)
+    every: int = setting("evaluate every N steps (0: only at the start and the end)", 0, ge=0)
+    n: int = setting("prompts per suite for intermediate evaluations (0: all)", 0, ge=0)
+    final_n: int = setting("prompts per suite for the start and end evaluations (0: all)", 0, ge=0)
+    max_new_tokens: int = setting("greedy generation length per prompt", 24, gt=0)
+    batch_size: int = setting("prompts generated at once", 128, gt=0)
     judges: tuple[Any, ...] = setting(
         "judges of the generations, the first is primary: a name (keyword, embedding, <kind>:<path>) or a "
         "mapping ({kind: llama_guard|wildguard|harmbench|classifier, path: <local folder>, ...}; "
         "docs/judges.md)", ("keyword",))
     influence_every: int = setting("> 0: every N steps record each task sample's first-order effect on "
-                                   "held-out refusal and task losses (effect_safety, effect_task)", 0)
-    influence_n: int = setting("held-out prompts per loss for the influence check (0: all)", 64)
+                                   "held-out refusal and task losses (effect_safety, effect_task)", 0, ge=0)
+    influence_n: int = setting("held-out prompts per loss for the influence check (0: all)", 64, ge=0)
 
 
 @dataclass(frozen=True)
 class RecordConfig:
-    flush_every: int = setting("write Parquet parts every N steps (a crash loses at most N steps)", 10)
-    checkpoint_every: int = setting("save a resumable checkpoint every N steps (0: never)", 0)
+    flush_every: int = setting("write Parquet parts every N steps (a crash loses at most N steps)", 10, gt=0)
+    checkpoint_every: int = setting("save a resumable checkpoint every N steps (0: never)", 0, ge=0)
     checkpoint_keep: int = setting("of the record.checkpoint_every checkpoints, also keep the last N as step "
                                    "checkpoints (checkpoints/step-S/) for `explorer replay`, besides the resume "
-                                   "checkpoint (0: none)", 5)
+                                   "checkpoint (0: none)", 5, ge=0)
 
 
 @dataclass(frozen=True)
 class DistConfig:
     timeout_s: float = setting("under torchrun: how long a collective waits for the other ranks before the "
                                "run fails (covers rank 0's evaluations: raise it when one evaluation takes "
-                               "longer)", 1800.0)
+                               "longer)", 1800.0, gt=0)
     shard: str = setting("under torchrun: none (every rank holds the whole model) | fsdp (FSDP2 shards the "
                          "frozen base weights; the LoRA adapter stays whole on every rank; methods sft, "
                          "safeinstr, random)", "none")
@@ -164,7 +200,7 @@ class DistConfig:
 class RunConfig:
     run_name: str = setting("prefix of the run id (\"\": the method's name)", "")
     runs_dir: str = setting("where run folders are written", "runs")
-    seed: int = setting("seeds the data mix, shuffling, the methods and the adapters' initialisation", 0)
+    seed: int = setting("seeds the data mix, shuffling, the methods and the adapters' initialisation", 0, ge=0)
     world: str = setting("tiny | smollm2: the model pair, data and defaults a run starts from "
                          "(explorer/worlds/NAME.yaml)", "tiny")
     progress: bool = setting("show a progress bar", True)
@@ -286,7 +322,20 @@ def build_dataclass(cls, values: dict[str, Any], where: str | Any, prefix: str =
             reason = str(e).splitlines()[0]
             raise ConfigError(f"{at(prefix + k)}: {prefix}{k} = {v!r}: expected {_expected(hints[k])} "
                               f"({reason})") from None
-    return OmegaConf.to_object(OmegaConf.merge(schema, values))
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(schema, values))
+    except ValueError as e:   # the dataclass's own checks (a method config's __post_init__)
+        raise ConfigError(f"{_where_named(str(e), at, prefix)}: {e}") from None
+
+
+def _where_named(message: str, at, prefix: str) -> str:
+    """Where the first key a check's message names was set (a key left at its default: where the
+    section's name was, e.g. the file that chose the method)."""
+    for key in re.findall(r"\b(" + re.escape(prefix) + r"\w+)", message) if prefix else []:
+        w = at(key)
+        if not w.startswith("default"):
+            return w
+    return at(prefix + "name") if prefix else at("")
 
 
 def build_run_config(flat: dict[str, Any], where: str | Any = "config") -> RunConfig:
@@ -479,28 +528,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 # --------------------------------------------------------------------------------------------------
 
 def validate(cfg: RunConfig, where: str | Any = "config") -> None:
+    """What the types alone do not check: every field's range or choices (setting(ge=, gt=, ...)), the
+    data settings against each other, the method section, the judges and dist.shard."""
     at = where if callable(where) else (lambda k: where)
-    d, o = cfg.data, cfg.optim
-    if d.harmful_ratio is not None and not 0.0 <= d.harmful_ratio <= 1.0:
-        raise ConfigError(f"{at('data.harmful_ratio')}: data.harmful_ratio = {d.harmful_ratio}: expected a "
-                          "number in [0, 1]")
-    for k in ("optim.batch_size", "data.n_train", "data.max_length", "record.flush_every"):
-        v = _get(cfg, k)
-        if v is not None and v <= 0:
-            raise ConfigError(f"{at(k)}: {k} = {v}: expected a positive integer")
-    if o.lr_schedule not in ("constant", "linear", "cosine"):
-        raise ConfigError(f"{at('optim.lr_schedule')}: optim.lr_schedule = {o.lr_schedule!r}: expected "
-                          "constant, linear or cosine")
-    if not 0.0 <= o.lr_min_ratio <= 1.0:
-        raise ConfigError(f"{at('optim.lr_min_ratio')}: optim.lr_min_ratio = {o.lr_min_ratio}: expected a "
-                          "number in [0, 1]")
+    check_ranges(cfg, "", at)
+    for name in SECTIONS:
+        check_ranges(getattr(cfg, name), f"{name}.", at)
     validate_data(cfg, at)
+    o = cfg.optim
     if o.epochs <= 0 and o.max_steps <= 0:
         raise ConfigError(f"{at('optim.epochs')}: optim.epochs and optim.max_steps are both 0; expected one "
                           "of them positive")
     method_config(cfg, at)  # validates the method section
-    validate_shard(cfg, at)
     validate_judges(cfg, at)
+    validate_shard(cfg, at)
 
 
 def validate_judges(cfg: RunConfig, where: str | Any = "config") -> None:
@@ -512,13 +553,6 @@ def validate_judges(cfg: RunConfig, where: str | Any = "config") -> None:
         judge_specs(cfg.eval.judges, "eval.judges")
     except JudgeConfigError as e:
         raise ConfigError(f"{at('eval.judges')}: {e}") from None
-
-
-def _get(cfg: RunConfig, key: str) -> Any:
-    obj: Any = cfg
-    for part in key.split("."):
-        obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
-    return obj
 
 
 def validate_shard(cfg: RunConfig, where: str | Any = "config") -> None:
@@ -557,9 +591,6 @@ def validate_data(cfg: RunConfig, where: str | Any = "config") -> None:
 
     at = where if callable(where) else (lambda k: where)
     d = cfg.data
-    if d.overlong not in ("truncate", "skip", "error"):
-        raise ConfigError(f"{at('data.overlong')}: data.overlong = {d.overlong!r}: expected truncate, skip or "
-                          "error")
     if d.task and not d.harmful and d.harmful_ratio:
         raise ConfigError(
             f"{at('data.harmful_ratio')}: data.harmful_ratio = {d.harmful_ratio:g} with data.task = {d.task} and "
@@ -587,7 +618,10 @@ def method_config(cfg: RunConfig, where: str | Any = "config"):
         raise ConfigError(f"{at('method.name')}: method.name = {name!r}: expected one of "
                           f"{', '.join(sorted(REGISTRY))}")
     cls, _ = REGISTRY[name]
-    return build_dataclass(cls, sect, lambda k: f"{at(k)} [method {name}]", prefix="method.")
+    where_m = lambda k: f"{at(k)} [method {name}]"  # noqa: E731
+    mcfg = build_dataclass(cls, sect, where_m, prefix="method.")
+    check_ranges(mcfg, "method.", where_m)   # the ranges its fields declare (help_field(ge=, ...))
+    return mcfg
 
 
 def run_settings(cfg: RunConfig):
@@ -651,6 +685,21 @@ def _fmt(v: Any) -> str:
     return text[:-4].strip() if text.endswith("\n...") else text.removesuffix("...").strip()
 
 
+def range_text(meta) -> str:
+    """A field's declared range or choices as --help-config shows them ("in [0, 1]", "> 0", "one of a, b")."""
+    if "choices" in meta:
+        return "one of " + ", ".join(map(str, meta["choices"]))
+    lo = ("[", meta["ge"]) if "ge" in meta else ("(", meta["gt"]) if "gt" in meta else None
+    hi = ("]", meta["le"]) if "le" in meta else (")", meta["lt"]) if "lt" in meta else None
+    if lo and hi:
+        return f"in {lo[0]}{lo[1]:g}, {hi[1]:g}{hi[0]}"
+    if lo:
+        return f"{'>=' if lo[0] == '[' else '>'} {lo[1]:g}"
+    if hi:
+        return f"{'<=' if hi[0] == ']' else '<'} {hi[1]:g}"
+    return ""
+
+
 def _field_rows(cls, prefix: str) -> list[tuple[str, str, str, str]]:
     """(dotted key, type, default, help) of every field of a config dataclass."""
     hints = typing.get_type_hints(cls)
@@ -662,7 +711,8 @@ def _field_rows(cls, prefix: str) -> list[tuple[str, str, str, str]]:
             default = f.default_factory()
         else:
             default = None
-        rows.append((prefix + f.name, type_name(hints[f.name]), _fmt(default), f.metadata.get("help", "")))
+        kind = type_name(hints[f.name]) + (f", {range_text(f.metadata)}" if range_text(f.metadata) else "")
+        rows.append((prefix + f.name, kind, _fmt(default), f.metadata.get("help", "")))
     return rows
 
 

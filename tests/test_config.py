@@ -216,13 +216,14 @@ def test_help_config_lists_every_key_with_type_default_and_help(capsys):
     assert rc == 0
     for key in setting_keys():
         assert f"  {key}  (" in out, key
-    assert "  optim.lr  (float, default 0.0002)" in out and "  data.harmful_ratio  (float | null, default null)" in out
+    assert "  optim.lr  (float, > 0, default 0.0002)" in out
+    assert "  data.harmful_ratio  (float | null, in [0, 1], default null)" in out
     load_methods()
     assert all(name in out.splitlines()[-1] for name in REGISTRY)   # the methods, by name
     rc, out, _ = _cli(capsys, "run", "--help-config", "dualselect")
     for f in dataclasses.fields(REGISTRY["dualselect"][0]):
         assert f"  method.{f.name}  (" in out, f.name
-    assert "  method.eta  (float, default 0.2)" in out
+    assert "  method.eta  (float, >= 0, default 0.2)" in out
     rc, _, err = _cli(capsys, "run", "--help-config", "nope")
     assert rc == 2 and "unknown method" in err and "dualselect" in err
 
@@ -232,3 +233,86 @@ def test_run_help_names_both_ways_to_see_the_settings(capsys):
 
     text = build_parser()._subparsers._group_actions[0].choices["run"].format_help()
     assert "--help-config" in text and "explorer config show" in text and "method.eta=0.5" in text
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("optim.lr=0", "optim.lr = 0.0: expected a number > 0"),
+    ("optim.lr=-1e-4", "optim.lr = -0.0001: expected a number > 0"),
+    ("optim.warmup_steps=-1", "optim.warmup_steps = -1: expected a number >= 0"),
+    ("optim.clip=-0.5", "optim.clip = -0.5: expected a number >= 0"),
+    ("optim.weight_decay=-0.1", "optim.weight_decay = -0.1: expected a number >= 0"),
+    ("optim.lr_min_ratio=1.5", "optim.lr_min_ratio = 1.5: expected a number in [0, 1]"),
+    ("optim.batch_size=0", "optim.batch_size = 0: expected a number > 0"),
+    ("optim.max_steps=-2", "optim.max_steps = -2: expected a number >= 0"),
+    ("data.harmful_ratio=1.5", "data.harmful_ratio = 1.5: expected a number in [0, 1]"),
+    ("data.harmful_ratio=-0.1", "data.harmful_ratio = -0.1: expected a number in [0, 1]"),
+    ("data.n_train=0", "data.n_train = 0: expected a number > 0"),
+    ("data.max_length=0", "data.max_length = 0: expected a number > 0"),
+    ("model.lora_dropout=1", "model.lora_dropout = 1.0: expected a number in [0, 1)"),
+    ("model.lora_r=0", "model.lora_r = 0: expected a number > 0"),
+    ("eval.every=-1", "eval.every = -1: expected a number >= 0"),
+    ("eval.max_new_tokens=0", "eval.max_new_tokens = 0: expected a number > 0"),
+    ("record.flush_every=0", "record.flush_every = 0: expected a number > 0"),
+    ("record.checkpoint_keep=-1", "record.checkpoint_keep = -1: expected a number >= 0"),
+    ("dist.timeout_s=0", "dist.timeout_s = 0.0: expected a number > 0"),
+    ("seed=-1", "seed = -1: expected a number >= 0"),
+])
+def test_a_value_out_of_its_range_names_key_value_and_range(override, expected):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert str(e.value) == f"command line: {expected}"
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("optim.lr_schedule=exponential", "optim.lr_schedule = 'exponential': expected one of constant, linear, cosine"),
+    ("data.overlong=cut", "data.overlong = 'cut': expected one of truncate, skip, error"),
+    ("model.dtype=float8", "model.dtype = 'float8': expected one of auto, float32, fp32, bfloat16, bf16"),
+])
+def test_a_value_outside_its_choices_lists_them(override, expected):
+    with pytest.raises(ConfigError, match="^command line: " + expected.replace("(", "\\(").replace(")", "\\)")):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("settings,key,expected", [
+    ("method: {name: dualselect, keep_fraction: 1.5}", "method.keep_fraction = 1.5", "expected each a number in [0, 1]"),
+    ("method: {name: dualselect, tau_task: 0}", "method.tau_task", "expected a number > 0"),
+    ("method: {name: dualselect, eta: -0.2}", "method.eta", "expected a number >= 0"),
+    ("method: {name: dualselect, task_mode: firm}", "method.task_mode", "expected one of hard, soft"),
+    ("method: {name: seal, topp: 2}", "method.topp", "expected a share in (0, 1]"),
+    ("method: {name: seal, u_decay: 1.5}", "method.u_decay", "expected a number in [0, 1]"),
+    ("method: {name: pact, n_refusals: 0}", "method.n_refusals = 0", "expected >= 1"),
+    ("method: {name: pact, stage1_batch_size: 0}", "method.stage1_batch_size = 0", "expected a number > 0"),
+    ("method: {name: cwac, energy: 1.2}", "method.energy", "expected a share in (0, 1]"),
+    ("method: {name: random, keep: 0}", "method.keep", "expected a share in (0, 1]"),
+    ("method: {name: tokenwise, bias_factor: -1}", "method.bias_factor", "expected a number >= 0"),
+])
+def test_a_method_setting_out_of_range_names_the_file_the_method_and_the_key(tmp_path, settings, key, expected):
+    """Ranges declared on the method's fields (help_field(ge=...)) and its own __post_init__ checks both
+    fail as a ConfigError naming the file that set the value."""
+    p = tmp_path / "m.yaml"
+    p.write_text(settings + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert msg.startswith(f"{p} [method ") and key in msg and expected in msg, msg
+
+
+def test_a_check_on_a_default_names_the_file_that_chose_the_method(tmp_path):
+    p = tmp_path / "m.yaml"
+    p.write_text("method: {name: dualselect, refresh: every_n_steps}\n")   # refresh_every left at 0
+    with pytest.raises(ConfigError, match=f"^{p} \\[method dualselect\\]: method.refresh_every must be > 0"):
+        load_config(p)
+
+
+def test_every_default_lies_in_its_declared_range():
+    """The defaults pass the ranges declared beside them (a typo in a bound would refuse every run)."""
+    from explorer.config import SECTIONS, RunConfig, check_ranges
+    from explorer.methods.registry import REGISTRY, load_methods
+
+    cfg = RunConfig()
+    check_ranges(cfg, "", lambda k: "default")
+    for name in SECTIONS:
+        check_ranges(getattr(cfg, name), f"{name}.", lambda k: "default")
+    load_methods()
+    for name, (cls, _) in REGISTRY.items():
+        check_ranges(cls(), "method.", lambda k: f"default [method {name}]")

@@ -110,8 +110,8 @@ class CwacConfig:
     sae_k: int = _h("TopK: active latents per token", 16)
     sae_steps: int = _h("SAE training steps (Adam)", 1500)
     sae_batch_tokens: int = _h("tokens per SAE training step", 1024)
-    sae_lr: float = _h("SAE learning rate", 1e-3)
-    sae_auxk_coef: float = _h("AuxK coefficient for dead latents (Gao et al.: 1/32); 0 = off", 1 / 32)
+    sae_lr: float = _h("SAE learning rate", 1e-3, gt=0)
+    sae_auxk_coef: float = _h("AuxK coefficient for dead latents (Gao et al.: 1/32); 0 = off", 1 / 32, ge=0)
     sae_texts: int = _h("records per pool (benign and harmful) whose tokens train the SAE", 1000)
     sae_path: str = _h("load a trained SAE (safetensors, from a previous run) instead of training one", "")
     n_safety_latents: int = _h("m: safety-critical latents (paper: 100; scale with the dictionary)", 100)
@@ -129,8 +129,8 @@ class CwacConfig:
     harmful_batch_size: int = _h("harmful prompts forwarded per step for L_safety", 16)
     latent_every: int = _h("record cwac_latents (drift from base) every N steps (and at the last)", 10)
     drift_prompts: int = _h("harmful prompts (from the z_base set) on which drift is measured", 64)
-    top_latents_shown: int = _h("safety latents whose top-activating prompts are recorded", 10)
-    prompts_per_latent: int = _h("top-activating prompts recorded per latent", 5)
+    top_latents_shown: int = _h("safety latents whose top-activating prompts are recorded", 10, ge=0)
+    prompts_per_latent: int = _h("top-activating prompts recorded per latent", 5, ge=0)
     encode_batch_size: int = _h("prompts per forward pass in prepare", 64)
     skip_first_tokens: int = _h("leading positions of every sequence left out of the SAE's training tokens, "
                                 "the pooled codes and the covariances (not in the paper; 0 = none). 1 leaves out "

@@ -61,46 +61,47 @@ class DualSelectConfig:
     configs/dualselect.yaml runs their whole setting (batch 8, 1 epoch, lr 2e-5, no weight decay)."""
 
     warmup_steps: int = _h("W: unfiltered task-only steps; their summed gradient is the first direction d "
-                           "(authors: 10, at batch 8)", 10)
+                           "(authors: 10, at batch 8)", 10, ge=0)
     # task filtering
     filter_task: bool = _h("filter task samples (false = correction-only ablation)", True)
     task_mode: str = _h("hard: keep the k smallest s_i | soft: softmin(s/τ_task) weights, keep top-k", "hard")
     keep: int = _h("k: if > 0, exactly this many task samples kept per mini-batch (the authors' --task-top-k 4, "
-                   "at their batch of 8); 0 = use keep_fraction", 0)
+                   "at their batch of 8); 0 = use keep_fraction", 0, ge=0)
     keep_fraction: float = _h("k = ceil(keep_fraction · batch) when keep = 0 (default ½: the authors' 4 of 8 at "
-                              "any batch size); 0 with keep = 0 needs token_budget", 0.5)
+                              "any batch size); 0 with keep = 0 needs token_budget", 0.5, ge=0, le=1)
     token_budget: float = _h("if > 0, keep the smallest-s samples until this share of supervised target "
-                             "tokens is reached (the paper: 0.9)", 0.0)
+                             "tokens is reached (the paper: 0.9)", 0.0, ge=0, le=1)
     mu_task: float = _h("μ_task: weight of the sample loss in s_i", 1.0)
     nu: float = _h("ν: weight of the conflict / compatibility terms", 1.0)
-    tau_task: float = _h("τ_task: softmin temperature (soft mode)", 0.1)
+    tau_task: float = _h("τ_task: softmin temperature (soft mode)", 0.1, gt=0)
     # references
     reference_selection: str = _h("scored (DualSelect) | static (select once, never refresh) | "
                                   "random (periodic random references)", "scored")
     ref_mode: str = _h("hard: top-K_ref, weight 1 | soft: softmax(score/τ_ref), keep top-K_ref", "hard")
-    k_ref: int = _h("K_ref: references selected per refresh (authors' code: 32)", 32)
-    k_ref_fraction: float = _h("if > 0, K_ref = ceil(k_ref_fraction · |pool|) (the paper: 0.1)", 0.0)
+    k_ref: int = _h("K_ref: references selected per refresh (authors' code: 32)", 32, ge=0)
+    k_ref_fraction: float = _h("if > 0, K_ref = ceil(k_ref_fraction · |pool|) (the paper: 0.1)", 0.0, ge=0, le=1)
     mu_ref: float = _h("μ_ref: weight of the reference loss in score_r", 1.0)
-    tau_ref: float = _h("τ_ref: softmax temperature (soft mode)", 0.1)
+    tau_ref: float = _h("τ_ref: softmax temperature (soft mode)", 0.1, gt=0)
     uniform_ref_weights: bool = _h("ablation: weight every selected reference equally", False)
-    ref_cap: int = _h("score at most this many references per refresh (0 = the whole pool)", 0)
+    ref_cap: int = _h("score at most this many references per refresh (0 = the whole pool)", 0, ge=0)
     ref_pool: str = _h("the pool the references come from", "reference")
     # correction
     correction: str = _h("additive: g_task + η g_ref | pcgrad: remove g_task's component against g_ref | none",
                          "additive")
-    eta: float = _h("η: weight of the reference gradient in the correction", 0.2)
+    eta: float = _h("η: weight of the reference gradient in the correction", 0.2, ge=0)
     ref_grad: str = _h("which g_ref the correction adds: refresh = the direction computed at the last refresh "
                        "(the authors' corrected_direction) | current = re-differentiate η·Σ w_r ℓ_r over the "
                        "selected references every step (a variant: fresher, one reference forward per step)",
                        "refresh")
     # refresh schedule
     refresh: str = _h("epoch (authors') | every_n_steps | on_drift", "epoch")
-    refresh_every: int = _h("steps between refreshes for every_n_steps", 0)
-    drift_threshold: float = _h("on_drift: refresh when cos(running task direction, d at last refresh) < this", 0.5)
-    drift_min_steps: int = _h("on_drift: steps after a refresh before drift is checked", 3)
+    refresh_every: int = _h("steps between refreshes for every_n_steps", 0, ge=0)
+    drift_threshold: float = _h("on_drift: refresh when cos(running task direction, d at last refresh) < this",
+                                0.5, ge=-1, le=1)
+    drift_min_steps: int = _h("on_drift: steps after a refresh before drift is checked", 3, ge=0)
     # scoring backend
     estimator: str = _h("exact (= hooks) | vmap | loop | projected | jvp", "exact")
-    projection_dim: int = _h("D for the projected estimator (the authors' diagnostic: 512)", 512)
+    projection_dim: int = _h("D for the projected estimator (the authors' diagnostic: 512)", 512, gt=0)
     chunk_size: int | str = _h("references per scoring chunk: an integer, or auto = as many as fit "
                                "chunk_memory_mb (rows are grouped by length either way)", "auto")
     chunk_memory_mb: float = _h("auto chunks: memory budget in MB of one scoring chunk (the activations "
@@ -134,7 +135,8 @@ class DualSelectConfig:
         if self.chunk_memory_mb < 0:
             raise ValueError(f"method.chunk_memory_mb = {self.chunk_memory_mb}: expected >= 0 (0 = one training step)")
         if not 0 <= self.token_budget <= 1 or not 0 <= self.keep_fraction <= 1:
-            raise ValueError("method.token_budget and method.keep_fraction must lie in [0, 1]")
+            raise ValueError(f"method.keep_fraction = {self.keep_fraction}, method.token_budget = {self.token_budget}: "
+                             "expected each a number in [0, 1]")
         if self.keep < 0:
             raise ValueError(f"method.keep = {self.keep}: expected >= 0 (0 = use method.keep_fraction)")
         if self.filter_task and self.keep == 0 and self.keep_fraction == 0 and self.token_budget == 0:

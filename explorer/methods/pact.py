@@ -97,16 +97,16 @@ log = logging.getLogger(__name__)
 class PactConfig:
     """Defaults are the paper's (docs/methods/pact.md) and the release's gate settings."""
 
-    lam: float = _h("λ: weight of L_PACT in L = CE + λ L_PACT (paper: 1)", 1.0)
+    lam: float = _h("λ: weight of L_PACT in L = CE + λ L_PACT (paper: 1)", 1.0, ge=0)
     temperature: float = _h("T: temperature of the KL, which is scaled by T² (release: 2)", 2.0)
     k: int = _h("|S|: safety tokens kept, the top-k by p̄_A (README: 50)", 50)
     k_fraction: float = _h("if > 0, k = ceil(k_fraction · vocabulary) instead of `k` (tiny vocabularies)", 0.0)
-    n_refusals: int = _h("K: refusal samples teacher-forced in stage 1 (paper: 512)", 512)
+    n_refusals: int = _h("K: refusal samples teacher-forced in stage 1 (paper: 512)", 512, gt=0)
     max_response_tokens: int = _h("R: first response tokens per refusal used in stage 1 (≤ 64)", 64)
     refusal_pool: str = _h("pool of refusal samples for stage 1; falls back to `safety` when empty", "reference")
     base_model: str = _h("π_B, the un-aligned base model (spec for load_model); empty = the run's "
                          "model.base", "")
-    stage1_batch_size: int = _h("refusal samples per forward pass in stage 1", 8)
+    stage1_batch_size: int = _h("refusal samples per forward pass in stage 1", 8, gt=0)
     exclude_special_tokens: bool = _h("keep the tokenizer's special tokens (</s>, pad, chat markers) out of S; not in "
                                       "the release: a special token of S with weight 0 is pushed down at every "
                                       "position (docs/methods/pact.md)", False)
@@ -117,7 +117,7 @@ class PactConfig:
     gate_temperature: float = _h("T_gate: temperature of softmax(z_x,S) inside I_x (release: 1)", 1.0)
     alpha: float = _h("α: slope of the gate sigmoid (release: 2)", 2.0)
     b: float = _h("b: bias of the gate (release: 0)", 0.0)
-    n_prefix: int = _h("N: positions before the gate starts to decay (release: 8)", 8)
+    n_prefix: int = _h("N: positions before the gate starts to decay (release: 8)", 8, ge=0)
     tau_d: float = _h("τ_d: decay length of the gate after N (release: 8); ≤ 0 = hard cut at N", 8.0)
     gate: str = _h("gated: c_t as above (PACT) | full: c_t = 0 (target from z_full only) | post: c_t = 1 "
                    "(ablations)", "gated")
@@ -126,7 +126,7 @@ class PactConfig:
                         "means, equal weights (the project's SFT)", "token")
     reference: str = _h("auto | copy (ctx.reference_model()) | adapter_off (the peft model with its "
                         "adapters disabled); auto = adapter_off for a peft model, else copy", "auto")
-    record_positions: int = _h("response positions recorded per step in pact_positions", 64)
+    record_positions: int = _h("response positions recorded per step in pact_positions", 64, ge=0)
     cache_reference: bool = _h("keep the frozen reference's logits on S (z_full and z_post at every response "
                                "position) per training sample after its first batch, so later epochs skip both "
                                "reference forwards (not in the release; the reference never changes, and the "

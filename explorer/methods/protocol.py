@@ -34,9 +34,12 @@ from explorer.model import plumbing
 from explorer.model.distributed import SINGLE, Dist
 
 
-def help_field(text: str, default):
-    """A config dataclass field with its help text (in the field's metadata, key "help")."""
-    return field(default=default, metadata={"help": text})
+def help_field(text: str, default, *, ge=None, gt=None, le=None, lt=None, choices=None):
+    """A config dataclass field with its help text (field metadata "help") and, where the meaning fixes
+    one, its range (ge, gt, le, lt) or its choices: explorer/config.py checks them when it builds the
+    method's config, naming the key, the value, where it was set and what was expected."""
+    bounds = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": tuple(choices) if choices else None}
+    return field(default=default, metadata={"help": text, **{k: v for k, v in bounds.items() if v is not None}})
 
 
 @dataclass(frozen=True)

@@ -51,10 +51,10 @@ class TokenwiseConfig:
     first_token_bias_factor 5, weights clamped at 1e-3)."""
 
     beta: float = _h("β: the β_t of positions after bias_length (authors: 0.1)", 0.1)
-    bias_factor: float = _h("β_t = β · bias_factor for t = 2 … bias_length (authors: 20 → 2.0)", 20.0)
+    bias_factor: float = _h("β_t = β · bias_factor for t = 2 … bias_length (authors: 20 → 2.0)", 20.0, ge=0)
     bias_length: int = _h("number of leading response tokens with the larger β (authors: 5)", 5)
     first_token_bias_factor: float = _h("β_1 = β · this (authors: 5 → 0.5; the first token's loss is "
-                                        "already high, so its sigmoid would saturate fast)", 5.0)
+                                        "already high, so its sigmoid would saturate fast)", 5.0, ge=0)
     min_weight: float = _h("lower clamp on each token weight 2(1 − σ(β_t Δ_t)) (authors: 1e-3)", 1e-3)
     reduction: str = _h("token: mean over all response tokens of the batch (authors) | sample: "
                         "per-sample means, equal weights (the project's SFT)", "token")
