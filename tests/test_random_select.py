@@ -22,7 +22,7 @@ class _Batch:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_random_rank_is_each_samples_rank_and_the_kept_come_first(seed):
     method = RandomSelect(RandomConfig(keep=0.25, scope="batch"))
-    ctx = types.SimpleNamespace(generator=torch.Generator().manual_seed(seed))
+    ctx = types.SimpleNamespace(generator=torch.Generator().manual_seed(seed), batch_offset=0, global_batch_size=8)
     d = method.decide(_Batch(8), ctx)
     rank, kept = d.scores["random_rank"], d.weights > 0
     assert sorted(rank.tolist()) == list(range(1, 9))  # ranks 1..B, each once

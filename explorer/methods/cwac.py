@@ -342,8 +342,9 @@ class Cwac(MethodBase):
         # X_l: inputs of each constrained layer on harmful prompts (prompt tokens, or all tokens)
         acc = {n: None for n in self.targets_}
         dist = dist_of(ctx)
-        if dist.enabled:   # each rank its share of the prompts; C and the token count are all-reduced below
-            harmful = harmful[slice(*dist.shard(len(harmful)))]
+        # each rank its share of the prompts (one process: all of them); C and the token count are
+        # all-reduced below (one process: handed back as they are)
+        harmful = harmful[slice(*dist.shard(len(harmful)))]
         with capture({n: mods[n] for n in self.targets_}, what="input") as got:
             for b in self._batches(ctx, harmful):
                 with torch.no_grad(), ctx.autocast():
@@ -355,12 +356,11 @@ class Cwac(MethodBase):
                     if acc[n] is None:
                         acc[n] = CovarianceAccumulator(x.shape[-1], device=x.device)
                     acc[n].add(x.float(), mask)
-        if dist.enabled:
-            for n, params in self.targets_.items():
-                if acc[n] is None:   # this rank had no prompt that fits: it adds zeros
-                    acc[n] = CovarianceAccumulator(params[0].shape[-1], device=params[0].device)
-                acc[n].C = dist.all_sum(acc[n].C)
-                acc[n].n = int(dist.all_sum(torch.tensor(acc[n].n, dtype=torch.long)))
+        for n, params in self.targets_.items():
+            if acc[n] is None:   # this rank had no prompt that fits: it adds zeros
+                acc[n] = CovarianceAccumulator(params[0].shape[-1], device=params[0].device)
+            acc[n].C = dist.all_sum(acc[n].C)
+            acc[n].n = int(dist.all_sum(torch.tensor(acc[n].n, dtype=torch.long)))
         rows = []
         for n, a in acc.items():
             sub = small_eigen_subspace(a.C, c.energy, a.n)

@@ -321,8 +321,8 @@ class Pact(MethodBase):
         n = n_pos = 0
         starts = list(range(0, len(recs), c.stage1_batch_size))
         dist = dist_of(ctx)
-        if dist.enabled:   # each rank its share of the refusal chunks; the sums are all-reduced below
-            starts = starts[slice(*dist.shard(len(starts)))]
+        # each rank its share of the refusal chunks (one process: all); the sums are all-reduced below
+        starts = starts[slice(*dist.shard(len(starts)))]
         for i in starts:
             try:
                 batch = ctx.encode(recs[i:i + c.stage1_batch_size])
@@ -434,7 +434,7 @@ class Pact(MethodBase):
         dist = dist_of(ctx)
         # several ranks: A is the longest response of the global batch, so every rank takes the same
         # path and reduces tensors of one shape
-        A = int(count.max()) if not dist.enabled else int(dist.all_max(count.max()))
+        A = int(dist.all_max(count.max()))
         B = len(batch)
         if A == 0:
             return Decision(weights=torch.ones(B, device=ce.device), losses=ce)

@@ -15,6 +15,22 @@ that implements :class:`Method`. The recipe (``explorer/train/recipe.py``) calls
         method.transform_grads(ctx)            optional: edit .grad before clipping (projection ...)
         clip, optimiser step
         method.after_step(ctx)                 optional: refresh schedules, selector updates
+        every record.checkpoint_every steps:
+            method.state_dict()                what the method carries between steps, into the checkpoint
+    on `explorer run --resume` (and a replay), after prepare:
+        method.load_state_dict(state)          that state back, so the resumed run decides as the first
+
+and reads, besides the hooks, these attributes:
+
+    method.name        the registry key (explorer/methods/registry.py), recorded as the run's method
+    method.config      its frozen config dataclass (recorded in the manifest's method_config)
+    method.shardable   class attribute: True when every rank runs the same forward/backward passes each
+                       step, so that dist.shard=fsdp may shard it (explorer/config.py validate_shard)
+    method.state       the dataclass instance MethodBase's state_dict / load_state_dict save and restore
+
+A method reads the run's settings through `ctx.settings` (RunSettings: seed, batch size, max length,
+base model, LoRA), never the whole run config. Under torchrun it reduces what spans the batch or a pool
+through `ctx.dist`; with one process those collectives hand their input back, so the same code runs.
 
 Implementation inheritance between methods is ruled out (torchtune's rule): :class:`MethodBase`
 only supplies no-op defaults for the optional hooks.
@@ -87,18 +103,31 @@ def dist_of(ctx) -> Dist:
 
 
 class Method(Protocol):
-    """A selection or constraint method. `name` is its registry key; `config` its frozen settings."""
+    """A selection or constraint method: everything the recipe, the config check, checkpoints and the
+    TRL integration use (tests/test_method_contract.py runs every registered method through it)."""
 
-    name: str
-    config: Any
+    name: str                 # registry key
+    config: Any               # the method's frozen config dataclass
+    shardable: bool           # may run under dist.shard=fsdp (every rank the same passes each step)
+    state: Any                # what carries from step to step (a dataclass instance), or None
 
-    def prepare(self, ctx: Context) -> None: ...
+    def prepare(self, ctx: Context) -> None:
+        """Once, before the loader is built: pools, frozen models, SAEs; may restrict ctx.train_ids."""
 
-    def decide(self, batch: Batch, ctx: Context) -> Decision: ...
+    def decide(self, batch: Batch, ctx: Context) -> Decision:
+        """The batch's weights ([B], >= 0; 0 drops a sample), score columns and optional extra loss."""
 
-    def transform_grads(self, ctx: Context) -> dict[str, float] | None: ...
+    def transform_grads(self, ctx: Context) -> dict[str, float] | None:
+        """Edit .grad after backward, before clipping; returns step metrics or None."""
 
-    def after_step(self, ctx: Context) -> None: ...
+    def after_step(self, ctx: Context) -> None:
+        """After the optimiser step: refresh schedules, selector updates."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors, numbers, strings (and lists of them) that a checkpoint saves (safetensors + JSON)."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put a state_dict back (after prepare), so that a resumed run decides as the uninterrupted one."""
 
 
 class MethodBase:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from explorer.data.batch import Batch
-from explorer.methods.protocol import Decision, MethodBase, dist_of, help_field
+from explorer.methods.protocol import Decision, MethodBase, help_field
 from explorer.methods.registry import register
 
 
@@ -44,7 +44,7 @@ class RandomSelect(MethodBase):
             return Decision(weights=torch.ones(B, device=batch.input_ids.device))  # the pool was cut in prepare
         # under torchrun every rank draws the same order over the global batch and keeps its own rows
         # of it (the generator advances alike on every rank)
-        G = ctx.global_batch_size if dist_of(ctx).enabled else B
+        G = ctx.global_batch_size or B   # one process: the batch is the global batch
         w = torch.ones(G)
         k = max(1, math.ceil(self.config.keep * G))
         perm = torch.randperm(G, generator=ctx.generator)  # the random order: its first k are kept
@@ -53,7 +53,6 @@ class RandomSelect(MethodBase):
         # positions, not ranks
         rank = torch.empty(G)
         rank[perm] = torch.arange(1, G + 1, dtype=rank.dtype)
-        if dist_of(ctx).enabled:
-            w, rank = w[ctx.batch_offset:ctx.batch_offset + B], rank[ctx.batch_offset:ctx.batch_offset + B]
+        w, rank = w[ctx.batch_offset:ctx.batch_offset + B], rank[ctx.batch_offset:ctx.batch_offset + B]
         return Decision(weights=w.to(batch.input_ids.device), scores={"random_rank": rank})
 
