@@ -174,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(method=NAME picks a method with its defaults)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or failed run from its last checkpoint")
     r.add_argument("--help-config", nargs="?", const="", default=None, metavar="METHOD",
-                   help="list every setting (dotted key, type, default, help) and exit; with METHOD, that "
-                        "method's method.* keys too")
+                   help="list every setting (dotted key, type, range, default, help) and exit; with METHOD, "
+                        "that method's method.* keys too")
     r.set_defaults(func=_cmd_run)
 
     c = sub.add_parser("config", help="show the resolved settings of a run and where each value came from",
@@ -197,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--runs-dir", default="runs/demo")
     dm.add_argument("--methods", nargs="*", default=None, help="subset of methods (default: all)")
     dm.add_argument("--no-app", action="store_true", help="do not open the dashboard at the end")
-    dm.add_argument("--set", dest="overrides", nargs="*", default=[], help="key=value for every run")
+    dm.add_argument("--set", dest="overrides", nargs="*", default=[],
+                    help="dotted key=value settings for every run, e.g. optim.epochs=1 eval.final_n=10 "
+                         "(explorer run --help-config lists them)")
     dm.add_argument("--world", choices=("tiny", "smollm2"), default="tiny",
                     help="smollm2: SmolLM2-135M-Instruct and its aligned adapter (explorer prepare --world smollm2)")
     dm.set_defaults(func=_cmd_demo)
@@ -207,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
     sw.add_argument("--method", default="sft")
     sw.add_argument("--runs-dir", default="runs/sweep")
-    sw.add_argument("--set", dest="overrides", nargs="*", default=[])
+    sw.add_argument("--set", dest="overrides", nargs="*", default=[],
+                    help="dotted key=value settings for every run (explorer run --help-config lists them)")
     sw.set_defaults(func=_cmd_sweep)
 
     # subcommands owned by other layers register themselves
