@@ -38,7 +38,6 @@ import json
 import os
 import random
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -412,7 +411,9 @@ def replay(run_dir: str | Path, step: int, horizon: int = 1, arms=schema.REPLAY_
     meta_path.parent.mkdir(exist_ok=True)
     write_json_atomic(meta_path, meta)
     rows_all, steps_all = [], []
-    previous = _raise_on_sigterm()
+    from explorer.train.recipe import raise_on_sigterm
+
+    previous = raise_on_sigterm()
     try:
         world.restore(step)
         meta["at_checkpoint"] = world.measure(eval_n, step, generate)   # the starting point, for reference
@@ -447,21 +448,6 @@ def replay(run_dir: str | Path, step: int, horizon: int = 1, arms=schema.REPLAY_
                 checkpoint_loss_diff=max((r["max_abs_sample_loss_diff"] for r in first), default=float("nan")))
     write_json_atomic(meta_path, meta)
     return Replay(replay_id, pd.DataFrame(rows_all), pd.DataFrame(steps_all), meta)
-
-
-class Terminated(Exception):
-    """SIGTERM arrived during a replay."""
-
-
-def _raise_on_sigterm():
-    """SIGTERM -> an exception (so the replay's record is marked failed); returns the previous handler."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        raise Terminated(f"signal {signum}")
-
-    return signal.signal(signal.SIGTERM, handler)
 
 
 def _steps_with_drops(run_dir: Path, steps: list[int]) -> list[int]:

@@ -643,7 +643,7 @@ def load_checkpoint(run_dir: Path, step: int | None = None) -> dict:
 def run(cfg: RunConfig, run_id: str | None = None, resume_dir: str | Path | None = None) -> Path:
     """Train and record one run. With `resume_dir`, continue that run from its last checkpoint."""
     recipe = Recipe(cfg, run_id=run_id, resume_dir=resume_dir)
-    previous = _raise_on_sigterm()
+    previous = raise_on_sigterm()
     try:
         return recipe.setup().train()
     except BaseException as e:  # also KeyboardInterrupt / SIGTERM: the folder stays readable, marked failed
@@ -677,7 +677,9 @@ class Terminated(Exception):
     """SIGTERM arrived; raised so that the run is marked failed with what was flushed."""
 
 
-def _raise_on_sigterm():
+def raise_on_sigterm():
+    """SIGTERM -> Terminated in the main thread, so that a run (or a replay, explorer/replay) is marked
+    failed with what it flushed; returns the previous handler (None off the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         return None
 
