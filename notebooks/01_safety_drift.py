@@ -79,11 +79,13 @@ final.pivot_table(index=["suite", "metric"], columns="label", values="value").ro
 
 # %% [markdown]
 # ## The harmful-ratio effect
-# The README's sweep (`explorer sweep`) gives the full picture: 5 or 10 harmful samples among 1,000 do
-# little, 20 break the model half of the time, 50 always do. A data selector must therefore catch nearly
-# every harmful sample — and early. On SmolLM2 the drift is gradual instead (README's smollm2 table:
-# over two seeds p = 0.1 raises the harmful score by 56-66 points, p = 0.05 by 38-41, and benign data
-# alone by 12-16 — a real chat model's shallow alignment erodes under any fine-tuning).
+# The sweep (`explorer sweep`; the drift table in docs/tiny_world.md, six runs per row) gives the full
+# picture: benign data alone leaves the harmful score at 0.0, while 50 harmful samples among 1,000
+# (p = 0.05) already take it to 98.6 ± 1.4 on the hh suite. A data selector must therefore catch nearly
+# every harmful sample — and early. On SmolLM2 the drift is gradual
+# instead (docs/smollm2.md, two seeds: p = 0.1 raises the harmful score by 56.2 / 40.6 points on the hh /
+# HEx-PHI suites, p = 0.05 by 43.8 / 31.2, and benign data alone by 9.4 / 0.0 — a real chat model's
+# shallow alignment erodes under fine-tuning).
 #
 # ## Exercise
 # The harmful score is computed prompt by prompt: every evaluation stores each held-out prompt's answer

@@ -82,8 +82,8 @@ print("descending the loss raises the logits with ∂L/∂z < 0:", ", ".join(g.l
 
 # %% [markdown]
 # "sure" keeps all its probability: the KL is renormalised over S, so the total mass the model puts on S
-# is not constrained. The model can move mass to a compliance opener outside S at no cost — the README
-# suggests this is why PACT weakens at higher harmful ratios in the tiny world.
+# is not constrained. The model can move mass to a compliance opener outside S at no cost — one
+# possible reason why PACT weakens at higher harmful ratios in the tiny world (docs/methods/pact.md).
 #
 # ## 4. PACT on the tiny world, next to SFT
 # `configs/pact_demo.yaml` (k = 20 safety tokens for a ~550-word vocabulary; the file says why).

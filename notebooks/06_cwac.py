@@ -166,13 +166,13 @@ viz.cwac_latent_drift(reader.table(cwac, "cwac_latents"))
 pd.DataFrame([reader.run_row(r) for r in (sft, cwac)])[["method", "harmful_ratio", "HS hh", "HS hexphi", "task acc"]]
 
 # %% [markdown]
-# In the README's full runs CWAC lowers the harmful score only a little in this world, and the ablations
-# (`method.constraints=weight` or `activation`) less still; the internals above show why: the penalty is
-# small against the task loss, and in full fine-tuning every weight outside down_proj is free.
-# The paper leaves the SAE layer open: with `method.sae_layer=1` (the last layer's output, whose latents
-# do drift) the README measures a harmful score near 2 — but in a two-layer model that is one norm away
-# from the logits, so it is closer to distilling the aligned outputs than to the paper's mid-network
-# features.
+# The full runs (docs/methods/cwac.md, and the methods table in docs/methods/index.md) show how much
+# CWAC lowers the harmful score in this world, and the ablations (`method.constraints=weight` or
+# `activation`) beside it; the internals above show what to look at: how large the penalty is against
+# the task loss, and that in full fine-tuning every weight outside down_proj is free.
+# The paper leaves the SAE layer open. In a two-layer model the last layer's output is one norm away
+# from the logits, so constraining it is closer to distilling the aligned outputs than to the paper's
+# mid-network features.
 #
 # ## Exercise
 # With energy 0.9 instead of 0.99, how many directions r of the layer `name` would be protected? r is the

@@ -7,7 +7,7 @@
 # world can and cannot teach about real models.
 #
 # `QUICK` (`EXPLORER_NB_QUICK=1`, as the test suite sets it) trains on 160 samples at p = 0.2 and shrinks
-# each method's preparation; the full notebook uses the README's setting (1,000 samples, p = 0.1).
+# each method's preparation; the full notebook uses the methods table's setting (docs/methods/index.md: 1,000 samples, p = 0.1).
 
 # %%
 import os
@@ -90,7 +90,7 @@ px.bar(table.sort_values("safety_avg"), x="method", y="safety_avg", range_y=[0, 
 # model has two layers, its refusals come in six wordings, its judge is a keyword match, and it breaks
 # with ~20 harmful samples — far more brittle than a real aligned model. A method's rank here is a
 # hypothesis to test on your own checkpoint (`explorer run … model.path=/path/to/model model.lora=true`), not a
-# result. The README's tables (1,000 samples, full evaluations) show where the tiny world disagrees with
+# result. The methods tables (docs/methods/index.md: 1,000 samples, full evaluations) show where the tiny world disagrees with
 # the papers and why: e.g. DualSelect keeps the model safe but drops the new `comparison` family along
 # with the harmful samples, because a new task has a high loss too.
 #

@@ -16,7 +16,8 @@
 # checkpoint with another set of samples, and exact **leave-one-out** over one batch.
 #
 # `QUICK` (`EXPLORER_NB_QUICK=1`, as the test suite sets it) trains on 160 samples for one epoch; the
-# full notebook uses the README's setting (1,000 samples, p = 0.1, 3 epochs).
+# full notebook uses the demo configs' setting (1,000 samples, p = 0.1, 3 epochs); docs/why_results.md has
+# the same checks over seeds.
 
 # %%
 import os
