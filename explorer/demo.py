@@ -63,13 +63,16 @@ def _has_tabulate() -> bool:
         return False
 
 
-def method_run_config(name: str, harmful_ratio: float, seed: int, runs_dir: str, overrides: list[str]):
+def method_run_config(name: str, harmful_ratio: float, seed: int, runs_dir: str, overrides: list[str],
+                      method_overrides: dict[str, list[str]] | None = None):
     """The RunConfig that run_methods runs `name` with: its demo config (with the block for the world
-    that `overrides` name, if it has one), then the ratio, seed and `overrides`."""
+    that `overrides` name, if it has one), then the ratio, seed, `overrides` and `method_overrides[name]`
+    (settings for that method only, e.g. a notebook's smaller reference pool for DualSelect)."""
     from explorer.config import load_config
 
     cfg_path = demo_config_path(name)
     ov = [f"data.harmful_ratio={harmful_ratio}", f"seed={seed}", f"runs_dir={runs_dir}"] + list(overrides)
+    ov += list((method_overrides or {}).get(name, []))
     if cfg_path is None:
         ov.append(f"method={name}")
     return load_config(cfg_path, ov)
@@ -108,15 +111,15 @@ def matching_run(candidates, cfg) -> Path | None:
 
 
 def run_methods(methods: list[str], harmful_ratio: float, seed: int, runs_dir: str,
-                overrides: list[str]) -> list[Path]:
+                overrides: list[str], method_overrides: dict[str, list[str]] | None = None) -> list[Path]:
     """Run each method from its demo config (configs/<name>_demo.yaml, else the defaults) with the same
     ratio, seed and `overrides` (world=NAME among them picks the world's sizes and the configs' blocks
-    for it)."""
+    for it); `method_overrides[name]` adds settings for that method only."""
     from explorer.train.recipe import run
 
     dirs = []
     for name in methods:
-        cfg = method_run_config(name, harmful_ratio, seed, runs_dir, overrides)
+        cfg = method_run_config(name, harmful_ratio, seed, runs_dir, overrides, method_overrides)
         t = time.time()
         d = run(cfg)
         print(f"  {name:12s} done in {time.time() - t:6.1f} s -> {d}")

@@ -151,6 +151,10 @@ def test_demo_on_smollm2_runs_each_demo_config_with_its_smollm2_block():
     assert cfg.world == "smollm2" and cfg.data.n_train == _smollm2("data.n_train")
     assert cfg.method["ref_cap"] == 64 and cfg.method["k_ref"] == 9            # --set wins over the block
     assert "ref_cap" not in method_run_config("dualselect", 0.1, 0, "runs", []).method
+    # per-method settings (notebook 07's smaller preparations) reach that method only, after the shared ones
+    per = {"dualselect": ["method.ref_cap=120"], "pact": ["method.n_refusals=64"]}
+    assert method_run_config("dualselect", 0.1, 0, "runs", ["world=smollm2"], per).method["ref_cap"] == 120
+    assert "n_refusals" not in method_run_config("dualselect", 0.1, 0, "runs", [], per).method
 
 
 @pytest.mark.parametrize("method", ["dualselect", "pact", "cwac", "seal"])
