@@ -169,6 +169,23 @@ def records_from_dataset(dataset, id_field: str = "", strict: bool = True) -> li
     return out
 
 
+def recipe_around(cfg: RunConfig, model, processing_class, device) -> Recipe:
+    """A Recipe around a model a Trainer already holds (what Recipe.setup would load): its device, the
+    process group (accelerate's, when launched), the tokenizer, what the manifest says of the model, and
+    no sharding. The method's config is resolved from `cfg`; callers set the rest of their own."""
+    r = Recipe(cfg)
+    r.mcfg = method_config(cfg)
+    r.device = device
+    r.dist = distributed.init(cfg.dist.timeout_s, r.device.type)
+    r.model, r.tok = model, tokenizer_of(processing_class)
+    n = sum(p.numel() for p in model.parameters())
+    r.model_info = {"model_path": cfg.model.path, "device": str(r.device), "n_params": n,
+                    "n_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                    "lora": cfg.model.lora}
+    r.sharding = {"shard": "none", "param_elements": n, "param_elements_local": n}
+    return r
+
+
 class SampleIdCollator:
     """Encoded samples -> the micro-batch a Trainer steps on, with their `sample_ids` carried along
     (explorer's right-padded collate: labels -100 on prompt and padding)."""
@@ -258,20 +275,14 @@ class MethodRun:
     def setup(self) -> None:
         """Recipe.setup with the Trainer's model: run folder, method, starting evaluation, prepare, the set."""
         t, cfg = self.trainer, self.cfg
-        r = self.recipe = Recipe(cfg)
-        r.method = self.instance
-        r.mcfg = self.instance.config if self.instance is not None else method_config(cfg)
-        r.device = t.args.device
-        r.dist = distributed.init(cfg.dist.timeout_s, r.device.type)   # accelerate's process group, when launched
-        r.model, r.tok = t.model, tokenizer_of(t.processing_class)
+        r = self.recipe = recipe_around(cfg, t.model, t.processing_class, t.args.device)
         if r.tok is None:
             raise ValueError("processing_class is None: expected the model's tokenizer (processing_class=tokenizer)")
-        n = sum(p.numel() for p in r.model.parameters())
-        r.model_info = {"model_path": cfg.model.path, "device": str(r.device),
-                        "dtype": str(next(r.model.parameters()).dtype).replace("torch.", ""), "n_params": n,
-                        "n_trainable": sum(p.numel() for p in r.model.parameters() if p.requires_grad),
-                        "lora": cfg.model.lora, "chat_template": bool(getattr(r.tok, "chat_template", None))}
-        r.sharding = {"shard": "none", "param_elements": n, "param_elements_local": n}
+        r.method = self.instance
+        if self.instance is not None:
+            r.mcfg = self.instance.config
+        r.model_info.update(dtype=str(next(r.model.parameters()).dtype).replace("torch.", ""),
+                            chat_template=bool(getattr(r.tok, "chat_template", None)))
         r.autocast_dtype = torch.bfloat16 if r.device.type == "cuda" else None
         r.data = build_pools(cfg, task=self.records)
         r.setup_run()
@@ -508,15 +519,8 @@ class ExplorerCallback(TrainerCallback):
         path, lora = model_source(model)
         world = getattr(args, "world_size", 1)
         cfg = run_config(args, path, lora, {"name": "sft"}, self.settings, world)
-        r = self.recipe = Recipe(cfg, run_id=None)
-        r.mcfg = method_config(cfg)
-        r.device = args.device
-        r.dist = distributed.init(cfg.dist.timeout_s, r.device.type)
-        r.model, r.tok = model, tokenizer_of(processing_class)
-        n = sum(p.numel() for p in model.parameters())
-        r.model_info = {"model_path": path or "unknown", "device": str(r.device), "n_params": n, "lora": lora,
-                        "n_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-        r.sharding = {"shard": "none", "param_elements": n, "param_elements_local": n}
+        r = self.recipe = recipe_around(cfg, model, processing_class, args.device)
+        r.model_info["model_path"] = path or "unknown"
         r.autocast_dtype = None
         r.data = build_pools(cfg, task=[])
         r.records, r.pools, r.suites = r.data.records, r.data.pools, r.data.suites
