@@ -151,21 +151,18 @@ class RunWorld:
 
     # -- encoding -----------------------------------------------------------------------------------
     def encode_heldout(self, recs):
+        """Records -> a Batch on the run's device, tokenised as the run tokenised them (encode_ids too)."""
         from explorer.data.tokenize import collate, encode_all
 
         overlong = "skip" if self.facts.overlong == "error" else self.facts.overlong
         return collate(encode_all(self.tok, recs, self.facts.max_length, overlong=overlong)[0], self.pad, self.device)
 
     def encode_ids(self, ids: list[str]):
-        from explorer.data.tokenize import collate, encode_all
-
         missing = [i for i in ids if i not in self.records]
         if missing:
             raise ReplayError(f"{self.run_dir}: samples {', '.join(missing[:3])} of the decisions are not in the run's "
                               "data as rebuilt from its config (was the data changed since?)")
-        overlong = "skip" if self.facts.overlong == "error" else self.facts.overlong
-        enc, _ = encode_all(self.tok, [self.records[i] for i in ids], self.facts.max_length, overlong=overlong)
-        return collate(enc, self.pad, self.device)
+        return self.encode_heldout([self.records[i] for i in ids])
 
     # -- the run's records --------------------------------------------------------------------------
     def batch(self, step: int) -> pd.DataFrame:
