@@ -247,7 +247,7 @@ RENAMED: dict[str, str] = {
 def setting_keys() -> list[str]:
     """Every dotted key of RunConfig outside `method` (top level first, then the sections in order)."""
     top = [f.name for f in fields(RunConfig) if f.name not in SECTIONS and f.name != "method"]
-    return top + [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in fields(cls)]
+    return top + [k for s in SECTIONS for k in setting_keys_of(s)]
 
 
 # --------------------------------------------------------------------------------------------------
